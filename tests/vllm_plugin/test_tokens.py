@@ -59,12 +59,12 @@ def test_position_and_request_change_the_token():
 def test_request_key_is_stable_across_processes():
     # Python's hash() is salted per process; ours must not be.
     assert request_key("cmpl-abc-0") == request_key("cmpl-abc-0")
-    import subprocess
-    import sys
+    from .conftest import run_python
 
     code = "from revati.vllm_plugin.tokens import request_key; print(request_key('cmpl-abc-0'))"
-    out = subprocess.check_output([sys.executable, "-c", code], text=True).strip()
-    assert int(out) == request_key("cmpl-abc-0")
+    proc = run_python(code, {"PYTHONHASHSEED": "123"})
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip()) == request_key("cmpl-abc-0")
 
 
 def test_per_request_stop_ids_are_respected():

@@ -1,0 +1,58 @@
+"""revati's vLLM general plugin: the *semantic layer*.
+
+Under the emulator no GPU kernel executes, so every value the host reads back that a
+kernel should have computed is wrong (zeros or stale memory). This plugin patches vLLM
+(0.32, V2 model runner) in the processes that run the model so that the engine sees what
+a real GPU would have produced:
+
+* sampled token ids: drawn deterministically (``REVATI_SEED``, request id, position)
+  from the non-special vocabulary; never EOS, special or stop ids. Requests therefore
+  always run to ``max_tokens`` (ignore_eos or not);
+* ``num_sampled`` / ``num_rejected``: 1/0 per request per step, 0/0 on partial
+  chunked-prefill steps, accepted+1 with spec decode (``REVATI_SPEC_ACCEPTANCE``);
+* ``num_nans`` = 0 and plausible logprobs when requested;
+
+and it reports every model step's batch composition to :func:`step_hook`.
+
+vLLM calls :func:`register` (entry point ``vllm.general_plugins: revati``) in every
+process: API server, engine core and workers. It does nothing unless the emulator is
+active (``REVATI_ACTIVE=1``, set by the shim launcher), and it is idempotent. See
+docs/vllm-semantic-layer.md.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from revati.vllm_plugin.steps import STEP_RING, step_hook
+
+__all__ = ["register", "is_active", "step_hook", "STEP_RING", "seam_status"]
+
+_registered = False
+_lock = threading.Lock()
+
+
+def is_active() -> bool:
+    return os.environ.get("REVATI_ACTIVE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def register() -> None:
+    """vLLM general-plugin entry point."""
+    global _registered
+    if not is_active():
+        return
+    with _lock:
+        if _registered:
+            return
+        from revati.vllm_plugin import patches
+
+        patches.install()
+        _registered = True
+
+
+def seam_status() -> dict[str, str]:
+    """Seam name -> "patched" | "pending" | "missing: ..." (for diagnostics)."""
+    from revati.vllm_plugin import patches
+
+    return dict(patches.SEAM_STATUS)

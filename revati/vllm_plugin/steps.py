@@ -1,0 +1,108 @@
+"""Per-step batch composition, handed to the emulator.
+
+Attention time depends on the sequence lengths, which on a real GPU live in device
+memory; the host knows them too (vLLM's V2 runner keeps CPU mirrors). We read the
+host-side arrays of the ``InputBatch`` that ``GPUModelRunner.prepare_inputs`` returns
+and publish one dict per model step:
+
+    {"num_reqs", "num_tokens", "num_prefill", "num_decode",
+     "query_lens": [...], "seq_lens": [...],              # the contract
+     "context_lens": [...], "num_tokens_padded", "num_draft_tokens",
+     "num_prefill_as_decode", "step", "pid"}               # extras, may grow
+
+Requests are in batch order (vLLM sorts decodes first). ``seq_lens[i] =
+context_lens[i] + query_lens[i]`` where ``context_lens`` is the number of tokens
+already in the KV cache (prefix-cache hits and earlier chunks included). A request
+counts as *prefill* while it still has prompt (or resumed) tokens to compute; of
+those, ``num_prefill_as_decode`` are one-token extensions that vLLM runs as decodes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+RING_SIZE = int(os.environ.get("REVATI_STEP_RING", "4096") or 4096)
+
+#: The most recent step dicts of this process (newest last).
+STEP_RING: collections.deque[dict[str, Any]] = collections.deque(maxlen=RING_SIZE)
+
+_lock = threading.Lock()
+_step_counter = 0
+_log_path: str | None = None
+_log_fd: int | None = None
+
+
+def _log_fd_for(path: str) -> int:
+    global _log_fd, _log_path
+    if _log_fd is None or _log_path != path:
+        if _log_fd is not None:
+            try:
+                os.close(_log_fd)
+            except OSError:
+                pass
+        # O_APPEND: each line is one write(), so lines from the workers of a TP group
+        # (separate processes) interleave whole.
+        _log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        _log_path = path
+    return _log_fd
+
+
+def step_hook(batch: dict[str, Any]) -> None:
+    """Receive one step's batch composition.
+
+    For now: append to :data:`STEP_RING`, and when ``REVATI_STEP_LOG`` names a file,
+    append one JSON line to it. (Later: hand it to the shim through ctypes.)
+    """
+    global _step_counter
+    with _lock:
+        _step_counter += 1
+        batch.setdefault("step", _step_counter)
+        batch.setdefault("pid", os.getpid())
+        STEP_RING.append(batch)
+        path = os.environ.get("REVATI_STEP_LOG")
+        if path:
+            line = (json.dumps(batch, separators=(",", ":")) + "\n").encode()
+            os.write(_log_fd_for(path), line)
+
+
+def batch_from_input_batch(input_batch: Any) -> dict[str, Any]:
+    """Build the step dict from a vLLM 0.32 V2 ``InputBatch`` (host arrays only)."""
+    n = int(input_batch.num_reqs)
+    query = np.asarray(input_batch.num_scheduled_tokens[:n], dtype=np.int64)
+    context = np.asarray(input_batch.num_computed_tokens_np[:n], dtype=np.int64)
+    is_prefill = np.asarray(input_batch.is_prefilling_np[:n], dtype=bool)
+    as_decode = getattr(input_batch, "prefill_runs_as_decode_np", None)
+    num_as_decode = int(np.asarray(as_decode[:n], dtype=bool).sum()) if as_decode is not None else 0
+    num_prefill = int(is_prefill.sum())
+    return {
+        "num_reqs": n,
+        "num_tokens": int(input_batch.num_tokens),
+        "num_prefill": num_prefill,
+        "num_decode": n - num_prefill,
+        "query_lens": query.tolist(),
+        "seq_lens": (context + query).tolist(),
+        "context_lens": context.tolist(),
+        "num_tokens_padded": int(getattr(input_batch, "num_tokens_after_padding", input_batch.num_tokens)),
+        "num_draft_tokens": int(getattr(input_batch, "num_draft_tokens", 0) or 0),
+        "num_prefill_as_decode": num_as_decode,
+    }
+
+
+def _reset_for_tests() -> None:
+    global _step_counter, _log_fd, _log_path
+    with _lock:
+        STEP_RING.clear()
+        _step_counter = 0
+        if _log_fd is not None:
+            try:
+                os.close(_log_fd)
+            except OSError:
+                pass
+        _log_fd = None
+        _log_path = None
