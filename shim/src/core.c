@@ -177,14 +177,14 @@ __attribute__((destructor)) static void rv_dtor(void) {
                 (unsigned long long)rv_global_stats.family_ns[i]);
       fprintf(f, "}, \"graph_launches\": %llu, \"graph_nodes_replayed\": %llu, \"stub_hits\": %llu, "
                  "\"copies_real_bytes\": %llu, \"copies_dropped_bytes\": %llu, \"peak_device_bytes\": %llu, "
-                 "\"host_rss_bytes\": %llu}\n",
+                 "\"host_rss_bytes\": %llu, \"jumps\": %llu}\n",
               (unsigned long long)rv_global_stats.graph_launches,
               (unsigned long long)rv_global_stats.graph_nodes_replayed,
               (unsigned long long)rv_stub_hits_total(),
               (unsigned long long)rv_global_stats.copies_real_bytes,
               (unsigned long long)rv_global_stats.copies_dropped_bytes,
               (unsigned long long)(rv_num_visible ? rv_devices[0].peak_used : 0),
-              (unsigned long long)rv_host_rss_bytes());
+              (unsigned long long)rv_host_rss_bytes(), (unsigned long long)rv_global_stats.jumps);
       fclose(f);
     }
   }

@@ -543,6 +543,7 @@ API cudaError_t cudaEventQuery(cudaEvent_t e) {
 API cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   INIT();
   if (!e) return fail(cudaErrorInvalidResourceHandle);
+  if (e->recorded && !e->capture) rv_wait_until(e->time);
   return cudaSuccess;
 }
 API cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {

@@ -446,7 +446,7 @@ API CUresult cuEventDestroy(CUevent e) { free(e); return CUDA_SUCCESS; }
 API CUresult cuEventRecord(CUevent e, CUstream s) { INIT(); rv_event_record(e, rv_stream_resolve(s)); return CUDA_SUCCESS; }
 API CUresult cuEventRecordWithFlags(CUevent e, CUstream s, unsigned int flags) { (void)flags; return cuEventRecord(e, s); }
 API CUresult cuEventQuery(CUevent e) { INIT(); return (!e->recorded || e->time <= rv_now_ns()) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY; }
-API CUresult cuEventSynchronize(CUevent e) { (void)e; return CUDA_SUCCESS; }
+API CUresult cuEventSynchronize(CUevent e) { if (e->recorded && !e->capture) rv_wait_until(e->time); return CUDA_SUCCESS; }
 API CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
   *ms = (float)(((double)b->time - (double)a->time) / 1e6);
   return CUDA_SUCCESS;

@@ -259,6 +259,8 @@ rv_graph *rv_graph_instantiate(const rv_graph *g);
 
 /* The host's notion of "now" on the virtual clock, in ns. */
 uint64_t rv_now_ns(void);
+/* Blocks the calling host thread until virtual time t (a jump: it costs no wall time). */
+void rv_wait_until(uint64_t t);
 
 /* Kernel registry. */
 rv_kernel *rv_kernel_register(const void *host_fun, const char *mangled);
@@ -277,6 +279,7 @@ typedef struct rv_stats {
   uint64_t family_ns[RV_FAM_COUNT];
   uint64_t family_count[RV_FAM_COUNT];
   uint64_t copies_real_bytes, copies_dropped_bytes;
+  uint64_t jumps;
 } rv_stats;
 extern rv_stats rv_global_stats;
 extern pthread_mutex_t rv_lock; /* guards streams, events, graphs, allocator and stats */

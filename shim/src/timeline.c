@@ -27,12 +27,31 @@ const char *const rv_coll_names[RV_COLL_COUNT] = {"all_reduce", "all_gather", "r
 
 /* ------------------------------------------------------------------------ clock */
 
-uint64_t rv_now_ns(void) {
-  /* NOTE: the host's clock. The time-warp layer replaces this with the shared virtual
-   * clock page; every timeline decision already goes through this one function. */
+/* The GPU clock of this process: the host's monotonic clock plus an offset that only grows.
+ * A synchronization that would wait for GPU work jumps the offset instead of sleeping, so
+ * predicted GPU time costs no wall time while host work is measured for real.
+ * NOTE: this is the single-process form of the time warp; the coordinator (Timekeeper)
+ * generalizes it to one causal clock across processes, behind these two functions. */
+static _Atomic int64_t rv_offset_ns;
+
+static uint64_t real_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t rv_now_ns(void) { return real_now_ns() + (uint64_t)rv_offset_ns; }
+
+void rv_wait_until(uint64_t t) {
+  for (;;) {
+    int64_t off = rv_offset_ns;
+    int64_t need = (int64_t)t - (int64_t)real_now_ns();
+    if (need <= off) return;
+    if (__atomic_compare_exchange_n(&rv_offset_ns, &off, need, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+      rv_global_stats.jumps++;
+      return;
+    }
+  }
 }
 
 /* ---------------------------------------------------------------------- streams */
@@ -148,12 +167,20 @@ void rv_submit(struct CUstream_st *s, const rv_op *op) {
 }
 
 void rv_stream_sync(struct CUstream_st *s) {
-  /* NOTE: the host does not wait yet: without the time-warp clock, waiting for a virtual
-   * busy_until would only burn wall time. The time-warp layer turns this into a wait. */
-  (void)s;
+  pthread_mutex_lock(&rv_lock);
+  uint64_t t = s->busy_until, dep = legacy_dependency_locked(s);
+  pthread_mutex_unlock(&rv_lock);
+  rv_wait_until(dep > t ? dep : t);
 }
 
-void rv_device_sync(int dev) { (void)dev; }
+void rv_device_sync(int dev) {
+  uint64_t t = 0;
+  pthread_mutex_lock(&rv_lock);
+  for (size_t i = 0; i < rv_nstreams; i++)
+    if (rv_streams[i]->device == dev && rv_streams[i]->busy_until > t) t = rv_streams[i]->busy_until;
+  pthread_mutex_unlock(&rv_lock);
+  rv_wait_until(t);
+}
 
 void rv_event_record(struct CUevent_st *e, struct CUstream_st *s) {
   pthread_mutex_lock(&rv_lock);

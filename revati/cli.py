@@ -1,0 +1,145 @@
+"""The `revati` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from revati.catalog import DEFAULT_GPU, load_catalog
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Virtual GPU catalog (REVATI_GPU / --gpu)")
+    for col in ("key", "name", "memory", "SMs", "CC", "L2", "BF16 TFLOPS", "HBM GB/s", "link GB/s"):
+        table.add_column(col, justify="left" if col in ("key", "name") else "right", no_wrap=True)
+    for key, g in load_catalog().items():
+        table.add_row(
+            key + (" (default)" if key == DEFAULT_GPU else ""), g.name, f"{g.memory_mib} MiB",
+            str(g.sm_count), f"{g.cc_major}.{g.cc_minor}", f"{g.l2_bytes >> 20} MiB",
+            f"{g.peak_tflops_bf16:g}", f"{g.mem_bw_gbps:g}",
+            f"{g.interconnect_gbps:g} ({'NVLink' if g.nvlink else 'PCIe'})")
+    Console(width=max(Console().width, 130)).print(table)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from revati.emulator import ShimNotBuiltError, emulator_env, merge_trace
+
+    command = args.command[1:] if args.command and args.command[0] == "--" else args.command
+    if not command:
+        print("revati exec: give a command after --, e.g. revati exec -- python app.py", file=sys.stderr)
+        return 2
+    try:
+        env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
+                           trace=args.trace, stats=args.stats)
+    except (KeyError, ShimNotBuiltError) as e:
+        print(f"revati exec: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    # The child leads its own process group so Ctrl-C and termination reach the whole tree.
+    try:
+        proc = subprocess.Popen(command, env=env, start_new_session=True)
+    except FileNotFoundError:
+        print(f"revati exec: command not found: {command[0]}", file=sys.stderr)
+        return 127
+
+    def forward(signum, _frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    rc = proc.wait()
+    try:  # whatever the tree left behind goes too
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    if args.trace:
+        n = merge_trace(args.trace)
+        print(f"revati: wrote {n} trace events to {args.trace} (open in ui.perfetto.dev)", file=sys.stderr)
+    return rc if rc >= 0 else 128 - rc
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serves a model under the emulator and drives it with `vllm bench serve`."""
+    import json
+    import time
+    from pathlib import Path
+
+    from revati import models
+    from revati.serving import ServerFailed, bench_serve, served_model, vllm_server
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = models.resolve(args.model)
+    serve_args = [*(["--tokenizer", str(resolved.tokenizer)] if resolved.tokenizer else []), *args.serve_args]
+    t0 = time.monotonic()
+    print(f"revati demo: vllm serve {args.model} on a virtual {args.gpu} (logs in {out})", flush=True)
+    try:
+        with vllm_server(str(resolved.model), gpu=args.gpu, serve_args=serve_args,
+                         log_path=out / "server.log", stats=str(out / "stats")) as url:
+            t_ready = time.monotonic()
+            print(f"revati demo: server ready after {t_ready - t0:.0f} s; running vllm bench serve "
+                  f"({args.num_prompts} prompts)", flush=True)
+            name = served_model(url)
+            result = bench_serve(url, name, str(resolved.tokenizer or resolved.model), gpu=args.gpu,
+                                 num_prompts=args.num_prompts, input_len=args.input_len,
+                                 output_len=args.output_len, request_rate=args.request_rate,
+                                 result_dir=out, log_path=out / "bench.log")
+    except ServerFailed as e:
+        print(f"revati demo: {e}", file=sys.stderr)
+        return 1
+    print((out / "bench.log").read_text().split("============ Serving Benchmark Result ============")[-1]
+          if "Serving Benchmark Result" in (out / "bench.log").read_text() else json.dumps(result, indent=1))
+    print(f"revati demo: completed {result.get('completed')} of {args.num_prompts}, failed {result.get('failed', 0)}; "
+          f"wall {time.monotonic() - t0:.0f} s. NOTE: latencies are not yet time-warped (the virtual "
+          f"clock lands with the time-warp issue), so they reflect this machine's CPU.")
+    return 0 if result.get("completed") == args.num_prompts else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="revati", description="GPU-free time-warp emulator for LLM serving.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("gpus", help="list the virtual GPU catalog")
+    g.set_defaults(func=cmd_gpus)
+
+    e = sub.add_parser("exec", help="run any command under the emulator (children inherit it)",
+                       description="Run CMD with virtual GPUs, like faketime does for clocks.")
+    e.add_argument("--gpu", default=os.environ.get("REVATI_GPU", DEFAULT_GPU), help="catalog key (see `revati gpus`)")
+    e.add_argument("--num-gpus", type=int, default=None, help="GPUs on the virtual node (default: 8)")
+    e.add_argument("--predictor", default=None, help="roofline (default) or constant:<n>{ns,us,ms,s}")
+    e.add_argument("--trace", default=None, help="write a Perfetto trace of the virtual GPU timelines here")
+    e.add_argument("--stats", default=None, help="per-process op statistics prefix (<prefix>.<pid>.json)")
+    e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    e.set_defaults(func=cmd_exec)
+
+    d = sub.add_parser("demo", help="serve a model under the emulator and run vllm bench serve against it")
+    d.add_argument("--model", default="meta-llama/Llama-3.1-8B")
+    d.add_argument("--gpu", default=DEFAULT_GPU)
+    d.add_argument("--num-prompts", type=int, default=20)
+    d.add_argument("--input-len", type=int, default=128)
+    d.add_argument("--output-len", type=int, default=32)
+    d.add_argument("--request-rate", default="inf")
+    d.add_argument("--out", default="runs/demo", help="folder for logs, stats and the bench result")
+    d.add_argument("serve_args", nargs=argparse.REMAINDER, help="-- extra `vllm serve` flags")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "serve_args", None) and args.serve_args[0] == "--":
+        args.serve_args = args.serve_args[1:]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

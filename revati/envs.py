@@ -1,0 +1,33 @@
+"""Every environment variable the emulator reads or sets, in one place.
+
+The shim (C) reads the REVATI_* variables once, at load; Python reads them through this
+module. One prefix, one comment per variable.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_VARS: dict[str, str] = {
+    "REVATI_ACTIVE": "1 inside an emulated process tree; turns on the vLLM semantic layer.",
+    "REVATI_GPU": "catalog key of the virtual GPU (default h100-sxm); `revati gpus` lists them.",
+    "REVATI_NUM_GPUS": "GPUs on the virtual node (default: the part's max_gpus_per_node, 8).",
+    "REVATI_NODE_NAME": "node name mixed into device UUIDs, so two virtual nodes differ.",
+    "REVATI_PREDICTOR": "duration source: roofline (default) or constant:<n>{ns,us,ms,s}.",
+    "REVATI_TRACE": "write a Chrome/Perfetto trace of the virtual GPU timelines to this path.",
+    "REVATI_STATS_FILE": "each process writes <path>.<pid>.json with op counts and busy time at exit.",
+    "REVATI_LOG_LEVEL": "shim log level: 0 error, 1 warn (default), 2 info, 3 debug.",
+    "REVATI_LOG_FILE": "append shim logs to this file instead of stderr.",
+    "REVATI_BACKED_MAX": "device allocations up to this many bytes are host-backed (default 64 MiB).",
+    "REVATI_SEED": "seed for values the semantic layer supplies (sampled tokens).",
+    "REVATI_STEP_LOG": "the semantic layer writes one JSON line per model step to this path.",
+    "REVATI_SHIM_DIR": "folder holding librevati_shim.so (default: the repo's shim/build/lib).",
+    "REVATI_CACHE_DIR": "cache for tokenizers and the offline model hub (default ~/.cache/revati).",
+}
+
+
+def get(name: str, default: str | None = None) -> str | None:
+    """Reads a registered variable; unregistered names are a programming error."""
+    if name not in ENV_VARS:
+        raise KeyError(f"{name} is not a registered revati environment variable")
+    return os.environ.get(name, default)

@@ -1,0 +1,153 @@
+"""A local `vllm serve` under the emulator, and `vllm bench serve` against it.
+
+The building block of `revati demo` (and of the end-to-end `revati run`): start the real
+OpenAI server as a process group, wait until it answers /health, drive it with the real
+load generator, and tear the whole tree down on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from revati.emulator import emulator_env
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_tree(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    if proc.poll() is not None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # orphans of an exited leader
+        except ProcessLookupError:
+            pass
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+@contextmanager
+def vllm_server(
+    model: str,
+    *,
+    gpu: str = "h100-sxm",
+    serve_args: list[str] | None = None,
+    port: int | None = None,
+    log_path: Path,
+    env_extra: dict[str, str] | None = None,
+    predictor: str | None = None,
+    trace: str | None = None,
+    stats: str | None = None,
+    startup_timeout_s: float = 1500.0,
+) -> Iterator[str]:
+    """Runs `vllm serve MODEL --load-format dummy` under the emulator; yields its base URL."""
+    port = port or free_port()
+    env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats)
+    env.update(env_extra or {})
+    cmd = [str(VENV_BIN / "vllm"), "serve", model, "--load-format", "dummy", "--host", "127.0.0.1",
+           "--port", str(port), *(serve_args or [])]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ServerFailed(f"vllm serve exited with {proc.returncode} during start-up; "
+                                   f"last lines of {log_path}:\n{tail(log_path)}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"vllm serve did not become healthy in {startup_timeout_s:.0f} s; "
+                                   f"see {log_path}:\n{tail(log_path)}")
+            time.sleep(1.0)
+        yield url
+    finally:
+        _kill_tree(proc)
+        log.close()
+
+
+def tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def completion(url: str, model: str, prompt: str, max_tokens: int, ignore_eos: bool = True) -> dict:
+    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                       "ignore_eos": ignore_eos, "temperature": 0.0}).encode()
+    req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.loads(r.read())
+
+
+def served_model(url: str) -> str:
+    with urllib.request.urlopen(url + "/v1/models", timeout=30) as r:
+        return json.loads(r.read())["data"][0]["id"]
+
+
+def bench_serve(
+    url: str,
+    model: str,
+    tokenizer: str,
+    *,
+    gpu: str = "h100-sxm",
+    num_prompts: int = 20,
+    input_len: int = 128,
+    output_len: int = 32,
+    request_rate: str = "inf",
+    result_dir: Path,
+    log_path: Path,
+    timeout_s: float = 1800.0,
+) -> dict:
+    """Runs the real `vllm bench serve` (random dataset) under the emulator; returns its result JSON."""
+    env = emulator_env(gpu)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(VENV_BIN / "vllm"), "bench", "serve", "--backend", "vllm", "--base-url", url,
+           "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
+           "--random-input-len", str(input_len), "--random-output-len", str(output_len),
+           "--num-prompts", str(num_prompts), "--request-rate", request_rate, "--ignore-eos",
+           "--save-result", "--result-dir", str(result_dir), "--result-filename", "bench.json"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        finally:
+            _kill_tree(proc)
+    if rc != 0:
+        raise RuntimeError(f"vllm bench serve failed ({rc}); see {log_path}:\n{tail(log_path)}")
+    return json.loads((result_dir / "bench.json").read_text())
