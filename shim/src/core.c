@@ -125,6 +125,7 @@ void rv_log(int level, const char *fmt, ...) {
 
 static pthread_once_t rv_once = PTHREAD_ONCE_INIT;
 static volatile int rv_init_done;
+static const char *rv_stats_path;
 
 static void rv_init(void) {
   /* NOTE: rv_init_done is set before the work below: calls made from inside init (a log
@@ -143,6 +144,7 @@ static void rv_init(void) {
   rv_memory_init();
   rv_duration_init(getenv("REVATI_PREDICTOR"));
   rv_timeline_init();
+  rv_stats_path = getenv("REVATI_STATS_FILE");
   const char *trace = getenv("REVATI_TRACE");
   if (trace && *trace) rv_trace_init(trace);
   RV_LOG(RV_LOG_INFO, "shim loaded: gpu=%s devices=%d visible=%d duration=%s", rv_gpu->key,
@@ -156,10 +158,14 @@ void rv_ensure_init(void) {
 
 __attribute__((constructor)) static void rv_ctor(void) { rv_ensure_init(); }
 
-__attribute__((destructor)) static void rv_dtor(void) {
-  if (rv_trace_on) rv_trace_flush();
-  const char *stats = getenv("REVATI_STATS_FILE");
-  if (stats && *stats) {
+
+/* Writes REVATI_STATS_FILE.<pid>.json for processes that issued GPU work. Called at exit and
+ * periodically (see rv_periodic_flush): a process killed by a signal still leaves its figures. */
+void rv_write_stats(void) {
+  const char *stats = rv_stats_path;
+  uint64_t total = 0;
+  for (int i = 0; i < RV_OP_KINDS; i++) total += rv_global_stats.ops[i];
+  if (stats && *stats && total) {
     char path[512];
     snprintf(path, sizeof path, "%s.%d.json", stats, (int)getpid());
     FILE *f = fopen(path, "w");
@@ -188,4 +194,9 @@ __attribute__((destructor)) static void rv_dtor(void) {
       fclose(f);
     }
   }
+}
+
+__attribute__((destructor)) static void rv_dtor(void) {
+  if (rv_trace_on) rv_trace_flush();
+  rv_write_stats();
 }

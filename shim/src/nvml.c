@@ -255,3 +255,22 @@ API nvmlReturn_t nvmlDeviceGetCount(unsigned int *n) { return nvmlDeviceGetCount
 API nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int i, nvmlDevice_t *h) { return nvmlDeviceGetHandleByIndex_v2(i, h); }
 API nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t h, nvmlPciInfo_t *p) { return nvmlDeviceGetPciInfo_v3(h, p); }
 API nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *bus, nvmlDevice_t *h) { return nvmlDeviceGetHandleByPciBusId_v2(bus, h); }
+#undef nvmlDeviceGetComputeRunningProcesses
+#undef nvmlDeviceGetGraphicsRunningProcesses
+/* No process holds a virtual GPU from NVML's point of view: with a count of 0 the
+ * differently sized v1/v2 process records are never written. */
+API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t h, unsigned int *n, void *infos) {
+  (void)infos;
+  CHECK_DEV(h);
+  *n = 0;
+  return NVML_SUCCESS;
+}
+API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *n, void *infos) {
+  return nvmlDeviceGetComputeRunningProcesses(h, n, infos);
+}
+API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t h, unsigned int *n, void *infos) {
+  return nvmlDeviceGetComputeRunningProcesses(h, n, infos);
+}
+API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t h, unsigned int *n, void *infos) {
+  return nvmlDeviceGetComputeRunningProcesses(h, n, infos);
+}

@@ -288,6 +288,9 @@ extern pthread_mutex_t rv_lock; /* guards streams, events, graphs, allocator and
 void rv_trace_init(const char *path);
 void rv_trace_op(const struct CUstream_st *s, const rv_op *op, uint64_t start, uint64_t dur, int in_graph);
 void rv_trace_flush(void);
+void rv_write_stats(void);
+/* Flushes the trace and statistics at most once a second; called at synchronization points. */
+void rv_periodic_flush(void);
 extern int rv_trace_on;
 
 /* Names of ops for the trace and logs. */

@@ -166,7 +166,17 @@ void rv_submit(struct CUstream_st *s, const rv_op *op) {
   pthread_mutex_unlock(&rv_lock);
 }
 
+void rv_periodic_flush(void) {
+  static _Atomic uint64_t last;
+  uint64_t now = real_now_ns(), prev = last;
+  if (now - prev < 1000000000ULL) return;
+  if (!__atomic_compare_exchange_n(&last, &prev, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
+  if (rv_trace_on) rv_trace_flush();
+  rv_write_stats();
+}
+
 void rv_stream_sync(struct CUstream_st *s) {
+  rv_periodic_flush();
   pthread_mutex_lock(&rv_lock);
   uint64_t t = s->busy_until, dep = legacy_dependency_locked(s);
   pthread_mutex_unlock(&rv_lock);
