@@ -84,7 +84,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"revati demo: vllm serve {args.model} on a virtual {args.gpu} (logs in {out})", flush=True)
     try:
         with vllm_server(str(resolved.model), gpu=args.gpu, serve_args=serve_args,
-                         log_path=out / "server.log", stats=str(out / "stats")) as url:
+                         log_path=out / "server.log", stats=str(out / "stats")) as server:
+            url = server.url
             t_ready = time.monotonic()
             print(f"revati demo: server ready after {t_ready - t0:.0f} s; running vllm bench serve "
                   f"({args.num_prompts} prompts)", flush=True)

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -54,6 +55,29 @@ class ServerFailed(RuntimeError):
     pass
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int          # leader of the server's process group
+    log_path: Path
+
+    def tree_rss_bytes(self) -> dict[str, int]:
+        """Resident memory of every process of the server, by "pid name"."""
+        import psutil
+
+        out = {}
+        try:
+            root = psutil.Process(self.pid)
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    out[f"{p.pid} {p.name()}"] = p.memory_info().rss
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        return out
+
+
 @contextmanager
 def vllm_server(
     model: str,
@@ -67,8 +91,8 @@ def vllm_server(
     trace: str | None = None,
     stats: str | None = None,
     startup_timeout_s: float = 1500.0,
-) -> Iterator[str]:
-    """Runs `vllm serve MODEL --load-format dummy` under the emulator; yields its base URL."""
+) -> Iterator[Server]:
+    """Runs `vllm serve MODEL --load-format dummy` under the emulator until it is healthy."""
     port = port or free_port()
     env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats)
     env.update(env_extra or {})
@@ -94,7 +118,7 @@ def vllm_server(
                 raise ServerFailed(f"vllm serve did not become healthy in {startup_timeout_s:.0f} s; "
                                    f"see {log_path}:\n{tail(log_path)}")
             time.sleep(1.0)
-        yield url
+        yield Server(url, proc.pid, log_path)
     finally:
         _kill_tree(proc)
         log.close()

@@ -11,10 +11,12 @@
 
 static __thread cudaError_t rv_last_error = cudaSuccess;
 
-static cudaError_t fail(cudaError_t e) {
+static cudaError_t rv_fail(cudaError_t e, const char *where) {
   rv_last_error = e;
+  RV_LOG(RV_LOG_DEBUG, "%s returns error %d", where, (int)e);
   return e;
 }
+#define fail(e) rv_fail((e), __func__)
 
 #define INIT() rv_ensure_init()
 #define CUR_DEVICE_OR_FAIL()                               \
@@ -46,7 +48,16 @@ API const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorHostMemoryAlreadyRegistered: return "cudaErrorHostMemoryAlreadyRegistered";
     case cudaErrorHostMemoryNotRegistered: return "cudaErrorHostMemoryNotRegistered";
     case cudaErrorPeerAccessAlreadyEnabled: return "cudaErrorPeerAccessAlreadyEnabled";
-    default: return "cudaErrorUnknown";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorMissingConfiguration: return "cudaErrorMissingConfiguration";
+    case cudaErrorInvalidSymbol: return "cudaErrorInvalidSymbol";
+    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
+    case cudaErrorUnknown: return "cudaErrorUnknown";
+    default: {
+      static __thread char buf[48];
+      snprintf(buf, sizeof buf, "cudaError_%d", (int)e);
+      return buf;
+    }
   }
 }
 
@@ -610,12 +621,49 @@ API cudaError_t cudaGraphDebugDotPrint(cudaGraph_t g, const char *path, unsigned
 
 /* --------------------------------------------------------------------- kernels */
 
-typedef struct { int dummy; } rv_fatbin;
+/* A registered fat binary: the architecture the driver would load from it for our part. */
+typedef struct {
+  int binary_version; /* e.g. 80 for sm_80 SASS; 0 if unknown */
+} rv_fatbin;
+
+/* nvcc's wrapper around the fat binary, and the fat binary's own headers (public layout). */
+typedef struct { int magic; int version; const unsigned long long *data; void *filename; } rv_fatbin_wrapper;
+typedef struct { uint32_t magic; uint16_t version, header_size; uint64_t fat_size; } rv_fatbin_header;
+typedef struct {
+  uint16_t kind, version;   /* kind 1 = PTX, 2 = ELF (SASS) */
+  uint32_t header_size;
+  uint64_t padded_payload_size;
+  uint32_t payload_size, unknown0, unknown1;
+  uint32_t sm_version;      /* offset 28, e.g. 90 for sm_90 */
+} rv_fatbin_entry;
+
+/* The driver loads the newest SASS of the device's major version not newer than the device,
+ * else JIT-compiles the newest PTX not newer than the device. */
+static int select_binary(const void *fat_cubin, int cc) {
+  const rv_fatbin_wrapper *w = fat_cubin;
+  if (!w || w->magic != 0x466243b1 || !w->data) return 0;
+  const rv_fatbin_header *h = (const rv_fatbin_header *)w->data;
+  if (h->magic != 0xBA55ED50u) return 0;
+  const uint8_t *p = (const uint8_t *)h + h->header_size, *end = p + h->fat_size;
+  int best_sass = 0, best_ptx = 0;
+  while (p + sizeof(rv_fatbin_entry) <= end) {
+    const rv_fatbin_entry *e = (const rv_fatbin_entry *)p;
+    int sm = (int)e->sm_version;
+    if (e->kind == 2 && sm / 10 == cc / 10 && sm <= cc && sm > best_sass) best_sass = sm;
+    if (e->kind == 1 && sm <= cc && sm > best_ptx) best_ptx = sm;
+    if (!e->header_size) break;
+    p += e->header_size + e->padded_payload_size;
+  }
+  return best_sass ? best_sass : best_ptx;
+}
 
 API void **__cudaRegisterFatBinary(void *fatCubin) {
-  (void)fatCubin;
   rv_ensure_init();
-  return (void **)calloc(1, sizeof(rv_fatbin));
+  rv_fatbin *f = calloc(1, sizeof *f);
+  const rv_gpu_spec *g = rv_gpu;
+  f->binary_version = select_binary(fatCubin, g->cc_major * 10 + g->cc_minor);
+  RV_LOG(RV_LOG_DEBUG, "fat binary %p: loads sm_%d", fatCubin, f->binary_version);
+  return (void **)f;
 }
 API void __cudaRegisterFatBinaryEnd(void **handle) { (void)handle; }
 API void __cudaUnregisterFatBinary(void **handle) { (void)handle; /* kernels stay known; addresses may be reused only after dlclose */ }
@@ -623,9 +671,10 @@ API char __cudaInitModule(void **handle) { (void)handle; return 0; }
 
 API void __cudaRegisterFunction(void **handle, const char *hostFun, char *deviceFun, const char *deviceName,
                                 int thread_limit, uint3 *tid, uint3 *bid, dim3 *bDim, dim3 *gDim, int *wSize) {
-  (void)handle; (void)deviceName; (void)thread_limit; (void)tid; (void)bid; (void)bDim; (void)gDim; (void)wSize;
+  (void)deviceName; (void)thread_limit; (void)tid; (void)bid; (void)bDim; (void)gDim; (void)wSize;
   rv_ensure_init();
-  rv_kernel_register(hostFun, deviceFun);
+  rv_kernel *k = rv_kernel_register(hostFun, deviceFun);
+  k->binary_version = handle ? ((rv_fatbin *)handle)->binary_version : 0;
 }
 
 API void __cudaRegisterVar(void **handle, char *hostVar, char *deviceAddress, const char *deviceName, int ext,
@@ -719,14 +768,14 @@ API cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t *cfg, const void *f
 }
 
 API cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *a, const void *func) {
-  (void)func;
   INIT();
   memset(a, 0, sizeof *a);
   const rv_gpu_spec *g = rv_devices[rv_current_device()].spec;
+  rv_kernel *k = rv_kernel_by_host_fun(func);
   a->maxThreadsPerBlock = 1024;
   a->numRegs = 32;
   a->maxDynamicSharedSizeBytes = 49152;
-  a->binaryVersion = g->cc_major * 10 + g->cc_minor;
+  a->binaryVersion = k && k->binary_version ? k->binary_version : g->cc_major * 10 + g->cc_minor;
   a->ptxVersion = a->binaryVersion;
   a->preferredShmemCarveout = -1;
   return cudaSuccess;

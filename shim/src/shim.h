@@ -149,6 +149,7 @@ typedef struct rv_kernel {
   int family;              /* rv_family; -1 until first launch */
   int from_triton;
   int max_dynamic_smem;
+  int binary_version;      /* arch of the code the driver would load (fat binary), 0 if unknown */
 } rv_kernel;
 
 struct CUfunc_st { rv_kernel k; };

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -89,17 +90,21 @@ print(json.dumps({"shapes": [list(c32.shape), list(c.shape), list(bm.shape), lis
 """
 
 
-def test_ordinary_torch_ops_run_and_record(emulated, tmp_path):
+@pytest.mark.parametrize("gpu", ["h100-sxm", "l40s"])
+def test_ordinary_torch_ops_run_and_record(emulated, tmp_path, gpu):
     stats = tmp_path / "stats"
-    r = emulated(OPS, env={"REVATI_STATS_FILE": str(stats)})
+    r = emulated(OPS + "\nprint(json.dumps({'cumsum': torch.cumsum(torch.arange(10, device='cuda'), 0).shape[0]}))",
+                 gpu=gpu, env={"REVATI_STATS_FILE": str(stats)})
     assert r.rc == 0, r.err
-    d = r.json()
+    # CUB (cumsum) picks its code path from the binary the driver would load from the fat
+    # binary (sm_86 code on an sm_89 L40S), not from the device's compute capability.
+    assert r.json() == {"cumsum": 10}
+    d = json.loads(r.out.strip().splitlines()[-2])
     assert d["shapes"] == [[64, 256], [64, 256], [4, 8, 32], [32, 512], [32, 512], [64, 256]]
     assert d["roundtrip"] is True
     # A 4096^3 bf16 GEMM is ~137 GFLOP: at least ~0.14 ms on a 989 TFLOPS part, and the
     # event pair measures virtual GPU time, not host time.
     assert 0.1 < d["elapsed_ms"] < 50
-    import json
     [f] = list(tmp_path.glob("stats.*.json"))
     s = json.loads(f.read_text())
     assert s["ops"]["gemm"] >= 7          # fp32, bf16, bmm, linear, warm-up x2, graph, big

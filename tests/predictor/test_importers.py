@@ -1,0 +1,72 @@
+"""Each importer on the real shared files: row counts, shapes and unit conversion."""
+
+import pytest
+
+from revati.predictor.importers.llmservingsim_layers_importer import import_llmservingsim_layers
+from revati.predictor.importers.vidur_attention_importer import import_vidur_attention
+from revati.predictor.importers.vidur_compute_importer import import_vidur_compute
+from revati.predictor.importers.vidur_network_importer import import_vidur_network
+
+
+def test_vidur_compute(shared_data):
+    path = shared_data / "vidur/compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv"
+    rows = import_vidur_compute(path, shared_data)
+    # 1044 data rows x (4 GEMMs + 2 norms + rope + act + add + emb)
+    assert len(rows) == 1044 * 10
+    first = [r for r in rows if r["op"] == "attn_pre_proj"][0]
+    # Llama-2-7b, TP1, 4096 tokens: QKV is 4096 x 4096 -> 3 * 4096; 0.584 ms -> 584 us.
+    assert (first["m"], first["k"], first["n"]) == (4096, 4096, 12288)
+    assert first["dur_us_median"] == pytest.approx(584.0)
+    assert first["gpu"] == "h100-sxm" and first["source"] == "vidur"
+    up = [r for r in rows if r["op"] == "mlp_up_proj"][0]
+    assert up["n"] == 2 * 11008 and up["dur_us_median"] == pytest.approx(987.0)
+    tp4 = [r for r in rows if r["op"] == "mlp_down_proj" and r["source_path"].endswith("mlp.csv")
+           and r["k"] == 11008 // 4]
+    assert tp4, "TP4 rows shard the down projection's k"
+    fams = {r["family"] for r in rows}
+    assert fams == {"gemm", "norm", "rotary", "activation", "elementwise", "embedding"}
+
+
+def test_vidur_attention_legacy(shared_data):
+    rows = import_vidur_attention(shared_data / "vidur/compute-legacy/a100/attention.csv",
+                                  shared_data)
+    assert len(rows) == 14658
+    pre = [r for r in rows if r["family"] == "attention_prefill"]
+    dec = [r for r in rows if r["family"] == "attention_decode"]
+    assert len(pre) == 4418 and len(dec) == 10240
+    r = pre[0]  # chunk 64, no cached context, 64 q heads / 8 kv heads at TP2, 0.015 ms
+    assert (r["num_tokens"], r["kv_len_max"], r["num_heads"], r["num_kv_heads"], r["head_dim"]) \
+        == (64, 64, 32, 4, 128)
+    assert r["attn_pairs"] == pytest.approx(64 * (64 - 63 / 2))
+    assert r["dur_us_median"] == pytest.approx(15.0)
+    d = dec[-1]  # batch 128 at 4032 cached tokens, 0.667 ms
+    assert (d["batch_size"], d["kv_len_max"], d["kv_len_sum"]) == (128, 4033, 128 * 4033)
+    assert d["dur_us_median"] == pytest.approx(667.0)
+
+
+def test_vidur_network(shared_data):
+    rows = import_vidur_network(shared_data / "vidur/network/h100_dgx/all_reduce.csv", shared_data)
+    assert len(rows) == 2982
+    r = rows[0]
+    assert (r["kind"], r["bytes"], r["ranks"], r["ranks_per_node"], r["topology"]) == \
+        ("all_reduce", 2048, 8, 8, "nvswitch")
+    assert r["dur_us_median"] == pytest.approx(37.0)
+    sr = import_vidur_network(shared_data / "vidur/network/a100_dgx/send_recv.csv", shared_data)
+    assert len(sr) == 1988 and {r["ranks_per_node"] for r in sr} == {1, 2}
+
+
+def test_llmservingsim(shared_data):
+    path = shared_data / "llmservingsim/H100/meta-llama/Llama-3.1-8B/tp1/layers.csv"
+    rows = import_llmservingsim_layers(path, shared_data)
+    assert len(rows) == 30720
+    q = [r for r in rows if r["op"] == "q_proj"][0]
+    # 16078 ns -> 16.078 us, m=1, 4096 -> 4096
+    assert (q["m"], q["n"], q["k"]) == (1, 4096, 4096)
+    assert q["dur_us_median"] == pytest.approx(16.078)
+    lm = [r for r in rows if r["op"] == "lm_head"][0]
+    assert lm["n"] == 128256
+    att = import_vidur_attention(
+        shared_data / "llmservingsim/H100/meta-llama/Llama-3.1-70B/tp4/attention.csv", shared_data)
+    assert len(att) == 21603 and att[0]["gpu"] == "h100-sxm"
+    assert att[0]["num_heads"] == 16 and att[0]["num_kv_heads"] == 2
+    assert att[0]["dur_us_median"] == pytest.approx(5.312)

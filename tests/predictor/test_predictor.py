@@ -1,0 +1,134 @@
+"""The shipped models through the Predictor: monotonicity, fallbacks, descriptor errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from revati.predictor import DescriptorError, Predictor
+from revati.predictor.evaluate import evaluate
+from revati.predictor.predict_cmd import predict_main
+
+
+def test_gemm_monotone_in_m_for_every_shape(h100):
+    ms = list(range(1, 700)) + list(range(700, 20000, 37))
+    for n, k in ((4096, 4096), (12288, 4096), (1000, 3000), (57344, 8192), (128256, 4096)):
+        us = h100.predict_us([{"op": "gemm", "m": m, "n": n, "k": k} for m in ms])
+        assert all(b >= a for a, b in zip(us, us[1:])), f"({n},{k}) got faster as m grew"
+        assert us[0] > 0
+
+
+@pytest.mark.parametrize("gpu", ["h100-sxm", "a100-80gb-sxm"])
+def test_bigger_gemm_never_faster_across_sweep(gpu):
+    p = Predictor.load(gpu)
+    base = {"op": "gemm", "dtype": "bf16"}
+    sizes = [256, 512, 1024, 2048, 4096, 8192, 16384]
+    for m in (1, 128, 2048):
+        for dim in ("n", "k"):
+            ops = []
+            for s in sizes:
+                op = dict(base, m=m, n=4096, k=4096)
+                op[dim] = s
+                ops.append(op)
+            us = p.predict_us(ops)
+            assert all(b >= a * 0.999 for a, b in zip(us, us[1:])), (gpu, m, dim, us)
+
+
+def test_plausible_against_a_known_measurement(h100):
+    # Vidur H100, Llama-2-7b TP1 QKV at 4096 tokens: 584 us measured.
+    us = h100.predict_one({"op": "gemm", "m": 4096, "n": 12288, "k": 4096, "dtype": "fp16"})
+    assert us == pytest.approx(584.0, rel=0.1)
+
+
+def test_fallbacks_are_counted():
+    p = Predictor.load("h100-sxm")
+    p.predict_us([{"op": "memcpy", "bytes": 1 << 20, "direction": "h2d"},
+                  {"op": "gemm", "m": 64, "n": 4096, "k": 4096, "dtype": "fp8"},
+                  {"op": "gemm", "m": 1 << 20, "n": 4096, "k": 4096}])
+    fb = p.stats.as_dict()["fallbacks"]
+    assert fb["memcpy"]["analytic"] == 1
+    assert fb["gemm"]["dtype_proxy"] >= 1
+    assert fb["gemm"]["extrapolated"] >= 1
+    h200 = Predictor.load("h200")  # no profiles: proxied from h100-sxm, scaled by roofline
+    us = h200.predict_us([{"op": "norm", "tokens": 128, "hidden": 4096}])
+    assert us[0] > 0 and h200.stats.as_dict()["fallbacks"]["norm"]["proxy_gpu"] == 1
+    l40s = Predictor.load("l40s")
+    l40s.predict_us([{"op": "attention", "phase": "decode", "seq_lens": [100, 200],
+                      "num_heads": 32, "num_kv_heads": 8, "head_dim": 128}])
+    assert l40s.stats.as_dict()["fallbacks"]["attention_decode"] == {"roofline": 1}
+
+
+def test_cache_and_grid_hits(h100):
+    op = {"op": "gemm", "m": 300, "n": 4096, "k": 4096}
+    before = h100.stats.as_dict()
+    a = h100.predict_one(op)
+    b = h100.predict_one(op)
+    after = h100.stats.as_dict()
+    assert a == b
+    assert after["cache_hits"] - before["cache_hits"] >= 1
+
+
+def test_attention_and_collectives(h100):
+    dec = [h100.predict_one({"op": "attention", "phase": "decode", "seq_lens": [L] * 32,
+                             "num_heads": 16, "num_kv_heads": 2, "head_dim": 128})
+           for L in (128, 1024, 8192)]
+    assert dec[0] <= dec[1] <= dec[2]
+    mixed = h100.predict_one({"op": "attention", "query_lens": [512, 1, 1],
+                              "seq_lens": [512, 300, 900], "num_heads": 16, "num_kv_heads": 2,
+                              "head_dim": 128})
+    assert mixed > 0
+    ar = [h100.predict_one({"op": "collective", "kind": "all_reduce", "bytes": b, "ranks": 8})
+          for b in (1 << 16, 1 << 22, 1 << 26)]
+    assert ar[0] < ar[1] < ar[2]
+
+
+@pytest.mark.parametrize("op, field", [
+    ({"op": "gemm", "n": 1, "k": 1}, "'m'"),
+    ({"op": "gemm", "m": "x", "n": 1, "k": 1}, "'m'"),
+    ({"op": "gemm", "m": 1, "n": 1, "k": 1, "dtype": "int3"}, "'dtype'"),
+    ({"op": "collective", "kind": "all_to_all", "bytes": 1, "ranks": 2}, "'kind'"),
+    ({"op": "memcpy", "bytes": 1}, "'direction'"),
+    ({"op": "attention", "phase": "decode", "num_heads": 8, "head_dim": 128}, "'kv_len"),
+    ({"op": "warp"}, "'op'"),
+    ({"op": "norm", "tokens": 3}, "'bytes'"),
+])
+def test_bad_descriptors_name_the_field(h100, op, field):
+    with pytest.raises(DescriptorError, match=field):
+        h100.predict_us([op])
+
+
+def test_predict_main(tmp_path, capsys, h100):
+    assert predict_main("h100-sxm", json_str='{"op":"gemm","m":512,"n":8192,"k":8192}',
+                        predictor=h100) == 0
+    us = json.loads(capsys.readouterr().out)["us"]
+    assert 30 < us < 300
+    f = tmp_path / "ops.jsonl"
+    f.write_text('{"op":"gemm","m":1,"n":4096,"k":4096}\n\n{"op":"memcpy","bytes":4096,'
+                 '"direction":"d2h"}\n')
+    assert predict_main("h100-sxm", jsonl_path=str(f), predictor=h100) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("us" in json.loads(x) for x in lines)
+    assert predict_main("h100-sxm", json_str='{"op":"gemm","m":1,"n":2}', predictor=h100) == 2
+    assert "'k'" in capsys.readouterr().err
+
+
+def test_evaluate_held_out_shapes_quick():
+    from revati.predictor.training import TrainConfig
+
+    cfg = TrainConfig(num_rounds=60)
+    rep = evaluate(["a100-80gb-sxm"], ["gemm", "collective"], folds=3, max_groups=12, cfg=cfg)
+    res = rep["results"]["a100-80gb-sxm"]
+    assert res["gemm"]["held_out_by"] == "n+k" and res["gemm"]["groups"] == 12
+    for fam in ("gemm", "collective"):
+        assert np.isfinite(res[fam]["mape"]) and res[fam]["mape"] < 30, res[fam]
+
+
+def test_profile_refuses_without_gpu(tmp_path):
+    import torch
+
+    from revati.predictor.profiler import NoGpuError, profile_main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(NoGpuError, match="is_available"):
+        profile_main(tmp_path, "h100-sxm")
