@@ -1,0 +1,130 @@
+"""Held-out-shape evaluation of the predictor (`revati predictor evaluate`).
+
+Rows are grouped by shape and whole groups are held out, never random rows of a shape:
+  gemm               the weight shape (n, k): every token count of a held-out (n, k) is unseen
+  attention_prefill  the prefill chunk length (num_tokens)
+  attention_decode   the context length (kv_len_max)
+  norm ... embedding the token count
+  collective         the message size (bytes)
+Groups are dealt into K folds by a seeded permutation; each fold is predicted by a model
+trained on the other folds, through the same inference path the Predictor serves with.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from revati.predictor import paths
+from revati.predictor.features import SPECS, key_of_row
+from revati.predictor.inference import predict_keys
+from revati.predictor.roofline import peaks
+from revati.predictor.schema import read_profile
+from revati.predictor.training import TrainConfig, fit_rows, select_rows, training_files
+
+GROUP_BY: dict[str, tuple[str, ...]] = {
+    "gemm": ("n", "k"),
+    "attention_prefill": ("num_tokens",),
+    "attention_decode": ("kv_len_max",),
+    "norm": ("tokens",), "activation": ("tokens",), "rotary": ("tokens",),
+    "elementwise": ("tokens",), "embedding": ("tokens",),
+    "collective": ("bytes",),
+}
+DEFAULT_GPUS = ("h100-sxm", "a100-80gb-sxm")
+DEFAULT_FAMILIES = ("gemm", "attention_prefill", "attention_decode", "collective", "norm",
+                    "activation", "rotary", "elementwise")
+TARGETS = {"gemm": 5.0, "attention_prefill": 8.0, "attention_decode": 8.0, "collective": 8.0}
+
+
+def _ape_stats(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    ape = np.abs(pred - true) / true * 100.0
+    return {"mape": float(ape.mean()), "median_ape": float(np.median(ape)),
+            "p90_ape": float(np.percentile(ape, 90)), "n": int(len(ape))}
+
+
+def evaluate_family(gpu: str, family: str, rows: Sequence[dict], folds: int = 5,
+                    cfg: TrainConfig | None = None, seed: int = 0) -> dict[str, Any]:
+    """Held-out-shape K-fold evaluation of one (gpu, family) on selected rows."""
+    cfg = cfg or TrainConfig()
+    spec = SPECS[family]
+    gcols = GROUP_BY[family]
+    groups = [tuple(r[c] for c in gcols) for r in rows]
+    uniq = sorted(set(groups), key=repr)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    fold_of = {uniq[j]: i % folds for i, j in enumerate(order)}
+    gid = np.array([fold_of[g] for g in groups])
+    true = np.array([r["dur_us_median"] for r in rows], dtype=np.float64)
+    pred = np.empty_like(true)
+    p = peaks(gpu)
+    for f in range(min(folds, len(uniq))):
+        test = np.nonzero(gid == f)[0]
+        train = np.nonzero(gid != f)[0]
+        if len(test) == 0 or len(train) == 0:
+            continue
+        model = fit_rows(gpu, family, [rows[i] for i in train], cfg)
+        us, _ = predict_keys(model, p, [key_of_row(spec, rows[i]) for i in test])
+        pred[test] = us
+    out = _ape_stats(pred, true)
+    out.update({"groups": len(uniq), "held_out_by": "+".join(gcols), "folds": folds})
+    return out
+
+
+def evaluate(gpus: Sequence[str] | None = None, families: Sequence[str] | None = None,
+             folds: int = 5, max_groups: int | None = None, cfg: TrainConfig | None = None,
+             profiles=None) -> dict[str, Any]:
+    """Runs the held-out-shape evaluation.
+
+    Args:
+        gpus: GPU keys (default: h100-sxm and a100-80gb-sxm).
+        families: families (default: DEFAULT_FAMILIES); those without data are skipped.
+        folds: K of the group K-fold.
+        max_groups: keep only this many shape groups per family (seeded), for quick runs.
+        cfg: training config.
+        profiles: profiles root (default: paths.profiles_root()).
+    Returns:
+        {"results": {gpu: {family: {mape, median_ape, p90_ape, n, groups, ...}}},
+         "targets": ..., "seconds": ..., "command": ...}
+    """
+    cfg = cfg or TrainConfig()
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    for gpu in gpus or DEFAULT_GPUS:
+        for family in families or DEFAULT_FAMILIES:
+            files = training_files(gpu, family, profiles)
+            if not files:
+                continue
+            rows = select_rows([r for f in files for r in read_profile(f)], family, cfg)
+            if max_groups is not None:
+                gcols = GROUP_BY[family]
+                uniq = sorted({tuple(r[c] for c in gcols) for r in rows}, key=repr)
+                rng = np.random.default_rng(1)
+                keep = {uniq[i] for i in rng.permutation(len(uniq))[:max_groups]}
+                rows = [r for r in rows if tuple(r[c] for c in gcols) in keep]
+            if not rows:
+                continue
+            res = evaluate_family(gpu, family, rows, folds, cfg)
+            res["sources"] = sorted({r["source"] for r in rows})
+            results.setdefault(gpu, {})[family] = res
+    return {"results": results, "targets": TARGETS, "seconds": time.perf_counter() - t0,
+            "profiles": str(profiles or paths.profiles_root())}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text (markdown) table of an evaluate() report."""
+    lines = ["| GPU | family | held out by | groups | rows | MAPE % | median APE % | p90 APE % | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for gpu, fams in report["results"].items():
+        for family, r in fams.items():
+            tgt = report["targets"].get(family)
+            mark = "" if tgt is None else (f"<= {tgt:g} ok" if r["mape"] <= tgt else f"<= {tgt:g} MISSED")
+            lines.append(f"| {gpu} | {family} | {r['held_out_by']} | {r['groups']} | {r['n']} | "
+                         f"{r['mape']:.2f} | {r['median_ape']:.2f} | {r['p90_ape']:.2f} | {mark} |")
+    lines.append(f"\n({report['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(format_report(report))

@@ -1,0 +1,46 @@
+"""Model inference with range clipping: the one code path that evaluation and serving share.
+
+Trees cannot extrapolate: past the training range they predict the edge value. So every size
+column of a query is clipped into the training range, the model predicts at the clipped point,
+and the result is scaled by ideal(query) / ideal(clipped) from the roofline. Above the range
+that ratio is >= 1 and grows with size, so monotonicity survives the clipping; below the range
+the edge value is kept (tiny ops are launch-bound). Queries that needed clipping are reported
+so the Predictor can count them as extrapolations.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from revati.predictor.features import SPECS, columns_from_keys
+from revati.predictor.roofline import Peaks
+from revati.predictor.training import FittedModel
+
+
+def predict_keys(model: FittedModel, p: Peaks, keys: Sequence[tuple]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Predicts durations (us) of key tuples of one family with one fitted model.
+
+    Returns:
+        (durations, extrapolated mask).
+    """
+    spec = SPECS[model.family]
+    cols = columns_from_keys(spec, keys)
+    clipped = dict(cols)
+    above = np.zeros(len(keys), dtype=bool)
+    for c, (lo, hi) in model.ranges.items():
+        v = cols[c]
+        ok = ~np.isnan(v)
+        above |= ok & (v > hi)
+        clipped[c] = np.where(ok, np.clip(v, lo, hi), v)
+    X, _ = spec.build(p, clipped)
+    logp = model.predict_log(X)
+    if model.residual:
+        logp = logp + np.log(spec.ideal(p, clipped))
+    us = np.exp(logp)
+    if above.any():
+        ratio = spec.ideal(p, cols) / np.maximum(spec.ideal(p, clipped), 1e-12)
+        us = np.where(above, us * np.maximum(ratio, 1.0), us)
+    return us, above

@@ -1,0 +1,285 @@
+"""The run-time Predictor: op descriptors in, microseconds out.
+
+Lookup order for one op part (family, key):
+  1. the exact-key cache (a dict; the shim caches too, so the sidecar mostly sees misses);
+  2. for GEMMs, the bucketed m-grid of the op's weight shape (n, k, dtype, batch): the model
+     evaluated once on M_BUCKETS, made non-decreasing with a running max, then linearly
+     interpolated in m. Grids of the trained shapes are built at load; a new shape's grid is
+     built on its first query. NOTE: the running max is what guarantees that a GEMM with more
+     rows is never predicted faster, for any weight shape;
+  3. the family model, batched, with out-of-range sizes clipped and rescaled by the roofline
+     (counted as "extrapolated");
+  4. fallbacks, each counted by family and reason:
+       proxy_gpu     no model for this GPU; the proxy GPU's model scaled by the roofline ratio
+       dtype_proxy   a GEMM/small-op dtype the model was not trained on; scaled by roofline
+       roofline      no model at all: roofline.fallback_us
+       analytic      memcpy: the documented bandwidth model (there is no public profile)
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from revati.predictor import paths
+from revati.predictor.descriptor import DescriptorError, normalize
+from revati.predictor.features import SPECS, columns_from_keys
+from revati.predictor.inference import predict_keys
+from revati.predictor.roofline import Peaks, fallback_us, memcpy_us, peaks
+from revati.predictor.training import FittedModel, load_models, train_gpu
+
+# GPUs without profiles borrow the models of a similar part, scaled by the roofline ratio.
+PROXY_GPUS = {"h200": "h100-sxm", "l40s": "a40", "a100-40gb": "a100-80gb-sxm"}
+# Dtypes that share the model of the 2-byte types the public profiles were measured in.
+HALF_DTYPES = ("fp16", "bf16", "auto")
+
+
+def _buckets() -> np.ndarray:
+    out: list[int] = list(range(1, 65))
+    for lo, hi, step in ((64, 512, 8), (512, 2048, 32), (2048, 8192, 128), (8192, 32768, 512),
+                         (32768, 131072, 2048)):
+        out.extend(range(lo + step, hi + 1, step))
+    return np.array(out, dtype=np.float64)
+
+
+M_BUCKETS = _buckets()
+M_BUCKET_LIST = M_BUCKETS.tolist()
+
+
+class PredictorStats:
+    """Counters of how predictions were made (what STATS and the report show)."""
+
+    def __init__(self) -> None:
+        self.ops = 0
+        self.cache_hits = 0
+        self.grid_hits = 0
+        self.model = 0
+        self.fallbacks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.by_family: dict[str, int] = defaultdict(int)
+
+    def fallback(self, family: str, reason: str, n: int = 1) -> None:
+        self.fallbacks[family][reason] += n
+
+    def as_dict(self) -> dict[str, Any]:
+        nfb = sum(sum(v.values()) for v in self.fallbacks.values())
+        return {"ops": self.ops, "cache_hits": self.cache_hits, "grid_hits": self.grid_hits,
+                "model": self.model, "fallbacks_total": nfb,
+                "fallbacks": {f: dict(v) for f, v in self.fallbacks.items()},
+                "by_family": dict(self.by_family),
+                "hit_rate": (self.cache_hits + self.grid_hits) / self.ops if self.ops else 0.0}
+
+
+class Predictor:
+    """Predicts op durations (us) on one GPU from the shipped or cached family models."""
+
+    def __init__(self, gpu: str, models: dict[str, FittedModel],
+                 proxy_models: dict[str, FittedModel] | None = None,
+                 proxy_gpu: str | None = None, build_grids: bool = True) -> None:
+        self.gpu = gpu
+        self.peaks: Peaks = peaks(gpu)
+        self.models = models
+        self.proxy_models = proxy_models or {}
+        self.proxy_gpu = proxy_gpu
+        self.proxy_peaks = peaks(proxy_gpu) if proxy_gpu else None
+        self.stats = PredictorStats()
+        self._cache: dict[tuple[str, tuple], float] = {}
+        self._grids: dict[tuple, list[float]] = {}
+        if build_grids:
+            gm = self.models.get("gemm") or self.proxy_models.get("gemm")
+            if gm is not None:
+                self._build_grids([tuple(k) for k in gm.grid_keys])
+
+    # ---- construction ----
+
+    @classmethod
+    def load(cls, gpu: str, models_dir: str | Path | None = None, train_if_missing: bool = False,
+             build_grids: bool = True) -> "Predictor":
+        """Loads the models of `gpu`.
+
+        Args:
+            gpu: GPU key (catalog key, or a40).
+            models_dir: a directory with manifest.json (default: profiles/models/<gpu>/).
+            train_if_missing: train from profiles/<gpu>/ (cached by hash) if nothing is shipped.
+            build_grids: precompute the GEMM m-grids of the trained shapes.
+        """
+        peaks(gpu)  # unknown GPU -> KeyError listing the known ones
+        mdir = Path(models_dir) if models_dir else paths.shipped_models_root() / gpu
+        models = load_models(mdir, gpu)
+        if not models and train_if_missing:
+            models = train_gpu(gpu)
+        proxy_gpu = PROXY_GPUS.get(gpu)
+        proxy: dict[str, FittedModel] = {}
+        if proxy_gpu:
+            proxy = {f: m for f, m in load_models(paths.shipped_models_root() / proxy_gpu,
+                                                  proxy_gpu).items() if f not in models}
+        return cls(gpu, models, proxy, proxy_gpu if proxy else None, build_grids)
+
+    def info(self) -> dict[str, Any]:
+        """Model facts for the HELLO reply and `revati predictor info`."""
+        return {"gpu": self.gpu, "families": sorted(self.models),
+                "proxy_gpu": self.proxy_gpu, "proxy_families": sorted(self.proxy_models),
+                "rows": {f: m.rows for f, m in self.models.items()},
+                "data_hash": {f: m.data_hash[:12] for f, m in self.models.items()}}
+
+    # ---- the GEMM grid ----
+
+    def _gemm_model(self) -> tuple[FittedModel | None, Peaks, float]:
+        m = self.models.get("gemm")
+        if m is not None:
+            return m, self.peaks, 1.0
+        m = self.proxy_models.get("gemm")
+        if m is not None:
+            return m, self.proxy_peaks, 0.0  # 0.0: scale per key below
+        return None, self.peaks, 1.0
+
+    def _build_grids(self, shapes: list[tuple]) -> None:
+        model, p, _ = self._gemm_model()
+        if model is None or not shapes:
+            return
+        keys = [(m, n, k, d, b) for (n, k, d, b) in shapes for m in M_BUCKET_LIST]
+        us = self._model_gemm(keys, count=False)
+        nb = len(M_BUCKET_LIST)
+        for i, shape in enumerate(shapes):
+            self._grids[shape] = np.maximum.accumulate(us[i * nb:(i + 1) * nb]).tolist()
+
+    def _model_gemm(self, keys: list[tuple], count: bool = True) -> np.ndarray:
+        """GEMM durations from the model path, with dtype/proxy scaling."""
+        model, p, direct = self._gemm_model()
+        trained = {g[2] for g in model.grid_keys} or {"fp16"}
+        base_dtype = next(iter(trained))
+        mkeys = []
+        dproxy = np.zeros(len(keys), dtype=bool)
+        for i, (m, n, k, d, b) in enumerate(keys):
+            if d in HALF_DTYPES or d in trained:
+                d2 = base_dtype if d in HALF_DTYPES and base_dtype in HALF_DTYPES else d
+            else:
+                d2, dproxy[i] = base_dtype, True
+            mkeys.append((m, n, k, d2, b))
+        us, above = predict_keys(model, p, mkeys)
+        spec = SPECS["gemm"]
+        if dproxy.any() or not direct:
+            tgt = spec.ideal(self.peaks, columns_from_keys(spec, keys))
+            src = spec.ideal(p, columns_from_keys(spec, mkeys))
+            us = us * (tgt / np.maximum(src, 1e-12))
+        if count:
+            self.stats.model += len(keys)
+            if above.any():
+                self.stats.fallback("gemm", "extrapolated", int(above.sum()))
+            if dproxy.any():
+                self.stats.fallback("gemm", "dtype_proxy", int(dproxy.sum()))
+            if not direct:
+                self.stats.fallback("gemm", "proxy_gpu", len(keys))
+        return us
+
+    def _gemm_from_grid(self, key: tuple) -> float | None:
+        m, n, k, d, b = key
+        if m <= 0 or n <= 0 or k <= 0:
+            return 0.0
+        shape = (n, k, d, b)
+        grid = self._grids.get(shape)
+        if grid is None:
+            if self._gemm_model()[0] is None:
+                return None
+            self._build_grids([shape])
+            grid = self._grids[shape]
+        if m > M_BUCKET_LIST[-1]:
+            return None
+        if d not in HALF_DTYPES:
+            self.stats.fallback("gemm", "dtype_proxy")
+        if "gemm" not in self.models:
+            self.stats.fallback("gemm", "proxy_gpu")
+        i = bisect.bisect_left(M_BUCKET_LIST, m)
+        if M_BUCKET_LIST[i] == m:
+            return grid[i]
+        m0, m1 = M_BUCKET_LIST[i - 1], M_BUCKET_LIST[i]
+        return grid[i - 1] + (grid[i] - grid[i - 1]) * (m - m0) / (m1 - m0)
+
+    # ---- prediction ----
+
+    def predict_us(self, ops: Iterable[dict]) -> list[float]:
+        """Predicts the duration in microseconds of each op descriptor.
+
+        Raises:
+            DescriptorError: for a malformed descriptor; the message names its index and field.
+        """
+        parts_of: list[list[tuple[str, tuple]]] = []
+        for i, op in enumerate(ops):
+            try:
+                parts_of.append(normalize(op))
+            except DescriptorError as e:
+                raise DescriptorError(f"ops[{i}]: {e}") from None
+        return self.predict_parts(parts_of)
+
+    def predict_parts(self, parts_of: list[list[tuple[str, tuple]]]) -> list[float]:
+        """Like predict_us, for already-normalised ops (lists of (family, key) parts)."""
+        cache = self._cache
+        stats = self.stats
+        out = [0.0] * len(parts_of)
+        pending: dict[str, list[tuple[int, tuple]]] = defaultdict(list)
+        for i, parts in enumerate(parts_of):
+            stats.ops += 1
+            for part in parts:
+                stats.by_family[part[0]] += 1
+                v = cache.get(part)
+                if v is not None:
+                    stats.cache_hits += 1
+                    out[i] += v
+                    continue
+                if part[0] == "gemm":
+                    v = self._gemm_from_grid(part[1])
+                    if v is not None:
+                        stats.grid_hits += 1
+                        cache[part] = v
+                        out[i] += v
+                        continue
+                pending[part[0]].append((i, part[1]))
+        for family, items in pending.items():
+            keys = [k for _, k in items]
+            us = self._predict_family(family, keys)
+            for (i, key), v in zip(items, us):
+                v = float(v)
+                cache[(family, key)] = v
+                out[i] += v
+        return out
+
+    def _predict_family(self, family: str, keys: list[tuple]) -> np.ndarray:
+        if family == "memcpy":
+            self.stats.fallback(family, "analytic", len(keys))
+            return np.array([memcpy_us(self.peaks, b, d) for b, d in keys])
+        if family == "gemm":
+            model = self._gemm_model()[0]
+            if model is not None:
+                us = self._model_gemm(keys)
+                # Above the grid: never below the grid's last (largest-m) value.
+                for j, key in enumerate(keys):
+                    g = self._grids.get(tuple(key[1:]))
+                    if g is not None and key[0] > M_BUCKET_LIST[-1]:
+                        us[j] = max(us[j], g[-1])
+                return us
+        model = self.models.get(family)
+        p = self.peaks
+        proxy = False
+        if model is None and family in self.proxy_models:
+            model, p, proxy = self.proxy_models[family], self.proxy_peaks, True
+        if model is None:
+            self.stats.fallback(family, "roofline", len(keys))
+            spec_cols = SPECS[family].columns if family in SPECS else None
+            return np.array([fallback_us(self.peaks, family, dict(zip(spec_cols, k)))
+                             for k in keys])
+        us, above = predict_keys(model, p, keys)
+        self.stats.model += len(keys)
+        if above.any():
+            self.stats.fallback(family, "extrapolated", int(above.sum()))
+        if proxy:
+            spec = SPECS[family]
+            cols = columns_from_keys(spec, keys)
+            us = us * spec.ideal(self.peaks, cols) / np.maximum(spec.ideal(p, cols), 1e-12)
+            self.stats.fallback(family, "proxy_gpu", len(keys))
+        return us
+
+    def predict_one(self, op: dict) -> float:
+        return self.predict_us([op])[0]
