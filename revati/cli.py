@@ -105,6 +105,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.get("completed") == args.num_prompts else 1
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from revati.predictor.predict_cmd import predict_main
+
+    return predict_main(args.gpu, json_str=args.json, jsonl_path=args.jsonl)
+
+
+def cmd_predictor_evaluate(args: argparse.Namespace) -> int:
+    from revati.predictor.evaluate import evaluate, print_report
+
+    report = evaluate(gpus=args.gpu or None, families=args.family or None, folds=args.folds)
+    print_report(report)
+    if args.json_out:
+        import json
+
+        with open(args.json_out, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+    return 0
+
+
+def cmd_predictor_train(args: argparse.Namespace) -> int:
+    from revati.predictor.predict_cmd import train_main
+
+    train_main(args.gpu or None, out_dir=args.out)
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from revati.predictor.profiler import NoGpuError, profile_main
+
+    try:
+        profile_main(args.out, args.gpu, iters=args.iters, warmup=args.warmup, quick=args.quick)
+    except NoGpuError as e:
+        print(f"revati profile: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    from revati.sidecar import serve
+
+    serve(args.endpoint, args.gpu)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="revati", description="GPU-free time-warp emulator for LLM serving.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -132,6 +176,39 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="folder for logs, stats and the bench result")
     d.add_argument("serve_args", nargs=argparse.REMAINDER, help="-- extra `vllm serve` flags")
     d.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("predict", help="predict the duration of ops on a GPU (see docs/predictor.md)")
+    pr.add_argument("--gpu", default=DEFAULT_GPU)
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--json", help='one op, e.g. \'{"op":"gemm","m":512,"n":8192,"k":8192,"dtype":"bf16"}\'')
+    src.add_argument("--jsonl", help="a file with one op per line; prints one result per line")
+    pr.set_defaults(func=cmd_predict)
+
+    pp = sub.add_parser("predictor", help="train and evaluate the duration predictor")
+    psub = pp.add_subparsers(dest="predictor_cmd", required=True)
+    ev = psub.add_parser("evaluate", help="MAPE, median and p90 APE per family and GPU on held-out shapes")
+    ev.add_argument("--gpu", action="append", help="catalog key (repeatable; default: all with data)")
+    ev.add_argument("--family", action="append", help="op family (repeatable; default: all)")
+    ev.add_argument("--folds", type=int, default=5)
+    ev.add_argument("--json-out", help="also write the report as JSON")
+    ev.set_defaults(func=cmd_predictor_evaluate)
+    tr = psub.add_parser("train", help="train the models from profiles/ and write them")
+    tr.add_argument("--gpu", action="append", help="catalog key (repeatable; default: all with data)")
+    tr.add_argument("--out", default=None, help="models folder (default: profiles/models)")
+    tr.set_defaults(func=cmd_predictor_train)
+
+    pf = sub.add_parser("profile", help="measure op timings on a real GPU with torch and write profiles")
+    pf.add_argument("--gpu", required=True, help="catalog key of the GPU being measured")
+    pf.add_argument("--out", required=True, help="output folder (profile schema CSVs)")
+    pf.add_argument("--iters", type=int, default=20)
+    pf.add_argument("--warmup", type=int, default=5)
+    pf.add_argument("--quick", action="store_true", help="a small sweep, for a smoke run")
+    pf.set_defaults(func=cmd_profile)
+
+    sc = sub.add_parser("sidecar", help="run the prediction sidecar (ZeroMQ ROUTER, msgpack)")
+    sc.add_argument("--endpoint", required=True, help="e.g. ipc:///tmp/revati.sock or tcp://127.0.0.1:5555")
+    sc.add_argument("--gpu", default=DEFAULT_GPU)
+    sc.set_defaults(func=cmd_sidecar)
     return p
 
 
