@@ -35,12 +35,37 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         print("revati exec: give a command after --, e.g. revati exec -- python app.py", file=sys.stderr)
         return 2
+    from contextlib import nullcontext
+
+    from revati.catalog import get_gpu
+    from revati.emulator import prediction_sidecar
+
     try:
-        env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
-                           trace=args.trace, stats=args.stats)
-    except (KeyError, ShimNotBuiltError) as e:
-        print(f"revati exec: {e.args[0] if e.args else e}", file=sys.stderr)
+        get_gpu(args.gpu)
+    except KeyError as e:
+        print(f"revati exec: {e.args[0]}", file=sys.stderr)
         return 2
+    use_sidecar = args.predictor in (None, "sidecar")
+    with prediction_sidecar(args.gpu) if use_sidecar else nullcontext((None, {})) as (endpoint, sidecar_stats):
+        try:
+            env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
+                               trace=args.trace, stats=args.stats, sidecar=endpoint)
+        except (KeyError, ShimNotBuiltError) as e:
+            print(f"revati exec: {e.args[0] if e.args else e}", file=sys.stderr)
+            return 2
+        rc = _run_tree(command, env)
+    if sidecar_stats:
+        fb = sidecar_stats.get("predictor", sidecar_stats).get("fallbacks", {})
+        total = sidecar_stats.get("predictor", sidecar_stats).get("fallbacks_total", 0)
+        print(f"revati: predictor fallbacks {total}: {fb}", file=sys.stderr)
+    if args.trace:
+        n = merge_trace(args.trace)
+        print(f"revati: wrote {n} trace events to {args.trace} (open in ui.perfetto.dev)", file=sys.stderr)
+    return rc
+
+
+def _run_tree(command: list[str], env: dict[str, str]) -> int:
+    """Runs command as the leader of its own process group; signals reach the whole tree."""
     # The child leads its own process group so Ctrl-C and termination reach the whole tree.
     try:
         proc = subprocess.Popen(command, env=env, start_new_session=True)
@@ -61,9 +86,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
-    if args.trace:
-        n = merge_trace(args.trace)
-        print(f"revati: wrote {n} trace events to {args.trace} (open in ui.perfetto.dev)", file=sys.stderr)
     return rc if rc >= 0 else 128 - rc
 
 
@@ -160,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run CMD with virtual GPUs, like faketime does for clocks.")
     e.add_argument("--gpu", default=os.environ.get("REVATI_GPU", DEFAULT_GPU), help="catalog key (see `revati gpus`)")
     e.add_argument("--num-gpus", type=int, default=None, help="GPUs on the virtual node (default: 8)")
-    e.add_argument("--predictor", default=None, help="roofline (default) or constant:<n>{ns,us,ms,s}")
+    e.add_argument("--predictor", default=None,
+                   help="sidecar (default: the trained models), roofline, or constant:<n>{ns,us,ms,s}")
     e.add_argument("--trace", default=None, help="write a Perfetto trace of the virtual GPU timelines here")
     e.add_argument("--stats", default=None, help="per-process op statistics prefix (<prefix>.<pid>.json)")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")

@@ -6,7 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from revati import envs
 from revati.catalog import DEFAULT_GPU, get_gpu
@@ -38,6 +44,7 @@ def emulator_env(
     trace: str | os.PathLike | None = None,
     stats: str | os.PathLike | None = None,
     offline_hub: bool = True,
+    sidecar: str | None = None,
     base: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Returns the environment for a process tree that runs under the emulator.
@@ -49,6 +56,8 @@ def emulator_env(
         trace: path of the merged Perfetto trace; processes write parts next to it.
         stats: prefix of per-process statistics files.
         offline_hub: serve the shipped model configs and tokenizers as an offline HF hub.
+        sidecar: endpoint of a running prediction sidecar (see prediction_sidecar); when
+            given and no other predictor is named, every op is predicted by the trained models.
         base: environment to start from (default: os.environ).
     """
     get_gpu(gpu)  # validates, with the list of choices in the error
@@ -64,6 +73,10 @@ def emulator_env(
         env["REVATI_NUM_GPUS"] = str(num_gpus)
     if predictor:
         env["REVATI_PREDICTOR"] = predictor
+    if sidecar:
+        env["REVATI_SIDECAR"] = sidecar
+        env["REVATI_ZMQ_LIB"] = zmq_library()
+        env.setdefault("REVATI_PREDICTOR", "sidecar")
     if trace:
         env["REVATI_TRACE"] = str(Path(trace).resolve())
     if stats:
@@ -98,3 +111,59 @@ def merge_trace(path: str | os.PathLike) -> int:
     path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}))
     shutil.rmtree(parts, ignore_errors=True)
     return len(events)
+
+
+def zmq_library() -> str:
+    """The libzmq that pyzmq ships; the shim opens it to talk to the sidecar."""
+    import zmq
+
+    site = Path(zmq.__file__).resolve().parent.parent
+    libs = sorted((site / "pyzmq.libs").glob("libzmq*.so*"))
+    if not libs:
+        raise RuntimeError(f"no libzmq found in {site / 'pyzmq.libs'}; the shim cannot reach the sidecar")
+    return str(libs[0])
+
+
+@contextmanager
+def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None,
+                       startup_timeout_s: float = 120.0) -> Iterator[tuple[str, dict]]:
+    """Runs the prediction sidecar for one process tree.
+
+    Yields (endpoint, stats): stats is filled with the sidecar's counters (predictions,
+    fallbacks by family) when the block exits.
+    """
+    from revati.sidecar import SidecarClient
+
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="revati-sidecar-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    endpoint = f"ipc://{tmp}/sidecar.sock"
+    log = open(tmp / "sidecar.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "revati.cli", "sidecar", "--endpoint", endpoint, "--gpu", gpu],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stats: dict = {}
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the prediction sidecar exited ({proc.returncode}); see {tmp / 'sidecar.log'}")
+            try:
+                with SidecarClient(endpoint, timeout_s=2.0) as c:
+                    c.hello(gpu)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the prediction sidecar did not answer in {startup_timeout_s:.0f} s")
+                time.sleep(0.3)
+        yield endpoint, stats
+        try:
+            with SidecarClient(endpoint, timeout_s=5.0) as c:
+                stats.update(c.stats())
+        except Exception:
+            pass
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -86,6 +86,7 @@ def _wrap_prepare_inputs(orig: Callable) -> Callable:
         try:
             from revati import vllm_plugin
 
+            steps.send_model_to_shim(self)
             vllm_plugin.step_hook(steps.batch_from_input_batch(input_batch))
         except Exception:
             _warn_once("step_hook", "revati: step hook failed (batch composition not reported)", exc=True)

@@ -56,9 +56,10 @@ def _log_fd_for(path: str) -> int:
 def step_hook(batch: dict[str, Any]) -> None:
     """Receive one step's batch composition.
 
-    For now: append to :data:`STEP_RING`, and when ``REVATI_STEP_LOG`` names a file,
-    append one JSON line to it. (Later: hand it to the shim through ctypes.)
+    Hands it to the shim (``revati_set_step``), appends it to :data:`STEP_RING`, and when
+    ``REVATI_STEP_LOG`` names a file, appends one JSON line to it.
     """
+    send_step_to_shim(batch)
     global _step_counter
     with _lock:
         _step_counter += 1
@@ -69,6 +70,56 @@ def step_hook(batch: dict[str, Any]) -> None:
         if path:
             line = (json.dumps(batch, separators=(",", ":")) + "\n").encode()
             os.write(_log_fd_for(path), line)
+
+
+_shim_fns: Any = None
+
+
+def _shim() -> Any:
+    """The shim's revati_set_model / revati_set_step, or False outside the emulator."""
+    global _shim_fns
+    if _shim_fns is None:
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL(None)  # the preloaded shim's symbols are global
+            lib.revati_set_step.argtypes = [ctypes.c_int64] * 10
+            lib.revati_set_model.argtypes = [ctypes.c_int] * 5
+            _shim_fns = lib
+        except (OSError, AttributeError):
+            _shim_fns = False
+    return _shim_fns
+
+
+def send_model_to_shim(runner: Any) -> None:
+    """Hands the per-GPU attention and MLP shape to the shim, once per runner."""
+    lib = _shim()
+    if not lib or getattr(runner, "_revati_model_sent", False):
+        return
+    mc, pc = runner.model_config, runner.parallel_config
+    hf = mc.hf_text_config
+    tp = pc.tensor_parallel_size
+    inter = getattr(hf, "intermediate_size", None) or 4 * mc.get_hidden_size()
+    lib.revati_set_model(mc.get_num_attention_heads(pc), mc.get_num_kv_heads(pc), mc.get_head_size(),
+                         mc.get_hidden_size(), int(inter) // tp)
+    runner._revati_model_sent = True
+
+
+def send_step_to_shim(batch: dict[str, Any]) -> None:
+    """Hands one step's batch composition to the shim, which describes attention, norm,
+    rotary and activation kernels launched in this step from it."""
+    lib = _shim()
+    if not lib:
+        return
+    q = np.asarray(batch["query_lens"], dtype=np.int64)
+    kv = np.asarray(batch["seq_lens"], dtype=np.int64)
+    pre = q > 1
+    qp, kp = q[pre], kv[pre]
+    kd = kv[~pre]
+    pairs = int((qp * (kp - (qp - 1) / 2.0)).sum()) if qp.size else 0
+    lib.revati_set_step(int(batch.get("num_tokens_padded") or batch["num_tokens"]), int(batch["num_reqs"]),
+                        int(pre.sum()), int((~pre).sum()), int(qp.sum()), int(kp.sum()),
+                        int(kp.max()) if kp.size else 0, pairs, int(kd.sum()), int(kd.max()) if kd.size else 0)
 
 
 def batch_from_input_batch(input_batch: Any) -> dict[str, Any]:

@@ -181,7 +181,13 @@ void rv_write_stats(void) {
       for (int i = 0; i < RV_FAM_COUNT; i++)
         fprintf(f, "%s\"%s\": %llu", i ? ", " : "", rv_family_names[i],
                 (unsigned long long)rv_global_stats.family_ns[i]);
-      fprintf(f, "}, \"graph_launches\": %llu, \"graph_nodes_replayed\": %llu, \"stub_hits\": %llu, "
+      uint64_t ph, pm, pu, pe, mns, uns;
+      rv_sidecar_stats(&ph, &pm, &pu, &pe, &mns, &uns);
+      fprintf(f, "}, \"duration_source\": \"%s\", \"predictor\": {\"hits\": %llu, \"misses\": %llu, "
+                 "\"unmapped_ops\": %llu, \"errors\": %llu, \"mapped_ns\": %llu, \"unmapped_ns\": %llu}",
+              rv_duration->name, (unsigned long long)ph, (unsigned long long)pm, (unsigned long long)pu,
+              (unsigned long long)pe, (unsigned long long)mns, (unsigned long long)uns);
+      fprintf(f, ", \"graph_launches\": %llu, \"graph_nodes_replayed\": %llu, \"stub_hits\": %llu, "
                  "\"copies_real_bytes\": %llu, \"copies_dropped_bytes\": %llu, \"peak_device_bytes\": %llu, "
                  "\"host_rss_bytes\": %llu, \"jumps\": %llu}\n",
               (unsigned long long)rv_global_stats.graph_launches,

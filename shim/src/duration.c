@@ -116,8 +116,17 @@ static double parse_duration_ns(const char *s) {
   return -1;
 }
 
+const rv_duration_source *rv_sidecar_init(void); /* predictor_client.c */
+
 void rv_duration_init(const char *spec) {
-  if (!spec || !*spec || !strcmp(spec, "roofline")) {
+  if (!spec || !*spec || !strcmp(spec, "sidecar")) {
+    /* The trained predictor when a sidecar is running for this process tree. */
+    const rv_duration_source *s = rv_sidecar_init();
+    rv_duration = s ? s : &rv_roofline_source;
+    if (!s && spec && *spec) rv_log(RV_LOG_ERROR, "REVATI_PREDICTOR=sidecar but no sidecar answered; using the roofline");
+    return;
+  }
+  if (!strcmp(spec, "roofline")) {
     rv_duration = &rv_roofline_source;
     return;
   }

@@ -201,7 +201,10 @@ typedef struct rv_duration_source {
 } rv_duration_source;
 
 extern const rv_duration_source *rv_duration;
-void rv_duration_init(const char *spec); /* "roofline" (default) or "constant:1ms" */
+void rv_duration_init(const char *spec); /* "sidecar" (default), "roofline" or "constant:1ms" */
+/* Counters of the sidecar source's signature cache (all zero for other sources). */
+void rv_sidecar_stats(uint64_t *hits, uint64_t *misses, uint64_t *unmapped, uint64_t *errors,
+                      uint64_t *mapped_ns, uint64_t *unmapped_ns);
 uint64_t rv_roofline_ns(const rv_op *op, const rv_gpu_spec *gpu);
 
 /* ------------------------------------------------------------ streams and graphs */

@@ -1,0 +1,370 @@
+/* The "sidecar" duration source: op descriptors, a signature cache, and the sidecar client.
+ *
+ * Every op becomes the documented descriptor (docs/predictor.md), encoded as msgpack. The
+ * encoded bytes are the op's signature: a hit in the cache is a hash and a probe. A miss asks
+ * the sidecar (ZeroMQ DEALER -> ROUTER; frames: one type byte, one msgpack payload) and
+ * remembers the answer. libzmq is the one pyzmq ships, opened with dlopen (REVATI_ZMQ_LIB),
+ * so the shim links nothing new.
+ *
+ * Kernels other than GEMMs, copies and collectives are described from the step's batch
+ * composition, which the vLLM semantic layer hands over through revati_set_step(); kernels
+ * that no family covers are described by launch geometry and counted as unmapped.
+ *
+ * Called with rv_lock held (rv_submit, rv_graph_launch): the socket and cache need no lock.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "shim.h"
+
+/* ------------------------------------------------------------- step composition */
+
+typedef struct {
+  int64_t num_tokens, num_reqs, num_prefill, num_decode;
+  int64_t prefill_tokens, prefill_kv_sum, prefill_kv_max, prefill_pairs;
+  int64_t decode_kv_sum, decode_kv_max;
+} rv_step;
+
+typedef struct {
+  int num_heads, num_kv_heads, head_dim, hidden, intermediate, set;
+} rv_model;
+
+static rv_step rv_cur_step;
+static rv_model rv_model_info;
+
+/* Exported for the vLLM semantic layer (ctypes). Values are per GPU (after tensor parallel). */
+RV_EXPORT void revati_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int intermediate) {
+  rv_model_info = (rv_model){num_heads, num_kv_heads, head_dim, hidden, intermediate, 1};
+}
+
+RV_EXPORT void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode,
+                               int64_t prefill_tokens, int64_t prefill_kv_sum, int64_t prefill_kv_max,
+                               int64_t prefill_pairs, int64_t decode_kv_sum, int64_t decode_kv_max) {
+  pthread_mutex_lock(&rv_lock);
+  rv_cur_step = (rv_step){num_tokens, num_reqs, num_prefill, num_decode, prefill_tokens,
+                          prefill_kv_sum, prefill_kv_max, prefill_pairs, decode_kv_sum, decode_kv_max};
+  pthread_mutex_unlock(&rv_lock);
+}
+
+/* ---------------------------------------------------------------- msgpack writer */
+
+typedef struct {
+  uint8_t buf[512];
+  size_t n;
+} rv_mp;
+
+static void mp_byte(rv_mp *w, uint8_t b) { if (w->n < sizeof w->buf) w->buf[w->n++] = b; }
+static void mp_bytes(rv_mp *w, const void *p, size_t n) {
+  if (w->n + n <= sizeof w->buf) { memcpy(w->buf + w->n, p, n); w->n += n; }
+}
+static void mp_map(rv_mp *w, int n) { mp_byte(w, (uint8_t)(0x80 | n)); }
+static void mp_str(rv_mp *w, const char *s) {
+  size_t n = strlen(s);
+  if (n < 32) mp_byte(w, (uint8_t)(0xa0 | n));
+  else { mp_byte(w, 0xd9); mp_byte(w, (uint8_t)n); }
+  mp_bytes(w, s, n);
+}
+static void mp_int(rv_mp *w, int64_t v) {
+  if (v >= 0 && v < 128) { mp_byte(w, (uint8_t)v); return; }
+  uint8_t b[9] = {0xd3};
+  for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)((uint64_t)v >> (56 - 8 * i));
+  mp_bytes(w, b, 9);
+}
+static void kv_str(rv_mp *w, const char *k, const char *v) { mp_str(w, k); mp_str(w, v); }
+static void kv_int(rv_mp *w, const char *k, int64_t v) { mp_str(w, k); mp_int(w, v); }
+
+/* ----------------------------------------------------------- descriptors per op */
+
+static const char *dtype_name(int dt) {
+  switch (dt) {
+    case RV_DT_F32: return "fp32";
+    case RV_DT_F16: return "fp16";
+    case RV_DT_F8E4M3: case RV_DT_F8E5M2: return "fp8";
+    default: return "bf16";
+  }
+}
+
+static int64_t geometry_bytes(const rv_op *op) {
+  double threads = (double)op->u.kernel.grid[0] * op->u.kernel.grid[1] * op->u.kernel.grid[2] *
+                   op->u.kernel.block[0] * op->u.kernel.block[1] * op->u.kernel.block[2];
+  return (int64_t)(threads * 16.0);
+}
+
+/* Encodes op as its descriptor. Returns 0 when the op has no family the predictor models
+ * (the caller then uses the roofline and counts an unmapped op). */
+static int describe(const rv_op *op, rv_mp *w, int *mapped) {
+  const rv_model *m = &rv_model_info;
+  const rv_step *s = &rv_cur_step;
+  int64_t tokens = s->num_tokens > 0 ? s->num_tokens : 1;
+  *mapped = 1;
+  switch (op->kind) {
+    case RV_OP_GEMM:
+      mp_map(w, 6);
+      kv_str(w, "op", "gemm");
+      kv_int(w, "m", op->u.gemm.m); kv_int(w, "n", op->u.gemm.n); kv_int(w, "k", op->u.gemm.k);
+      kv_str(w, "dtype", dtype_name(op->u.gemm.dtype_a));
+      kv_int(w, "batch", op->u.gemm.batch);
+      return 1;
+    case RV_OP_MEMCPY: {
+      static const char *const dirs[] = {"h2h", "h2d", "d2h", "d2d"};
+      if (op->u.copy.dir == RV_H2H) return 0;
+      mp_map(w, 3);
+      kv_str(w, "op", "memcpy"); kv_int(w, "bytes", (int64_t)op->u.copy.bytes); kv_str(w, "direction", dirs[op->u.copy.dir & 3]);
+      return 1;
+    }
+    case RV_OP_COLLECTIVE: {
+      const char *kind = op->u.coll.coll == RV_COLL_SEND || op->u.coll.coll == RV_COLL_RECV ? "send_recv"
+                         : op->u.coll.coll <= RV_COLL_BROADCAST ? rv_coll_names[op->u.coll.coll] : NULL;
+      if (!kind || op->u.coll.nranks < 2) return 0;
+      mp_map(w, 5);
+      kv_str(w, "op", "collective"); kv_str(w, "kind", kind); kv_int(w, "bytes", (int64_t)op->u.coll.bytes);
+      kv_int(w, "ranks", op->u.coll.nranks);
+      kv_str(w, "topology", rv_gpu->nvlink ? "nvswitch" : "pcie");
+      return 1;
+    }
+    case RV_OP_MEMSET:
+      mp_map(w, 3);
+      kv_str(w, "op", "elementwise"); kv_int(w, "bytes", op->u.memset.bytes ? (int64_t)op->u.memset.bytes : 1);
+      kv_int(w, "tokens", tokens);
+      return 1;
+    default: break;
+  }
+  int fam = op->u.kernel.k->family;
+  if (fam == RV_FAM_ATTENTION && m->set && s->num_reqs > 0) {
+    /* One varlen kernel serves the whole batch: its prefill part, else its decode part.
+     * NOTE: the prefill part dominates a mixed step; the decode part of a mixed step is the
+     * smaller term and is folded into it by the predictor's kv features. */
+    int prefill = s->num_prefill > 0;
+    mp_map(w, 11);
+    kv_str(w, "op", "attention");
+    kv_str(w, "phase", prefill ? "prefill" : "decode");
+    kv_int(w, "batch_size", prefill ? s->num_prefill : s->num_decode);
+    kv_int(w, "num_tokens", prefill ? s->prefill_tokens : s->num_decode);
+    kv_int(w, "kv_len_sum", prefill ? s->prefill_kv_sum : s->decode_kv_sum);
+    kv_int(w, "kv_len_max", prefill ? s->prefill_kv_max : s->decode_kv_max);
+    kv_int(w, "attn_pairs", prefill ? s->prefill_pairs : s->decode_kv_sum);
+    kv_int(w, "num_heads", m->num_heads); kv_int(w, "num_kv_heads", m->num_kv_heads);
+    kv_int(w, "head_dim", m->head_dim); kv_str(w, "dtype", "bf16");
+    return 1;
+  }
+  if (m->set && (fam == RV_FAM_NORM || fam == RV_FAM_ROTARY || fam == RV_FAM_ACTIVATION || fam == RV_FAM_CACHE_WRITE)) {
+    const char *opname = fam == RV_FAM_NORM ? "norm" : fam == RV_FAM_ROTARY ? "rotary"
+                         : fam == RV_FAM_ACTIVATION ? "activation" : "elementwise";
+    int64_t hidden = fam == RV_FAM_ACTIVATION ? m->intermediate
+                     : fam == RV_FAM_ROTARY ? (int64_t)(m->num_heads + m->num_kv_heads) * m->head_dim
+                     : fam == RV_FAM_CACHE_WRITE ? 2LL * m->num_kv_heads * m->head_dim : m->hidden;
+    mp_map(w, 4);
+    kv_str(w, "op", opname); kv_int(w, "tokens", tokens); kv_int(w, "hidden", hidden); kv_str(w, "dtype", "bf16");
+    return 1;
+  }
+  /* Everything else (sampler, generic Triton, torch elementwise/reduce/copy, unknown):
+   * described by the bytes its launch geometry suggests. */
+  *mapped = 0;
+  mp_map(w, 3);
+  kv_str(w, "op", "elementwise"); kv_int(w, "bytes", geometry_bytes(op) + 1); kv_int(w, "tokens", tokens);
+  return 1;
+}
+
+/* ------------------------------------------------------------ signature cache */
+
+typedef struct {
+  uint64_t key;
+  uint64_t ns : 63;
+  uint64_t mapped : 1;
+} rv_slot;
+
+static rv_slot *rv_cache;
+static size_t rv_cache_cap, rv_cache_n;
+static uint64_t rv_hits, rv_misses, rv_unmapped, rv_errors, rv_mapped_ns, rv_unmapped_ns;
+
+static uint64_t fnv(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+  return h | 1; /* 0 marks an empty slot */
+}
+
+static rv_slot *cache_find(uint64_t key) {
+  size_t i = key & (rv_cache_cap - 1);
+  while (rv_cache[i].key && rv_cache[i].key != key) i = (i + 1) & (rv_cache_cap - 1);
+  return &rv_cache[i];
+}
+
+static void cache_put(uint64_t key, uint64_t ns, int mapped) {
+  if ((rv_cache_n + 1) * 2 > rv_cache_cap) {
+    rv_slot *old = rv_cache;
+    size_t oldcap = rv_cache_cap;
+    rv_cache_cap = oldcap ? oldcap * 2 : 1 << 14;
+    rv_cache = calloc(rv_cache_cap, sizeof *rv_cache);
+    for (size_t i = 0; i < oldcap; i++) if (old[i].key) *cache_find(old[i].key) = old[i];
+    free(old);
+  }
+  rv_slot *s = cache_find(key);
+  if (!s->key) rv_cache_n++;
+  s->key = key;
+  s->ns = ns;
+  s->mapped = mapped ? 1 : 0;
+}
+
+static uint64_t account(uint64_t ns, int mapped) {
+  if (mapped) rv_mapped_ns += ns;
+  else { rv_unmapped++; rv_unmapped_ns += ns; }
+  return ns;
+}
+
+/* ------------------------------------------------------------ the zmq client */
+
+typedef struct {
+  void *(*ctx_new)(void);
+  void *(*socket)(void *, int);
+  int (*connect)(void *, const char *);
+  int (*setsockopt)(void *, int, const void *, size_t);
+  int (*send)(void *, const void *, size_t, int);
+  int (*recv)(void *, void *, size_t, int);
+  int (*getsockopt)(void *, int, void *, size_t *);
+} rv_zmq;
+
+#define ZMQ_DEALER 5
+#define ZMQ_SNDMORE 2
+#define ZMQ_RCVTIMEO 27
+#define ZMQ_SNDTIMEO 28
+#define ZMQ_LINGER 17
+#define ZMQ_RCVMORE 13
+
+static rv_zmq z;
+static void *rv_sock;
+static int rv_sidecar_ok;
+static uint8_t rv_reply[1 << 16];
+
+static int zmq_load(const char *path) {
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) return -1;
+  z.ctx_new = (void *(*)(void))dlsym(h, "zmq_ctx_new");
+  z.socket = (void *(*)(void *, int))dlsym(h, "zmq_socket");
+  z.connect = (int (*)(void *, const char *))dlsym(h, "zmq_connect");
+  z.setsockopt = (int (*)(void *, int, const void *, size_t))dlsym(h, "zmq_setsockopt");
+  z.send = (int (*)(void *, const void *, size_t, int))dlsym(h, "zmq_send");
+  z.recv = (int (*)(void *, void *, size_t, int))dlsym(h, "zmq_recv");
+  z.getsockopt = (int (*)(void *, int, void *, size_t *))dlsym(h, "zmq_getsockopt");
+  return z.ctx_new && z.socket && z.connect && z.setsockopt && z.send && z.recv && z.getsockopt ? 0 : -1;
+}
+
+/* Sends [type, payload]; receives [type, payload] into rv_reply. Returns the payload size. */
+static int request(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype) {
+  if (z.send(rv_sock, &type, 1, ZMQ_SNDMORE) < 0 || z.send(rv_sock, payload, n, 0) < 0) return -1;
+  uint8_t t;
+  if (z.recv(rv_sock, &t, 1, 0) != 1) return -1;
+  int more = 0;
+  size_t ml = sizeof more;
+  z.getsockopt(rv_sock, ZMQ_RCVMORE, &more, &ml);
+  if (!more) return -1;
+  int r = z.recv(rv_sock, rv_reply, sizeof rv_reply, 0);
+  *rtype = t;
+  return r > (int)sizeof rv_reply ? -1 : r;
+}
+
+/* Finds the first float/int after the "us" key's array header in a reply. */
+static int parse_us(const uint8_t *p, int n, double *us) {
+  for (int i = 0; i + 3 < n; i++) {
+    if (p[i] == 0xa2 && p[i + 1] == 'u' && p[i + 2] == 's') {
+      int j = i + 3;
+      if (j < n && (p[j] & 0xf0) == 0x90) j++;
+      else if (j + 2 < n && p[j] == 0xdc) j += 3;
+      else return -1;
+      if (j + 8 < n && p[j] == 0xcb) {
+        uint64_t b = 0;
+        for (int k = 0; k < 8; k++) b = (b << 8) | p[j + 1 + k];
+        memcpy(us, &b, sizeof *us);
+        return 0;
+      }
+      if (j + 4 < n && p[j] == 0xca) {
+        uint32_t b = 0;
+        for (int k = 0; k < 4; k++) b = (b << 8) | p[j + 1 + k];
+        float f;
+        memcpy(&f, &b, sizeof f);
+        *us = f;
+        return 0;
+      }
+      if (j < n && p[j] < 0x80) { *us = p[j]; return 0; }
+      return -1;
+    }
+  }
+  return -1;
+}
+
+static uint64_t sidecar_ns(const rv_op *op, const rv_gpu_spec *gpu) {
+  rv_mp d = {.n = 0};
+  int mapped;
+  if (op->kind == RV_OP_KERNEL) rv_kernel_family((rv_kernel *)op->u.kernel.k);
+  if (!describe(op, &d, &mapped)) return account(rv_roofline_ns(op, gpu), 0);
+  uint64_t key = fnv(d.buf, d.n);
+  if (rv_cache_cap) {
+    rv_slot *s = cache_find(key);
+    if (s->key == key) { rv_hits++; return account(s->ns, s->mapped); }
+  }
+  rv_misses++;
+  uint64_t ns = 0;
+  if (rv_sidecar_ok) {
+    rv_mp req = {.n = 0};
+    mp_map(&req, 1);
+    mp_str(&req, "ops");
+    mp_byte(&req, 0x91);
+    mp_bytes(&req, d.buf, d.n);
+    uint8_t t;
+    double us;
+    int r = request(0x02, req.buf, req.n, &t);
+    if (r > 0 && t == 0x02 && parse_us(rv_reply, r, &us) == 0 && us >= 0) {
+      ns = (uint64_t)(us * 1000.0 + 0.5);
+    } else {
+      rv_errors++;
+      if (r < 0) {
+        rv_log(RV_LOG_ERROR, "the prediction sidecar stopped answering; using the roofline from now on");
+        rv_sidecar_ok = 0;
+      }
+    }
+  }
+  if (!ns) ns = rv_roofline_ns(op, gpu);
+  cache_put(key, ns, mapped);
+  return account(ns, mapped);
+}
+
+static const rv_duration_source rv_sidecar_source = {"sidecar", sidecar_ns};
+
+/* Connects to REVATI_SIDECAR and checks the handshake. Returns the source, or NULL. */
+const rv_duration_source *rv_sidecar_init(void) {
+  const char *ep = getenv("REVATI_SIDECAR"), *lib = getenv("REVATI_ZMQ_LIB");
+  if (!ep || !*ep) return NULL;
+  if (!lib || zmq_load(lib)) {
+    rv_log(RV_LOG_ERROR, "REVATI_SIDECAR is set but libzmq (REVATI_ZMQ_LIB=%s) cannot be loaded", lib ? lib : "");
+    return NULL;
+  }
+  void *ctx = z.ctx_new();
+  rv_sock = z.socket(ctx, ZMQ_DEALER);
+  int timeout = 30000, linger = 0;
+  z.setsockopt(rv_sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+  z.setsockopt(rv_sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+  z.setsockopt(rv_sock, ZMQ_LINGER, &linger, sizeof linger);
+  if (z.connect(rv_sock, ep)) return NULL;
+  rv_mp hello = {.n = 0};
+  mp_map(&hello, 2);
+  kv_int(&hello, "version", 1);
+  kv_str(&hello, "gpu", rv_gpu->key);
+  uint8_t t;
+  int r = request(0x01, hello.buf, hello.n, &t);
+  if (r < 0 || t != 0x01) {
+    rv_log(RV_LOG_ERROR, "no handshake from the prediction sidecar at %s; using the roofline", ep);
+    return NULL;
+  }
+  rv_sidecar_ok = 1;
+  return &rv_sidecar_source;
+}
+
+void rv_sidecar_stats(uint64_t *hits, uint64_t *misses, uint64_t *unmapped, uint64_t *errors,
+                      uint64_t *mapped_ns, uint64_t *unmapped_ns) {
+  *hits = rv_hits; *misses = rv_misses; *unmapped = rv_unmapped; *errors = rv_errors;
+  *mapped_ns = rv_mapped_ns; *unmapped_ns = rv_unmapped_ns;
+}
