@@ -74,7 +74,7 @@ def evaluate_family(gpu: str, family: str, rows: Sequence[dict], folds: int = 5,
 
 def evaluate(gpus: Sequence[str] | None = None, families: Sequence[str] | None = None,
              folds: int = 5, max_groups: int | None = None, cfg: TrainConfig | None = None,
-             profiles=None) -> dict[str, Any]:
+             profiles=None, seed: int = 0) -> dict[str, Any]:
     """Runs the held-out-shape evaluation.
 
     Args:
@@ -84,6 +84,8 @@ def evaluate(gpus: Sequence[str] | None = None, families: Sequence[str] | None =
         max_groups: keep only this many shape groups per family (seeded), for quick runs.
         cfg: training config.
         profiles: profiles root (default: paths.profiles_root()).
+        seed: seed of the group-to-fold permutation (0 is the reported figure; the model
+            choices were made on seed 1, see docs/predictor.md).
     Returns:
         {"results": {gpu: {family: {mape, median_ape, p90_ape, n, groups, ...}}},
          "targets": ..., "seconds": ..., "command": ...}
@@ -105,7 +107,7 @@ def evaluate(gpus: Sequence[str] | None = None, families: Sequence[str] | None =
                 rows = [r for r in rows if tuple(r[c] for c in gcols) in keep]
             if not rows:
                 continue
-            res = evaluate_family(gpu, family, rows, folds, cfg)
+            res = evaluate_family(gpu, family, rows, folds, cfg, seed)
             res["sources"] = sorted({r["source"] for r in rows})
             results.setdefault(gpu, {})[family] = res
     return {"results": results, "targets": TARGETS, "seconds": time.perf_counter() - t0,

@@ -99,19 +99,36 @@ GEMM_MONOTONE = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
 
 def attention_features(p: Peaks, c: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
     eb, _ = _dtype_arrays(p, c["dtype"])
+    b, q, kvm = c["batch_size"], c["num_tokens"], c["kv_len_max"]
+    heads, kv_heads = c["num_heads"], c["num_kv_heads"]
     cols = [
-        _log2(c["num_tokens"]), _log2(c["batch_size"]), _log2(c["kv_len_sum"]),
-        _log2(c["kv_len_max"]), _log2(c["attn_pairs"]), c["num_heads"], c["num_kv_heads"],
+        _log2(q), _log2(b), _log2(c["kv_len_sum"]),
+        _log2(kvm), _log2(c["attn_pairs"]), heads, kv_heads,
         c["head_dim"], _log2(attention_ideal(p, c)),
-        _log2(c["attn_pairs"] * c["num_heads"] * c["head_dim"]),
-        _log2(c["kv_len_sum"] * c["num_kv_heads"] * c["head_dim"]), eb,
+        _log2(c["attn_pairs"] * heads * c["head_dim"]),
+        _log2(c["kv_len_sum"] * kv_heads * c["head_dim"]), eb,
     ]
     names = ["log_tokens", "log_batch", "log_kv_sum", "log_kv_max", "log_pairs", "heads",
              "kv_heads", "head_dim", "log_ideal", "log_qk_work", "log_kv_bytes", "elt_bytes"]
+    # FlashAttention-style tiling: one CTA per (sequence, head, 128-query tile) walks the keys
+    # of its sequence block by block, so the time goes with waves of CTAs x key blocks of the
+    # longest sequence (a decode CTA per (sequence, kv head)). Every such feature is
+    # non-decreasing in tokens, keys and heads.
+    q_tiles = np.ceil(q / np.maximum(b, 1) / 128.0)
+    ctas = b * heads * q_tiles
+    waves = np.ceil(ctas / p.sm_count)
+    for blk in (16, 64, 128, 256):
+        nb = np.ceil(kvm / blk)
+        cols += [_log2(nb), _log2(b * kv_heads * nb), _log2(waves * nb),
+                 _log2(np.ceil(b * kv_heads / p.sm_count) * nb)]
+        names += [f"log_kvb{blk}", f"log_seq_kvb{blk}", f"log_waves_kvb{blk}",
+                  f"log_kvwaves_kvb{blk}"]
+    cols += [_log2(b * kv_heads), _log2(ctas), _log2(waves), _log2(q_tiles)]
+    names += ["log_seq_kvheads", "log_ctas", "log_waves", "log_q_tiles"]
     return np.column_stack(cols), names
 
 
-ATTENTION_MONOTONE = [1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+ATTENTION_MONOTONE = [1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0] + [1] * 20
 
 
 def small_features(p: Peaks, c: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:

@@ -67,6 +67,22 @@ def test_llmservingsim(shared_data):
     assert lm["n"] == 128256
     att = import_vidur_attention(
         shared_data / "llmservingsim/H100/meta-llama/Llama-3.1-70B/tp4/attention.csv", shared_data)
-    assert len(att) == 21603 and att[0]["gpu"] == "h100-sxm"
+    assert len(att) == 21320 and att[0]["gpu"] == "h100-sxm"
     assert att[0]["num_heads"] == 16 and att[0]["num_kv_heads"] == 2
     assert att[0]["dur_us_median"] == pytest.approx(5.312)
+
+
+def test_llmservingsim_attention_counts_total_keys(shared_data):
+    # LLMServingSim's kv_cache_size is the total number of keys of the call (new tokens
+    # included, summed over the batch); see vidur_attention_importer.py for the evidence.
+    att = import_vidur_attention(
+        shared_data / "llmservingsim/H100/meta-llama/Llama-3.1-70B/tp4/attention.csv", shared_data)
+    pre = [r for r in att if r["family"] == "attention_prefill"]
+    assert min(r["kv_len_max"] - r["num_tokens"] for r in pre) == 0  # chunk 32 at size 32
+    dec = [r for r in att if r["family"] == "attention_decode"]
+    assert all(r["kv_len_sum"] >= r["batch_size"] for r in dec)
+    one = [r for r in dec if r["batch_size"] == 1 and r["kv_len_sum"] == 65536][0]
+    four = [r for r in dec if r["batch_size"] == 4 and r["kv_len_sum"] == 65536][0]
+    assert four["kv_len_max"] == 16384  # 65536 keys over 4 sequences
+    # a quarter of the keys per sequence, a quarter of the time (1747 us vs 433 us)
+    assert four["dur_us_median"] == pytest.approx(one["dur_us_median"] / 4, rel=0.05)
