@@ -17,6 +17,7 @@ rv_stats rv_global_stats;
 void rv_devices_init(void);   /* device.c */
 void rv_memory_init(void);    /* memory.c */
 void rv_timeline_init(void);  /* timeline.c */
+void rv_timewarp_init(void);  /* timewarp.c */
 
 /* ------------------------------------------------------------------ name table */
 
@@ -147,6 +148,7 @@ static void rv_init(void) {
   rv_stats_path = getenv("REVATI_STATS_FILE");
   const char *trace = getenv("REVATI_TRACE");
   if (trace && *trace) rv_trace_init(trace);
+  rv_timewarp_init();
   RV_LOG(RV_LOG_INFO, "shim loaded: gpu=%s devices=%d visible=%d duration=%s", rv_gpu->key,
          rv_num_physical, rv_num_visible, rv_duration->name);
 }

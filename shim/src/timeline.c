@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "shim.h"
+#include "timewarp.h"
 
 const char *const rv_family_names[RV_FAM_COUNT] = {
     "unknown", "attention", "norm", "rotary", "activation", "cache_write", "sampler",
@@ -40,9 +41,16 @@ static uint64_t real_now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t rv_now_ns(void) { return real_now_ns() + (uint64_t)rv_offset_ns; }
+uint64_t rv_now_ns(void) {
+  if (rv_tw_on) return (uint64_t)rv_tw_now();
+  return real_now_ns() + (uint64_t)rv_offset_ns;
+}
 
 void rv_wait_until(uint64_t t) {
+  if (rv_tw_on) { /* REVATI_TIMEWARP=1: the Timekeeper jumps the shared clock (timewarp.c) */
+    while (rv_tw_poll_until(NULL, 0, (int64_t)t, NULL, RV_WAIT_GPU) < 0) continue;
+    return;
+  }
   for (;;) {
     int64_t off = rv_offset_ns;
     int64_t need = (int64_t)t - (int64_t)real_now_ns();

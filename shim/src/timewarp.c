@@ -1,0 +1,340 @@
+/* The causal virtual clock, shim side: maps the clock page, joins the Timekeeper, and turns
+ * every virtual deadline into a wait the Timekeeper can end with a jump.
+ *
+ * Transport. Each actor (a thread that waits on a virtual deadline, plus every process's
+ * initial thread, which joins at load) holds its own AF_UNIX SOCK_SEQPACKET connection to the
+ * Timekeeper. A message is one packet: a one-byte type, then a msgpack payload, with the
+ * protocol version carried in the HELLO handshake (the wire contract of DESIGN.md).
+ * NOTE: why not libzmq here, as the sidecar uses? A waiting thread must block on its user fds
+ * *and* on its wake-up at once; with one kernel socket per actor that is one real ppoll() on
+ * the user's fds plus ours, and the wake-up needs no helper thread. libzmq would add its own
+ * I/O threads to every emulated process (threads that would themselves be blocking actors),
+ * is not fork-safe (vLLM forks workers), and would have to be dlopen'ed from pyzmq's hash-named
+ * wheel. SEQPACKET keeps message boundaries, so the framing is the same type + msgpack pair a
+ * ZeroMQ relay (the pod sidecar) can forward unchanged. Dead processes show up as EOF.
+ *
+ *   shim -> TK  HELLO 0x01 [version, pid, tid]
+ *               WAIT  0x03 [seq, deadline_ns, kind]     (deadline on the virtual monotonic clock)
+ *               RUN   0x04 [seq]                        (the wait seq ended on its own)
+ *   TK -> shim  WELCOME 0x02 [version, epoch]
+ *               WAKE  0x05 [seq, now_ns]                (the clock jumped to this wait's deadline)
+ *               ERROR 0x7F {"error": str, "code": str}
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "shim.h"
+#include "timewarp.h"
+
+#define RV_TW_PROTOCOL 1
+enum { MSG_HELLO = 0x01, MSG_WELCOME = 0x02, MSG_WAIT = 0x03, MSG_RUN = 0x04, MSG_WAKE = 0x05,
+       MSG_ERROR = 0x7F };
+
+int rv_tw_on;
+RV_TLS int rv_tw_guard;
+int64_t rv_tw_realtime_delta, rv_tw_boottime_delta;
+
+static const volatile rv_clock_page *tw_page;
+static char tw_sock_path[RV_CLOCK_SOCK_MAX];
+static _Atomic int tw_lost; /* the Timekeeper went away: deadlines expire in real time */
+
+static RV_TLS int tw_fd = -1;        /* this thread's connection */
+static RV_TLS int tw_slot = -1;      /* its index in tw_fds */
+static RV_TLS uint32_t tw_seq;       /* last wait announced */
+static RV_TLS int tw_in_wait;        /* a wait is in progress (signal handlers nest) */
+static pthread_key_t tw_key;
+
+/* Every open connection of the process, so that a forked child can drop its parent's. */
+#define RV_TW_MAX_FDS 4096
+static _Atomic int tw_fds[RV_TW_MAX_FDS];
+
+/* ------------------------------------------------------------------ clock */
+
+int64_t rv_tw_real_mono(void) {
+  struct timespec ts;
+  rv_real_clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t rv_tw_now(void) {
+  rv_clock_snap s;
+  rv_clock_page_read(tw_page, &s);
+  return rv_clock_virtual(&s, rv_tw_real_mono());
+}
+
+int64_t rv_tw_real_span(int64_t v) {
+  rv_clock_snap s;
+  rv_clock_page_read(tw_page, &s);
+  return rv_clock_real_span(&s, v);
+}
+
+/* ------------------------------------------------------------ msgpack bits */
+
+static size_t mp_int(uint8_t *p, int64_t v) {
+  p[0] = 0xd3;
+  for (int i = 0; i < 8; i++) p[1 + i] = (uint8_t)((uint64_t)v >> (56 - 8 * i));
+  return 9;
+}
+
+static size_t mp_msg(uint8_t *buf, int type, const int64_t *vals, int n) {
+  size_t k = 0;
+  buf[k++] = (uint8_t)type;
+  buf[k++] = (uint8_t)(0x90 | n);
+  for (int i = 0; i < n; i++) k += mp_int(buf + k, vals[i]);
+  return k;
+}
+
+/* Reads one msgpack integer. Returns bytes consumed, 0 on a non-integer. */
+static size_t mp_read_int(const uint8_t *p, size_t len, int64_t *v) {
+  if (len < 1) return 0;
+  uint8_t t = p[0];
+  if (t <= 0x7f) { *v = t; return 1; }
+  if (t >= 0xe0) { *v = (int8_t)t; return 1; }
+  static const uint8_t widths[] = {1, 2, 4, 8};
+  int signed_ = t >= 0xd0 && t <= 0xd3, unsigned_ = t >= 0xcc && t <= 0xcf;
+  if (!signed_ && !unsigned_) return 0;
+  size_t w = widths[t - (signed_ ? 0xd0 : 0xcc)];
+  if (len < 1 + w) return 0;
+  uint64_t x = 0;
+  for (size_t i = 0; i < w; i++) x = (x << 8) | p[1 + i];
+  if (signed_ && w < 8 && (x >> (8 * w - 1))) x |= ~0ULL << (8 * w);
+  *v = (int64_t)x;
+  return 1 + w;
+}
+
+/* Parses "type, [int, int...]". Returns the type, or -1; fills up to max ints. */
+static int mp_parse(const uint8_t *buf, size_t len, int64_t *vals, int max, int *n) {
+  if (len < 2) return -1;
+  *n = 0;
+  if ((buf[1] & 0xf0) != 0x90) return buf[0];
+  int cnt = buf[1] & 0x0f;
+  size_t k = 2;
+  for (int i = 0; i < cnt && i < max; i++) {
+    size_t used = mp_read_int(buf + k, len - k, &vals[i]);
+    if (!used) break;
+    k += used;
+    (*n)++;
+  }
+  return buf[0];
+}
+
+/* --------------------------------------------------------------- connection */
+
+static void tw_send(int type, const int64_t *vals, int n) {
+  uint8_t buf[64];
+  size_t len = mp_msg(buf, type, vals, n);
+  if (send(tw_fd, buf, len, MSG_NOSIGNAL) < 0 && !tw_lost) {
+    tw_lost = 1;
+    RV_LOG(RV_LOG_WARN, "timewarp: lost the Timekeeper (%s); virtual time now runs at real speed",
+           strerror(errno));
+  }
+}
+
+static void tw_close_locked_slot(void) {
+  if (tw_slot >= 0) tw_fds[tw_slot] = -1;
+  if (tw_fd >= 0) close(tw_fd);
+  tw_fd = -1;
+  tw_slot = -1;
+}
+
+static void tw_thread_exit(void *arg) {
+  (void)arg;
+  tw_close_locked_slot();
+}
+
+/* This thread's connection, opened and greeted on first use. -1 without a Timekeeper. */
+static int tw_conn(void) {
+  if (RV_LIKELY(tw_fd >= 0)) return tw_fd;
+  if (tw_lost) return -1;
+  rv_tw_guard++;
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  memcpy(a.sun_path, tw_sock_path, sizeof a.sun_path);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) goto fail;
+  int64_t hello[3] = {RV_TW_PROTOCOL, getpid(), (int64_t)syscall(SYS_gettid)};
+  uint8_t buf[256];
+  size_t len = mp_msg(buf, MSG_HELLO, hello, 3);
+  if (send(fd, buf, len, MSG_NOSIGNAL) < 0) goto fail;
+  struct pollfd p = {fd, POLLIN, 0};
+  struct timespec ts = {5, 0};
+  if (rv_real_ppoll(&p, 1, &ts, NULL) != 1) goto fail;
+  ssize_t r = recv(fd, buf, sizeof buf, 0);
+  int64_t v[2];
+  int nv;
+  if (r <= 0 || mp_parse(buf, (size_t)r, v, 2, &nv) != MSG_WELCOME || nv < 1 || v[0] != RV_TW_PROTOCOL) {
+    RV_LOG(RV_LOG_ERROR, "timewarp: the Timekeeper refused the handshake (protocol %d)", RV_TW_PROTOCOL);
+    goto fail;
+  }
+  int slot = -1;
+  for (int i = 0; i < RV_TW_MAX_FDS; i++) {
+    int expect = -1;
+    if (__atomic_compare_exchange_n(&tw_fds[i], &expect, fd, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+      slot = i;
+      break;
+    }
+  }
+  tw_fd = fd;
+  tw_slot = slot;
+  pthread_setspecific(tw_key, (void *)1); /* closes the connection when the thread exits */
+  rv_tw_guard--;
+  return fd;
+fail:
+  if (!tw_lost) {
+    tw_lost = 1;
+    RV_LOG(RV_LOG_ERROR, "timewarp: cannot reach the Timekeeper at %s (%s); virtual time runs at "
+                         "real speed", tw_sock_path, strerror(errno));
+  }
+  if (fd >= 0) close(fd);
+  rv_tw_guard--;
+  return -1;
+}
+
+/* Reads pending messages. Returns 1 if a WAKE for seq came, -1 on EOF. */
+static int tw_drain(uint32_t seq) {
+  int woke = 0;
+  for (;;) {
+    uint8_t buf[256];
+    ssize_t r = recv(tw_fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (r == 0) {
+      if (!tw_lost) {
+        tw_lost = 1;
+        RV_LOG(RV_LOG_WARN, "timewarp: the Timekeeper closed the connection; virtual time now runs at real speed");
+      }
+      return -1;
+    }
+    if (r < 0) return woke;
+    int64_t v[2];
+    int nv;
+    if (mp_parse(buf, (size_t)r, v, 2, &nv) == MSG_WAKE && nv >= 1 && (uint32_t)v[0] == seq) woke = 1;
+  }
+}
+
+static void tw_atfork_child(void) {
+  /* The parent's connections belong to the parent's threads: the child drops them all and
+   * joins as a process of its own. */
+  for (int i = 0; i < RV_TW_MAX_FDS; i++) {
+    int fd = tw_fds[i];
+    if (fd >= 0) { close(fd); tw_fds[i] = -1; }
+  }
+  tw_fd = -1;
+  tw_slot = -1;
+  tw_in_wait = 0;
+  tw_conn();
+}
+
+void rv_timewarp_init(void) {
+  const char *on = getenv("REVATI_TIMEWARP");
+  if (!on || !*on || !strcmp(on, "0")) return;
+  const char *path = getenv("REVATI_CLOCK");
+  if (!path || !*path) {
+    RV_LOG(RV_LOG_ERROR, "timewarp: REVATI_TIMEWARP=1 but REVATI_CLOCK is unset; the clock stays real");
+    return;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  void *m = fd >= 0 ? mmap(NULL, RV_CLOCK_PAGE_SIZE, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  if (fd >= 0) close(fd);
+  if (m == MAP_FAILED) {
+    RV_LOG(RV_LOG_ERROR, "timewarp: cannot map the clock page %s: %s; the clock stays real", path, strerror(errno));
+    return;
+  }
+  const volatile rv_clock_page *p = m;
+  if (p->magic != RV_CLOCK_MAGIC || p->layout_version != RV_CLOCK_LAYOUT_VERSION) {
+    RV_LOG(RV_LOG_ERROR, "timewarp: %s is not a clock page of layout %u; the clock stays real", path,
+           RV_CLOCK_LAYOUT_VERSION);
+    munmap(m, RV_CLOCK_PAGE_SIZE);
+    return;
+  }
+  for (size_t i = 0; i < sizeof tw_sock_path; i++) tw_sock_path[i] = p->sock_path[i];
+  tw_sock_path[sizeof tw_sock_path - 1] = 0;
+  rv_tw_realtime_delta = p->realtime_delta_ns;
+  rv_tw_boottime_delta = p->boottime_delta_ns;
+  for (int i = 0; i < RV_TW_MAX_FDS; i++) tw_fds[i] = -1;
+  pthread_key_create(&tw_key, tw_thread_exit);
+  pthread_atfork(NULL, NULL, tw_atfork_child);
+  tw_page = p;
+  rv_tw_on = 1;
+  tw_conn(); /* the process joins at load: its initial thread is an actor from now on */
+  RV_LOG(RV_LOG_INFO, "timewarp: on, clock page %s, Timekeeper %s", path, tw_sock_path);
+}
+
+/* -------------------------------------------------------------------- waits */
+
+uint32_t rv_tw_wait_begin(int64_t deadline, int kind) {
+  if (tw_in_wait || tw_conn() < 0) return 0;
+  tw_in_wait = 1;
+  tw_drain(0);
+  uint32_t seq = ++tw_seq;
+  if (!seq) seq = ++tw_seq;
+  int64_t msg[3] = {seq, deadline, kind};
+  tw_send(MSG_WAIT, msg, 3);
+  return seq;
+}
+
+void rv_tw_wait_end(uint32_t seq) {
+  if (!seq) return;
+  int64_t msg[1] = {seq};
+  tw_send(MSG_RUN, msg, 1);
+  tw_in_wait = 0;
+}
+
+static void ns_to_ts(int64_t ns, struct timespec *ts) {
+  if (ns < 0) ns = 0;
+  ts->tv_sec = ns / 1000000000LL;
+  ts->tv_nsec = ns % 1000000000LL;
+}
+
+int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask, int kind) {
+  if (deadline < 0) return rv_real_ppoll(fds, n, NULL, sigmask);
+  /* NOTE: a thread blocked with no deadline needs no announcement: the Timekeeper sees it
+   * sleeping in /proc, which is all that quiescence asks of it. */
+  struct timespec zero = {0, 0};
+  if (rv_tw_now() >= deadline) return rv_real_ppoll(fds, n, &zero, sigmask);
+  uint32_t seq = rv_tw_wait_begin(deadline, kind);
+  struct pollfd stack[17], *all = n + 1 <= 17 ? stack : malloc((n + 1) * sizeof *all);
+  if (!all) { errno = ENOMEM; rv_tw_wait_end(seq); return -1; }
+  if (n) memcpy(all, fds, n * sizeof *all);
+  int tk = seq ? tw_fd : -1;
+  all[n] = (struct pollfd){tk, POLLIN, 0}; /* a negative fd is ignored by ppoll */
+  int r, woke = 0;
+  for (;;) {
+    int64_t left = deadline - rv_tw_now();
+    if (left <= 0) {
+      r = rv_real_ppoll(all, n, &zero, sigmask);
+      break;
+    }
+    struct timespec ts;
+    ns_to_ts(rv_tw_real_span(left), &ts);
+    r = rv_real_ppoll(all, n + 1, &ts, sigmask);
+    if (r < 0) break;
+    if (all[n].revents) {
+      r--;
+      all[n].revents = 0;
+      int d = tw_drain(seq);
+      if (d < 0) all[n].fd = -1; /* the Timekeeper is gone: the deadline comes in real time */
+      else if (d > 0) woke = 1;
+    }
+    if (r > 0) break;
+    /* On a wake the clock has already jumped: the next pass sees left <= 0. */
+  }
+  if (n) {
+    int e = errno;
+    memcpy(fds, all, n * sizeof *all);
+    errno = e;
+  }
+  if (all != stack) free(all);
+  if (woke) tw_in_wait = 0; /* the Timekeeper marked us RUNNING when it woke us */
+  else {
+    int e = errno;
+    rv_tw_wait_end(seq);
+    errno = e;
+  }
+  return r;
+}

@@ -1,0 +1,50 @@
+/* The causal virtual clock on the shim side: the mapped clock page and this process's
+ * connection to the Timekeeper (revati/timekeeper). OFF unless REVATI_TIMEWARP=1; when off,
+ * every interposed libc function passes straight through to libc. */
+#ifndef REVATI_TIMEWARP_H
+#define REVATI_TIMEWARP_H
+
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "clock_page.h"
+
+#define RV_TLS __thread __attribute__((tls_model("initial-exec")))
+
+extern int rv_tw_on;                   /* REVATI_TIMEWARP=1 and the clock page is mapped */
+extern RV_TLS int rv_tw_guard;         /* >0 inside the shim: interposed libc calls are real */
+extern int64_t rv_tw_realtime_delta;   /* CLOCK_REALTIME - V */
+extern int64_t rv_tw_boottime_delta;   /* CLOCK_BOOTTIME - V */
+
+/* What a WAITING actor waits on: the "kind" of the (time, kind, id) tie-break. */
+enum rv_wait_kind { RV_WAIT_GPU = 0, RV_WAIT_SLEEP = 1, RV_WAIT_POLL = 2, RV_WAIT_COND = 3, RV_WAIT_SEM = 4 };
+
+void rv_timewarp_init(void);
+/* Real CLOCK_MONOTONIC in ns (never virtual). */
+int64_t rv_tw_real_mono(void);
+/* Virtual CLOCK_MONOTONIC in ns. Only meaningful when rv_tw_on. */
+int64_t rv_tw_now(void);
+/* Real ns a virtual span takes when nothing jumps (dilation applied). */
+int64_t rv_tw_real_span(int64_t virtual_ns);
+
+/* Waits until the user fds are ready (real ppoll semantics, n may be 0) or virtual time
+ * reaches deadline (-1: forever). Returns the number of ready user fds, 0 at the deadline, or
+ * -1 with errno (EINTR ...). While it waits, the thread is a WAITING actor of the Timekeeper,
+ * which may jump the clock to its deadline and wake it. */
+int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask, int kind);
+
+/* For waits that cannot poll the Timekeeper's socket (condition variables, semaphores):
+ * announce WAITING(deadline) / RUNNING around a loop of short real waits. begin returns a
+ * token to pass to end, or 0 when no announcement was made. */
+uint32_t rv_tw_wait_begin(int64_t deadline, int kind);
+void rv_tw_wait_end(uint32_t token);
+/* Real length of one slice of such a loop (ns): the latency of noticing a jump. */
+#define RV_TW_SLICE_NS 1000000LL
+
+/* Real libc entry points (libc.c), for the shim's own use. */
+int rv_real_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask);
+int rv_real_clock_gettime(clockid_t clk, struct timespec *ts);
+
+#endif
