@@ -1,0 +1,318 @@
+"""The Timekeeper: conservative time warp with a global min-deadline barrier.
+
+Actors are threads of emulated processes. Each is RUNNING or WAITING(until a virtual deadline).
+The shim announces deadline waits (WAIT/RUN); threads that block without a deadline, or in a
+call the shim does not interpose, announce nothing: the Timekeeper reads their state from
+/proc instead. The deployment is *quiescent* when, at two samples a quiescence window apart,
+every announced actor is WAITING, no thread of any joined process is runnable, and no thread
+that is not WAITING got CPU in between. Then nobody can cause anything before the earliest
+deadline, so the clock jumps there, in one epoch, and exactly the due actors are woken, in
+(deadline, kind, pid, tid) order.
+
+A process that never blocks keeps the deployment from quiescence: its deadlines then expire
+in real time (scaled by dilation), which is slower but still correct. Processes join when the
+shim loads and leave when their connections close, which the kernel does at exit or on a
+crash, so a dead process never freezes the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from revati.timekeeper.clock_page import ClockPage
+from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
+
+log = logging.getLogger(__name__)
+
+RUNNING, WAITING = "running", "waiting"
+
+
+@dataclass(eq=False)
+class Actor:
+    conn: socket.socket
+    pid: int = 0
+    tid: int = 0
+    state: str = RUNNING
+    seq: int = 0
+    deadline: int = 0
+    kind: int = 0
+    greeted: bool = False
+
+
+@dataclass
+class TimekeeperStats:
+    jumps: int = 0
+    jumped_ns: int = 0
+    wakes: int = 0
+    actors_seen: int = 0
+    processes_seen: int = 0
+    samples: int = 0
+
+
+@dataclass
+class _Sample:
+    t: float
+    gen: int
+    tasks: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+
+
+def _read_task(pid: int, tid: int) -> tuple[str, int] | None:
+    """(scheduler state letter, times the task got a CPU) of a thread, or None if it is gone."""
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        with open(f"{base}/stat", "rb") as f:
+            stat = f.read()
+        state = chr(stat[stat.rindex(b")") + 2])
+        try:
+            with open(f"{base}/schedstat", "rb") as f:
+                runs = int(f.read().split()[2])
+        except (FileNotFoundError, IndexError):  # kernels without schedstats: CPU ticks
+            fields = stat[stat.rindex(b")") + 2:].split()
+            runs = int(fields[11]) + int(fields[12])
+        return state, runs
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+
+
+class Timekeeper:
+    """One per deployment. Use as a context manager, or start()/stop().
+
+    Args:
+        quiescence_s: how long (real seconds) everything must stay waiting before a jump.
+        dilation: CPU work counts 1/dilation of its wall time in virtual time.
+        run_dir: folder for the socket (default: a fresh temporary folder).
+        shm_dir: folder for the clock page (default /dev/shm).
+    """
+
+    def __init__(self, *, quiescence_s: float = 0.002, dilation: float = 1.0,
+                 run_dir: str | os.PathLike | None = None, shm_dir: str | os.PathLike = "/dev/shm"):
+        self.quiescence_s = quiescence_s
+        self.dilation = dilation
+        self._own_run_dir = run_dir is None
+        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="revati-tk-"))
+        self.sock_path = str(self.run_dir / "tk.sock")
+        self.page_path = Path(shm_dir) / f"revati-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.page: ClockPage | None = None
+        self.stats = TimekeeperStats()
+        self._actors: dict[int, Actor] = {}  # by fd
+        self._sel = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._gen = 0
+        self._sample: _Sample | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def env(self) -> dict[str, str]:
+        """The variables that put a process tree on this Timekeeper's clock."""
+        return {"REVATI_TIMEWARP": "1", "REVATI_CLOCK": str(self.page_path)}
+
+    def start(self) -> "Timekeeper":
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._listener.bind(self.sock_path)
+        self._listener.listen(256)
+        self._listener.setblocking(False)
+        self.page = ClockPage.create(self.page_path, sock_path=self.sock_path,
+                                     protocol_version=PROTOCOL_VERSION, dilation=self.dilation)
+        self._sel.register(self._listener, selectors.EVENT_READ, "listen")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._busy_loop, name="revati-timekeeper", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops the loop and removes the page and the socket. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread:
+            self._thread.join(5)
+        for a in list(self._actors.values()):
+            a.conn.close()
+        self._actors.clear()
+        if self._listener:
+            self._listener.close()
+        if self.page:
+            self.page.close()
+        try:
+            os.unlink(self.sock_path)
+        except FileNotFoundError:
+            pass
+        if self._own_run_dir:
+            try:
+                self.run_dir.rmdir()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Timekeeper":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def now_ns(self) -> int:
+        """Virtual monotonic ns now."""
+        assert self.page is not None
+        return self.page.now_ns()
+
+    # --------------------------------------------------------------------- loop
+
+    def _busy_loop(self) -> None:
+        # NOTE: one thread does socket I/O, decoding and decisions. The wake path (decide,
+        # publish, send WAKE) is latency-critical and short; handing it between threads
+        # through queues would only add wake-up latency to every jump.
+        tick = self.quiescence_s / 2
+        while not self._stop.is_set():
+            for key, _ in self._sel.select(timeout=tick):
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "wake":
+                    self._wake_r.recv(64)
+                else:
+                    self._read(key.fileobj)
+            try:
+                self._try_jump()
+            except Exception:  # never let one bad sample kill the clock
+                log.exception("timekeeper: quiescence check failed")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            conn.setblocking(False)
+            self._actors[conn.fileno()] = Actor(conn)
+            self._sel.register(conn, selectors.EVENT_READ, "actor")
+
+    def _drop(self, a: Actor) -> None:
+        self._sel.unregister(a.conn)
+        self._actors.pop(a.conn.fileno(), None)
+        a.conn.close()
+        self._gen += 1
+
+    def _send(self, a: Actor, t: MsgType, payload) -> None:
+        try:
+            a.conn.send(encode(t, payload))
+        except OSError:
+            pass  # its EOF comes through the selector
+
+    def _read(self, conn: socket.socket) -> None:
+        a = self._actors.get(conn.fileno())
+        if a is None:
+            return
+        while True:
+            try:
+                pkt = conn.recv(256)
+            except BlockingIOError:
+                return
+            except OSError:
+                pkt = b""
+            if not pkt:
+                self._drop(a)
+                return
+            try:
+                t, body = decode(pkt)
+            except ValueError as e:
+                self._send(a, MsgType.ERROR, {"error": str(e), "code": "bad_msgpack"})
+                self._drop(a)
+                return
+            self._gen += 1
+            if t == MsgType.HELLO:
+                if not isinstance(body, list) or len(body) < 3 or body[0] != PROTOCOL_VERSION:
+                    self._send(a, MsgType.ERROR, {"error": f"protocol version {PROTOCOL_VERSION} expected, "
+                                                  f"got {body!r}", "code": "version"})
+                    self._drop(a)
+                    return
+                a.pid, a.tid, a.greeted = int(body[1]), int(body[2]), True
+                self.stats.actors_seen += 1
+                if not any(o.pid == a.pid for o in self._actors.values() if o is not a):
+                    self.stats.processes_seen += 1
+                self._send(a, MsgType.WELCOME, [PROTOCOL_VERSION, self.page.get("epoch")])
+            elif t == MsgType.WAIT:
+                a.seq, a.deadline, a.kind = int(body[0]), int(body[1]), int(body[2])
+                a.state = WAITING
+            elif t == MsgType.RUN:
+                if a.state == WAITING and a.seq == int(body[0]):
+                    a.state = RUNNING
+            else:
+                self._send(a, MsgType.ERROR, {"error": f"unexpected message type {t}", "code": "bad_type"})
+
+    # -------------------------------------------------------------- quiescence
+
+    def _snapshot(self) -> dict[tuple[int, int], tuple[str, int]] | None:
+        """Scheduler state of every thread of every joined process; None if one is runnable."""
+        tasks: dict[tuple[int, int], tuple[str, int]] = {}
+        for pid in {a.pid for a in self._actors.values() if a.greeted}:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except FileNotFoundError:
+                continue  # gone: its connections close shortly
+            for t in tids:
+                st = _read_task(pid, int(t))
+                if st is None:
+                    continue
+                if st[0] == "R":
+                    return None
+                tasks[(pid, int(t))] = st
+        return tasks
+
+    def _try_jump(self) -> None:
+        actors = [a for a in self._actors.values() if a.greeted]
+        waiting = [a for a in actors if a.state == WAITING]
+        if not waiting:
+            self._sample = None
+            return
+        now = time.monotonic()
+        if self._sample is not None and self._sample.gen != self._gen:
+            self._sample = None  # an actor changed state since: start over
+        if self._sample is not None and now - self._sample.t < self.quiescence_s:
+            return
+        tasks = self._snapshot()
+        self.stats.samples += 1
+        if tasks is None:
+            self._sample = None
+            return
+        if self._sample is None:
+            self._sample = _Sample(now, self._gen, tasks)
+            return
+        prev = self._sample.tasks
+        waiting_ids = {(a.pid, a.tid) for a in waiting}
+        for key, (_, runs) in tasks.items():
+            if key in waiting_ids:
+                continue  # a WAITING actor may take a slice of its own wait (cond, sem)
+            if key not in prev or prev[key][1] != runs:
+                self._sample = _Sample(now, self._gen, tasks)  # it ran in between
+                return
+        self._sample = None
+        self._jump(waiting)
+
+    def _jump(self, waiting: list[Actor]) -> None:
+        target = min(a.deadline for a in waiting)
+        skip = self.page.jump_to(target)
+        if skip:
+            self.stats.jumps += 1
+            self.stats.jumped_ns += skip
+        due = sorted((a for a in waiting if a.deadline <= target),
+                     key=lambda a: (a.deadline, a.kind, a.pid, a.tid))
+        v = self.page.now_ns()
+        for a in due:
+            a.state = RUNNING
+            self._send(a, MsgType.WAKE, [a.seq, v])
+            self.stats.wakes += 1
+        self._gen += 1
