@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from revati.catalog import DEFAULT_GPU, load_catalog
 
@@ -45,19 +46,21 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except KeyError as e:
         print(f"revati exec: {e.args[0]}", file=sys.stderr)
         return 2
+    import tempfile
+
+    from revati.emulator import format_summary, summarize_stats
+
     use_sidecar = args.predictor in (None, "sidecar")
+    stats = args.stats or str(Path(tempfile.mkdtemp(prefix="revati-stats-")) / "stats")
     with prediction_sidecar(args.gpu) if use_sidecar else nullcontext((None, {})) as (endpoint, sidecar_stats):
         try:
             env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
-                               trace=args.trace, stats=args.stats, sidecar=endpoint)
+                               trace=args.trace, stats=stats, sidecar=endpoint)
         except (KeyError, ShimNotBuiltError) as e:
             print(f"revati exec: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2
         rc = _run_tree(command, env)
-    if sidecar_stats:
-        fb = sidecar_stats.get("predictor", sidecar_stats).get("fallbacks", {})
-        total = sidecar_stats.get("predictor", sidecar_stats).get("fallbacks_total", 0)
-        print(f"revati: predictor fallbacks {total}: {fb}", file=sys.stderr)
+    print(format_summary(summarize_stats(stats), sidecar_stats), file=sys.stderr)
     if args.trace:
         n = merge_trace(args.trace)
         print(f"revati: wrote {n} trace events to {args.trace} (open in ui.perfetto.dev)", file=sys.stderr)
