@@ -4,6 +4,7 @@
  * Run: benchmarks/launch_overhead.sh   (builds this file and runs it under the shim)
  */
 #define _GNU_SOURCE
+#include <cublas_api.h>
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <stdio.h>
@@ -47,16 +48,22 @@ int main(void) {
   dim3 g = {128, 1, 1}, b = {256, 1, 1};
   void *args[1] = {NULL};
 
+  cublasHandle_t h;
+  cublasCreate_v2(&h);
+  cublasSetStream_v2(h, s);
+  float alpha = 1, beta = 0;
   const char *names[] = {"cudaLaunchKernel (runtime, by host stub)", "__cudaLaunchKernel (CUDA 13 nvcc path)",
-                         "cuLaunchKernel (driver, Triton path)"};
-  for (int path = 0; path < 3; path++) {
+                         "cuLaunchKernel (driver, Triton path)", "cublasGemmEx 4096x4096x4096 bf16"};
+  for (int path = 0; path < 4; path++) {
     double per[REPS];
     for (int r = 0; r < REPS; r++) {
       double t0 = now_ns();
       for (int i = 0; i < N; i++) {
         if (path == 0) cudaLaunchKernel((const void *)host_stub, g, b, args, 0, s);
         else if (path == 1) __cudaLaunchKernel(kern, g, b, args, 0, s);
-        else cuLaunchKernel(fn, 128, 1, 1, 256, 1, 1, 0, s, args, NULL);
+        else if (path == 2) cuLaunchKernel(fn, 128, 1, 1, 256, 1, 1, 0, s, args, NULL);
+        else cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4096, 4096, 4096, &alpha, NULL, CUDA_R_16BF, 4096, NULL,
+                          CUDA_R_16BF, 4096, &beta, NULL, CUDA_R_16BF, 4096, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
       }
       per[r] = (now_ns() - t0) / N;
       cudaStreamSynchronize(s);
