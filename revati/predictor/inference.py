@@ -43,4 +43,29 @@ def predict_keys(model: FittedModel, p: Peaks, keys: Sequence[tuple]
     if above.any():
         ratio = spec.ideal(p, cols) / np.maximum(spec.ideal(p, clipped), 1e-12)
         us = np.where(above, us * np.maximum(ratio, 1.0), us)
+    if model.curves:
+        us, above = _from_curves(model, keys, us, above)
+    return us, above
+
+
+def _from_curves(model: FittedModel, keys: Sequence[tuple], us: np.ndarray,
+                 above: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Collectives of a measured configuration: the monotone log-log curve of that
+    configuration, interpolated; below its smallest size the edge value (latency-bound), above
+    its largest the edge value scaled by bytes (bandwidth-bound, counted as extrapolated)."""
+    from revati.predictor.training import curve_key
+
+    us, above = us.copy(), above.copy()
+    for i, (kind, nbytes, ranks, rpn, topo) in enumerate(keys):
+        c = model.curves.get(curve_key(kind, ranks, rpn, topo))
+        if c is None or not nbytes or nbytes <= 0:
+            continue
+        lx, ly = c
+        x = np.log(nbytes)
+        if x > lx[-1]:
+            us[i] = np.exp(ly[-1] + x - lx[-1])
+            above[i] = True
+        else:
+            us[i] = np.exp(np.interp(x, lx, ly))
+            above[i] = False
     return us, above

@@ -26,7 +26,7 @@ from revati.predictor.features import (
 from revati.predictor.roofline import peaks
 from revati.predictor.schema import profile_path, read_profile
 
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 
 # NOTE: LLMServingSim's norm/rope/act/attn rows time HuggingFace eager modules (several kernels
 # each, 3-5x slower than Vidur's), so they would teach the models a different implementation
@@ -119,10 +119,39 @@ class FittedModel:
     data_hash: str = ""
     config_hash: str = ""
     residual: bool = False
+    # Collectives: per measured configuration ("kind|ranks|ranks_per_node|topology"), the
+    # monotone curve [[log bytes...], [log us...]] that the lookup interpolates (see
+    # collective_curves); configurations without a curve use the booster.
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def predict_log(self, X: np.ndarray) -> np.ndarray:
         """log(duration) if not residual, else log(duration / ideal)."""
         return self.booster.predict(X, num_threads=1)
+
+
+def curve_key(kind: str, ranks: float, ranks_per_node: float, topology: str) -> str:
+    return f"{kind}|{int(ranks)}|{int(ranks_per_node)}|{topology}"
+
+
+def collective_curves(rows: Sequence[dict]) -> dict[str, list[list[float]]]:
+    """Per collective configuration, the isotonic (non-decreasing) fit of log(time) over
+    log(bytes): duplicates of a size are averaged, then pool-adjacent-violators makes the
+    curve monotone. Lookup interpolates it linearly in log-log space (predict_keys)."""
+    from scipy.optimize import isotonic_regression
+
+    pts: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        k = curve_key(r["kind"], r["ranks"], r["ranks_per_node"], r["topology"])
+        pts.setdefault(k, []).append((math.log(r["bytes"]), math.log(r["dur_us_median"])))
+    out: dict[str, list[list[float]]] = {}
+    for k, v in sorted(pts.items()):
+        a = np.array(v)
+        ux, inv = np.unique(a[:, 0], return_inverse=True)
+        w = np.bincount(inv).astype(np.float64)
+        uy = np.bincount(inv, a[:, 1]) / w
+        fit = isotonic_regression(uy, weights=w).x
+        out[k] = [[round(float(x), 6) for x in ux], [round(float(y), 6) for y in fit]]
+    return out
 
 
 def _xy(spec: FamilySpec, gpu: str, rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list]:
@@ -161,7 +190,9 @@ def fit_rows(gpu: str, family: str, rows: Sequence[dict], cfg: TrainConfig | Non
     if family == "gemm":
         grid_keys = sorted({(int(k[1]), int(k[2]), k[3], int(k[4])) for k in keys})
         grid_keys = [list(g) for g in grid_keys]
-    return FittedModel(family, gpu, booster, len(rows), ranges, grid_keys, residual=residual)
+    curves = collective_curves(rows) if family == "collective" else {}
+    return FittedModel(family, gpu, booster, len(rows), ranges, grid_keys, residual=residual,
+                       curves=curves)
 
 
 def training_files(gpu: str, family: str, root: Path | None = None) -> list[Path]:
@@ -193,8 +224,13 @@ def save_models(models: Sequence[FittedModel], out_dir: Path, cfg: TrainConfig) 
         text = m.booster.model_to_string().encode()
         with gzip.GzipFile(out_dir / fname, "wb", mtime=0) as f:
             f.write(text)
+        curves_file = None
+        if m.curves:
+            curves_file = f"{m.family}.curves.json.gz"
+            with gzip.GzipFile(out_dir / curves_file, "wb", mtime=0) as f:
+                f.write(json.dumps(m.curves, sort_keys=True).encode())
         manifest["families"][m.family] = {
-            "file": fname, "gpu": m.gpu, "rows": m.rows, "ranges": m.ranges,
+            "file": fname, "curves_file": curves_file, "gpu": m.gpu, "rows": m.rows, "ranges": m.ranges,
             "grid_keys": m.grid_keys, "data_hash": m.data_hash, "config_hash": m.config_hash,
             "residual": m.residual,
         }
@@ -218,9 +254,13 @@ def load_models(model_dir: Path, gpu: str) -> dict[str, FittedModel]:
             continue
         with gzip.open(model_dir / e["file"], "rb") as f:
             booster = lgb.Booster(model_str=f.read().decode())
+        curves: dict[str, list[list[float]]] = {}
+        if e.get("curves_file"):
+            with gzip.open(model_dir / e["curves_file"], "rb") as f:
+                curves = json.loads(f.read().decode())
         out[family] = FittedModel(family, gpu, booster, e["rows"], e["ranges"], e["grid_keys"],
                                   e.get("data_hash", ""), e.get("config_hash", ""),
-                                  bool(e.get("residual", False)))
+                                  bool(e.get("residual", False)), curves)
     return out
 
 

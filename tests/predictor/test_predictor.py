@@ -135,3 +135,15 @@ def test_profile_refuses_without_gpu(tmp_path):
         pytest.skip("a GPU is visible")
     with pytest.raises(NoGpuError, match="is_available"):
         profile_main(tmp_path, "h100-sxm")
+
+
+def test_collective_curves_monotone_and_extrapolated(h100):
+    sizes = [int(2 ** (x / 4)) for x in range(40, 124)]  # 1 KB .. 1.7 GB
+    for ranks, rpn in ((2, 2), (8, 8), (2, 1)):
+        us = h100.predict_us([{"op": "collective", "kind": "all_reduce", "bytes": b,
+                               "ranks": ranks, "ranks_per_node": rpn} for b in sizes])
+        assert all(b >= a for a, b in zip(us, us[1:])), (ranks, rpn)
+    # Vidur h100_dgx all_reduce, 8 GPUs, 64 MiB: 322 us measured
+    us = h100.predict_one({"op": "collective", "kind": "all_reduce", "bytes": 1 << 26,
+                           "ranks": 8})
+    assert us == pytest.approx(322.0, rel=0.1)
