@@ -17,9 +17,20 @@ def tw_env(tk: Timekeeper, **extra: str) -> dict[str, str]:
     return env
 
 
-def spawn(tk: Timekeeper, code: str, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code], env=tw_env(tk, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def spawn(tk: Timekeeper, code: str, *args: str, pass_fds: tuple[int, ...] = (),
+          **extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=tw_env(tk, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=pass_fds)
+
+
+def finish(*procs: subprocess.Popen, timeout: float = 60) -> list[str]:
+    """Waits for every process; returns their stdouts. Fails on a non-zero exit."""
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err
+        outs.append(out)
+    return outs
 
 
 def run(tk: Timekeeper, code: str, timeout: float = 60, **extra: str) -> tuple[str, float]:
