@@ -55,7 +55,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     with prediction_sidecar(args.gpu) if use_sidecar else nullcontext((None, {})) as (endpoint, sidecar_stats):
         try:
             env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
-                               trace=args.trace, stats=stats, sidecar=endpoint)
+                               trace=args.trace, stats=stats, sidecar=endpoint, timewarp=args.timewarp)
         except (KeyError, ShimNotBuiltError) as e:
             print(f"revati exec: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sidecar (default: the trained models), roofline, or constant:<n>{ns,us,ms,s}")
     e.add_argument("--trace", default=None, help="write a Perfetto trace of the virtual GPU timelines here")
     e.add_argument("--stats", default=None, help="per-process op statistics prefix (<prefix>.<pid>.json)")
+    e.add_argument("--timewarp", action="store_true",
+                   help="one causal virtual clock for the tree: predicted GPU time and idle waits cost no wall time")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     e.set_defaults(func=cmd_exec)
 

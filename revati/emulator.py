@@ -12,10 +12,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from revati import envs
 from revati.catalog import DEFAULT_GPU, get_gpu
+
+if TYPE_CHECKING:
+    from revati.timekeeper.timekeeper import Timekeeper
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIM_NAME = "librevati_shim.so"
@@ -45,6 +48,7 @@ def emulator_env(
     stats: str | os.PathLike | None = None,
     offline_hub: bool = True,
     sidecar: str | None = None,
+    timewarp: "bool | Timekeeper" = False,
     base: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Returns the environment for a process tree that runs under the emulator.
@@ -58,6 +62,9 @@ def emulator_env(
         offline_hub: serve the shipped model configs and tokenizers as an offline HF hub.
         sidecar: endpoint of a running prediction sidecar (see prediction_sidecar); when
             given and no other predictor is named, every op is predicted by the trained models.
+        timewarp: put the tree on a causal virtual clock (REVATI_TIMEWARP=1): True starts
+            this process's Timekeeper (shared_timekeeper) on first use; a Timekeeper is used
+            as given. False (default) leaves every clock real.
         base: environment to start from (default: os.environ).
     """
     get_gpu(gpu)  # validates, with the list of choices in the error
@@ -92,7 +99,25 @@ def emulator_env(
         from revati import models
 
         env.update(models.prepare_offline_hub())
+    if timewarp:
+        env.update((shared_timekeeper() if timewarp is True else timewarp).env())
     return env
+
+
+_timekeeper: "Timekeeper | None" = None
+
+
+def shared_timekeeper() -> "Timekeeper":
+    """This process's Timekeeper, started on first use and stopped at exit."""
+    global _timekeeper
+    if _timekeeper is None:
+        import atexit
+
+        from revati.timekeeper.timekeeper import Timekeeper
+
+        _timekeeper = Timekeeper().start()
+        atexit.register(_timekeeper.stop)
+    return _timekeeper
 
 
 def merge_trace(path: str | os.PathLike) -> int:

@@ -22,6 +22,8 @@ ENV_VARS: dict[str, str] = {
     "REVATI_SEED": "seed for values the semantic layer supplies (sampled tokens).",
     "REVATI_STEP_LOG": "the semantic layer writes one JSON line per model step to this path.",
     "REVATI_SHIM_DIR": "folder holding librevati_shim.so (default: the repo's shim/build/lib).",
+    "REVATI_TIMEWARP": "1: clocks, sleeps and timed waits follow the Timekeeper's virtual clock (default 0: real).",
+    "REVATI_CLOCK": "path of the Timekeeper's shared-memory clock page (set with REVATI_TIMEWARP).",
     "REVATI_CACHE_DIR": "cache for tokenizers and the offline model hub (default ~/.cache/revati).",
 }
 

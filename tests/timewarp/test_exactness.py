@@ -58,3 +58,18 @@ def test_timewarp_off_keeps_the_real_clock(timekeeper):
                     REVATI_TIMEWARP="0")
     assert 0.3 <= float(out) < 1.0 and wall >= 0.3
     assert timekeeper.stats.actors_seen == 0
+
+
+def test_revati_exec_timewarp_flag():
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "revati.cli", "exec", "--timewarp", "--predictor", "constant:1ms",
+                        "--", sys.executable, "-c",
+                        "import time; t=time.monotonic(); time.sleep(60); print(time.monotonic()-t)"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert 60 <= float(p.stdout.split()[0]) < 60.05
+    assert time.monotonic() - t0 < 20
