@@ -211,3 +211,16 @@ def test_busy_looping_process_falls_back_to_real_time(timekeeper):
     # Once the busy process is gone, the 20 s sleep is a jump.
     assert 20.3 <= s["total"] < 20.35
     assert wall < 10
+
+
+def test_a_killed_process_does_not_freeze_the_clock(timekeeper):
+    spinner = spawn(timekeeper, "import time\nwhile True: pass")
+    sleeper = spawn(timekeeper, "import time; t=time.monotonic(); time.sleep(30); print(time.monotonic()-t)")
+    time.sleep(0.5)  # a real wait of this test: the spinner holds the clock at real speed
+    assert sleeper.poll() is None
+    t0 = time.monotonic()
+    spinner.kill()
+    (out,) = finish(sleeper, timeout=30)
+    assert 30 <= float(out) < 30.05
+    assert time.monotonic() - t0 < 5
+    spinner.wait()
