@@ -107,9 +107,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     serve_args = [*(["--tokenizer", str(resolved.tokenizer)] if resolved.tokenizer else []), *args.serve_args]
     t0 = time.monotonic()
     print(f"revati demo: vllm serve {args.model} on a virtual {args.gpu} (logs in {out})", flush=True)
+    sidecar_stats: dict = {}
+    for old in out.glob("stats.*.json"):
+        old.unlink()
     try:
-        with vllm_server(str(resolved.model), gpu=args.gpu, serve_args=serve_args,
-                         log_path=out / "server.log", stats=str(out / "stats")) as server:
+        with vllm_server(str(resolved.model), gpu=args.gpu, serve_args=serve_args, log_path=out / "server.log",
+                         stats=str(out / "stats"), sidecar_stats=sidecar_stats) as server:
             url = server.url
             t_ready = time.monotonic()
             print(f"revati demo: server ready after {t_ready - t0:.0f} s; running vllm bench serve "
@@ -124,6 +127,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     print((out / "bench.log").read_text().split("============ Serving Benchmark Result ============")[-1]
           if "Serving Benchmark Result" in (out / "bench.log").read_text() else json.dumps(result, indent=1))
+    from revati.emulator import format_summary, summarize_stats
+
+    print(format_summary(summarize_stats(out / "stats"), sidecar_stats))
     print(f"revati demo: completed {result.get('completed')} of {args.num_prompts}, failed {result.get('failed', 0)}; "
           f"wall {time.monotonic() - t0:.0f} s. NOTE: latencies are not yet time-warped (the virtual "
           f"clock lands with the time-warp issue), so they reflect this machine's CPU.")

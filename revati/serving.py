@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from revati.emulator import emulator_env
+from revati.emulator import emulator_env, prediction_sidecar
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -91,10 +91,31 @@ def vllm_server(
     trace: str | None = None,
     stats: str | None = None,
     startup_timeout_s: float = 1500.0,
+    sidecar_stats: dict | None = None,
 ) -> Iterator[Server]:
-    """Runs `vllm serve MODEL --load-format dummy` under the emulator until it is healthy."""
+    """Runs `vllm serve MODEL --load-format dummy` under the emulator until it is healthy.
+
+    Unless another predictor is named, a prediction sidecar serves the trained models for
+    the server's process tree; its counters land in sidecar_stats when the server stops.
+    """
+    if predictor in (None, "sidecar"):
+        with prediction_sidecar(gpu, log_path.parent / "sidecar") as (endpoint, counters):
+            with _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, trace, stats,
+                              startup_timeout_s, endpoint) as server:
+                yield server
+        if sidecar_stats is not None:
+            sidecar_stats.update(counters)
+    else:
+        with _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, trace, stats,
+                          startup_timeout_s, None) as server:
+            yield server
+
+
+@contextmanager
+def _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, trace, stats,
+                 startup_timeout_s, sidecar) -> Iterator[Server]:
     port = port or free_port()
-    env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats)
+    env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats, sidecar=sidecar)
     env.update(env_extra or {})
     cmd = [str(VENV_BIN / "vllm"), "serve", model, "--load-format", "dummy", "--host", "127.0.0.1",
            "--port", str(port), *(serve_args or [])]

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "shim.h"
+#include "timewarp.h"
 
 /* ------------------------------------------------------------- step composition */
 
@@ -254,7 +255,18 @@ static int zmq_load(const char *path) {
 }
 
 /* Sends [type, payload]; receives [type, payload] into rv_reply. Returns the payload size. */
+/* NOTE: the sidecar round trip is the emulator's own work: its polls and timeouts must stay
+ * on real time (rv_tw_guard), or the virtual clock could jump across a pending reply. */
+static int request_unguarded(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype);
+
 static int request(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype) {
+  rv_tw_guard++;
+  int r = request_unguarded(type, payload, n, rtype);
+  rv_tw_guard--;
+  return r;
+}
+
+static int request_unguarded(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype) {
   if (z.send(rv_sock, &type, 1, ZMQ_SNDMORE) < 0 || z.send(rv_sock, payload, n, 0) < 0) return -1;
   uint8_t t;
   if (z.recv(rv_sock, &t, 1, 0) != 1) return -1;
@@ -342,8 +354,10 @@ const rv_duration_source *rv_sidecar_init(void) {
     rv_log(RV_LOG_ERROR, "REVATI_SIDECAR is set but libzmq (REVATI_ZMQ_LIB=%s) cannot be loaded", lib ? lib : "");
     return NULL;
   }
+  rv_tw_guard++; /* libzmq's I/O thread inherits nothing, but its creation polls must be real */
   void *ctx = z.ctx_new();
   rv_sock = z.socket(ctx, ZMQ_DEALER);
+  rv_tw_guard--;
   int timeout = 30000, linger = 0;
   z.setsockopt(rv_sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
   z.setsockopt(rv_sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
