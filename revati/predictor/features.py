@@ -76,6 +76,27 @@ def collective_ideal(p: Peaks, c: dict[str, np.ndarray]) -> np.ndarray:
 
 # ---- feature builders: (X, names) ----
 
+GEMM_LAUNCH_US = 5.0
+# CUTLASS/cuBLAS CTA tiles (rows x cols of C) whose wave quantisation is offered as features.
+GEMM_TILES = ((64, 64), (128, 64), (128, 128), (128, 256), (256, 128))
+
+
+def gemm_base(p: Peaks, c: dict[str, np.ndarray]) -> np.ndarray:
+    """What the GEMM model's residual target is relative to: compute + memory time + a launch
+    constant. Smoother than max(compute, memory) across the memory/compute knee."""
+    eb, tf = _dtype_arrays(p, c["dtype"])
+    m, n, k, b = c["m"], c["n"], c["k"], c["batch"]
+    comp = 2.0 * m * n * k * b / (tf * 1e6)
+    mem = eb * (m * k + k * n + m * n) * b / (p.mem_bw_gbps * 1e3)
+    return comp + mem + GEMM_LAUNCH_US
+
+
+def _pow2_part(x: np.ndarray) -> np.ndarray:
+    """log2 of the largest power of two dividing x (capped at 13): the alignment of a dim."""
+    xi = np.maximum(np.nan_to_num(x, nan=1.0), 1).astype(np.int64)
+    return np.clip(np.log2((xi & -xi).astype(np.float64)), 0, 13)
+
+
 def gemm_features(p: Peaks, c: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
     eb, tf = _dtype_arrays(p, c["dtype"])
     m, n, k, b = c["m"], c["n"], c["k"], c["batch"]
@@ -91,10 +112,24 @@ def gemm_features(p: Peaks, c: dict[str, np.ndarray]) -> tuple[np.ndarray, list[
     ]
     names = ["log_m", "log_n", "log_k", "log_batch", "log_flops", "log_bytes", "log_ai",
              "log_ideal", "log_tiles128", "log_tiles64", "log_waves", "log_m_small", "elt_bytes"]
+    # Wave quantisation per tile hypothesis: waves, the fraction of the last wave's SMs that
+    # work, and the padded compute time (waves x one tile's FLOPs at the per-SM peak).
+    tf_sm = tf * 1e6 / p.sm_count
+    for tm, tn in GEMM_TILES:
+        tiles = np.ceil(m / tm) * np.ceil(n / tn) * b
+        w = np.ceil(tiles / p.sm_count)
+        cols += [_log2(w), tiles / (w * p.sm_count), _log2(w * tm * tn * k * 2.0 / tf_sm)]
+        names += [f"log_waves_{tm}x{tn}", f"wave_eff_{tm}x{tn}", f"log_padded_{tm}x{tn}"]
+    bw = p.mem_bw_gbps * 1e3
+    cols += [_log2(eb * n * k * b / bw), _log2(eb * m * k * b / bw), _log2(eb * m * n * b / bw),
+             _pow2_part(k), _pow2_part(n)]
+    names += ["log_w_time", "log_a_time", "log_c_time", "k_pow2", "n_pow2"]
     return np.column_stack(cols), names
 
 
-GEMM_MONOTONE = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+# NOTE: used only if gemm is trained on log time (not the default residual target); the
+# quantisation/alignment features are not monotone in size and get 0.
+GEMM_MONOTONE = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0] + [0] * 15 + [1, 1, 1, 0, 0]
 
 
 def attention_features(p: Peaks, c: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
@@ -163,13 +198,18 @@ class FamilySpec:
     monotone: list[int]
     size_columns: tuple[str, ...]
     ideal: Callable[[Peaks, dict[str, np.ndarray]], np.ndarray]
+    # what a residual model's target is relative to: log(duration / base); default ideal
+    base: Callable[[Peaks, dict[str, np.ndarray]], np.ndarray] | None = None
+
+    def residual_base(self, p: Peaks, c: dict[str, np.ndarray]) -> np.ndarray:
+        return (self.base or self.ideal)(p, c)
 
 
 def _spec(family: str) -> FamilySpec:
     cols = FAMILY_COLUMNS[family]
     if family == "gemm":
         return FamilySpec(family, cols, ("dtype",), gemm_features, GEMM_MONOTONE,
-                          ("m", "n", "k", "batch"), gemm_ideal)
+                          ("m", "n", "k", "batch"), gemm_ideal, gemm_base)
     if family in ATTENTION_FAMILIES:
         return FamilySpec(family, cols, ("dtype", "kv_cache_dtype"), attention_features,
                           ATTENTION_MONOTONE,

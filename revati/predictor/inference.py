@@ -6,6 +6,9 @@ and the result is scaled by ideal(query) / ideal(clipped) from the roofline. Abo
 that ratio is >= 1 and grows with size, so monotonicity survives the clipping; below the range
 the edge value is kept (tiny ops are launch-bound). Queries that needed clipping are reported
 so the Predictor can count them as extrapolations.
+
+A residual model (log(duration / base), the GEMM default) is not clipped: its trees hold the edge
+efficiency and the base of the query itself carries the size, which grows with every dimension.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ def predict_keys(model: FittedModel, p: Peaks, keys: Sequence[tuple]
         v = cols[c]
         ok = ~np.isnan(v)
         above |= ok & (v > hi)
-        clipped[c] = np.where(ok, np.clip(v, lo, hi), v)
+        if not model.residual:
+            clipped[c] = np.where(ok, np.clip(v, lo, hi), v)
     X, _ = spec.build(p, clipped)
     logp = model.predict_log(X)
     if model.residual:
-        logp = logp + np.log(spec.ideal(p, clipped))
+        logp = logp + np.log(spec.residual_base(p, clipped))
     us = np.exp(logp)
-    if above.any():
+    if above.any() and not model.residual:
         ratio = spec.ideal(p, cols) / np.maximum(spec.ideal(p, clipped), 1e-12)
         us = np.where(above, us * np.maximum(ratio, 1.0), us)
     if model.curves:

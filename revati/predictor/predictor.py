@@ -3,9 +3,9 @@
 Lookup order for one op part (family, key):
   1. the exact-key cache (a dict; the shim caches too, so the sidecar mostly sees misses);
   2. for GEMMs, the bucketed m-grid of the op's weight shape (n, k, dtype, batch): the model
-     evaluated once on M_BUCKETS, made non-decreasing with a running max, then linearly
-     interpolated in m. Grids of the trained shapes are built at load; a new shape's grid is
-     built on its first query. NOTE: the running max is what guarantees that a GEMM with more
+     evaluated once on M_BUCKETS, made non-decreasing by isotonic regression in log space
+     (monotone_grid), then linearly interpolated in m. Grids of the trained shapes are built at load; a new shape's grid is
+     built on its first query. NOTE: the isotonic fit is what guarantees that a GEMM with more
      rows is never predicted faster, for any weight shape;
   3. the family model, batched, with out-of-range sizes clipped and rescaled by the roofline
      (counted as "extrapolated");
@@ -48,6 +48,15 @@ def _buckets() -> np.ndarray:
 
 M_BUCKETS = _buckets()
 M_BUCKET_LIST = M_BUCKETS.tolist()
+
+
+def monotone_grid(us: np.ndarray) -> np.ndarray:
+    """The closest non-decreasing curve to the model's values on the m buckets: isotonic
+    regression (pool adjacent violators) of log(us). Unlike a running max, a single high
+    prediction does not lift every larger m."""
+    from scipy.optimize import isotonic_regression
+
+    return np.exp(isotonic_regression(np.log(np.maximum(us, 1e-9))).x)
 
 
 class PredictorStats:
@@ -144,7 +153,7 @@ class Predictor:
         us = self._model_gemm(keys, count=False)
         nb = len(M_BUCKET_LIST)
         for i, shape in enumerate(shapes):
-            self._grids[shape] = np.maximum.accumulate(us[i * nb:(i + 1) * nb]).tolist()
+            self._grids[shape] = monotone_grid(us[i * nb:(i + 1) * nb]).tolist()
 
     def _model_gemm(self, keys: list[tuple], count: bool = True) -> np.ndarray:
         """GEMM durations from the model path, with dtype/proxy scaling."""
