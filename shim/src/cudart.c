@@ -119,62 +119,63 @@ API cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int dev) {
   const rv_gpu_spec *g = d->spec;
   memset(p, 0, sizeof *p);
   snprintf(p->name, sizeof p->name, "%s", g->name);
-  /* uuid bytes from the "GPU-xxxxxxxx-..." string */
-  const char *u = d->uuid + 4;
-  for (int i = 0, j = 0; u[j] && i < 16; j++) {
-    if (u[j] == '-') continue;
-    unsigned v;
-    if (sscanf(u + j, "%2x", &v) == 1) { p->uuid.bytes[i++] = (char)v; j++; }
-  }
+  memcpy(p->uuid.bytes, d->uuid_bytes, sizeof d->uuid_bytes);
   p->totalGlobalMem = g->memory_bytes;
-  p->sharedMemPerBlock = 49152;
-  p->regsPerBlock = 65536;
-  p->warpSize = 32;
-  p->memPitch = 2147483647;
-  p->maxThreadsPerBlock = 1024;
-  p->maxThreadsDim[0] = 1024; p->maxThreadsDim[1] = 1024; p->maxThreadsDim[2] = 64;
-  p->maxGridSize[0] = 2147483647; p->maxGridSize[1] = 65535; p->maxGridSize[2] = 65535;
-  p->totalConstMem = 65536;
-  p->major = g->cc_major;
-  p->minor = g->cc_minor;
-  p->textureAlignment = 512;
+  /* Every field with a device attribute comes from the one attribute table (device.c). */
+#define ATTR(field, attr) do { int v_; rv_device_attribute(dev, (int)(attr), &v_); p->field = v_; } while (0)
+  ATTR(sharedMemPerBlock, cudaDevAttrMaxSharedMemoryPerBlock);
+  ATTR(regsPerBlock, cudaDevAttrMaxRegistersPerBlock);
+  ATTR(warpSize, cudaDevAttrWarpSize);
+  ATTR(memPitch, cudaDevAttrMaxPitch);
+  ATTR(maxThreadsPerBlock, cudaDevAttrMaxThreadsPerBlock);
+  ATTR(maxThreadsDim[0], cudaDevAttrMaxBlockDimX);
+  ATTR(maxThreadsDim[1], cudaDevAttrMaxBlockDimY);
+  ATTR(maxThreadsDim[2], cudaDevAttrMaxBlockDimZ);
+  ATTR(maxGridSize[0], cudaDevAttrMaxGridDimX);
+  ATTR(maxGridSize[1], cudaDevAttrMaxGridDimY);
+  ATTR(maxGridSize[2], cudaDevAttrMaxGridDimZ);
+  ATTR(totalConstMem, cudaDevAttrTotalConstantMemory);
+  ATTR(major, cudaDevAttrComputeCapabilityMajor);
+  ATTR(minor, cudaDevAttrComputeCapabilityMinor);
+  ATTR(textureAlignment, cudaDevAttrTextureAlignment);
+  ATTR(multiProcessorCount, cudaDevAttrMultiProcessorCount);
+  ATTR(canMapHostMemory, cudaDevAttrCanMapHostMemory);
+  ATTR(concurrentKernels, cudaDevAttrConcurrentKernels);
+  ATTR(ECCEnabled, cudaDevAttrEccEnabled);
+  ATTR(pciBusID, cudaDevAttrPciBusId);
+  ATTR(asyncEngineCount, cudaDevAttrAsyncEngineCount);
+  ATTR(unifiedAddressing, cudaDevAttrUnifiedAddressing);
+  ATTR(memoryBusWidth, cudaDevAttrGlobalMemoryBusWidth);
+  ATTR(l2CacheSize, cudaDevAttrL2CacheSize);
+  ATTR(persistingL2CacheMaxSize, cudaDevAttrMaxPersistingL2CacheSize);
+  ATTR(maxThreadsPerMultiProcessor, cudaDevAttrMaxThreadsPerMultiProcessor);
+  ATTR(streamPrioritiesSupported, cudaDevAttrStreamPrioritiesSupported);
+  ATTR(globalL1CacheSupported, cudaDevAttrGlobalL1CacheSupported);
+  ATTR(localL1CacheSupported, cudaDevAttrLocalL1CacheSupported);
+  ATTR(sharedMemPerMultiprocessor, cudaDevAttrMaxSharedMemoryPerMultiprocessor);
+  ATTR(regsPerMultiprocessor, cudaDevAttrMaxRegistersPerMultiprocessor);
+  ATTR(managedMemory, cudaDevAttrManagedMemory);
+  ATTR(concurrentManagedAccess, cudaDevAttrConcurrentManagedAccess);
+  ATTR(computePreemptionSupported, cudaDevAttrComputePreemptionSupported);
+  ATTR(canUseHostPointerForRegisteredMem, cudaDevAttrCanUseHostPointerForRegisteredMem);
+  ATTR(cooperativeLaunch, cudaDevAttrCooperativeLaunch);
+  ATTR(sharedMemPerBlockOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  ATTR(maxBlocksPerMultiProcessor, cudaDevAttrMaxBlocksPerMultiprocessor);
+  ATTR(accessPolicyMaxWindowSize, cudaDevAttrMaxAccessPolicyWindowSize);
+  ATTR(reservedSharedMemPerBlock, cudaDevAttrReservedSharedMemoryPerBlock);
+  ATTR(hostRegisterSupported, cudaDevAttrHostRegisterSupported);
+  ATTR(sparseCudaArraySupported, cudaDevAttrSparseCudaArraySupported);
+  ATTR(hostRegisterReadOnlySupported, cudaDevAttrHostRegisterReadOnlySupported);
+  ATTR(memoryPoolsSupported, cudaDevAttrMemoryPoolsSupported);
+  ATTR(gpuDirectRDMASupported, cudaDevAttrGPUDirectRDMASupported);
+  ATTR(deferredMappingCudaArraySupported, cudaDevAttrDeferredMappingCudaArraySupported);
+  ATTR(ipcEventSupported, cudaDevAttrIpcEventSupport);
+  ATTR(clusterLaunch, cudaDevAttrClusterLaunch);
+  ATTR(unifiedFunctionPointers, 129); /* CU_DEVICE_ATTRIBUTE_UNIFIED_FUNCTION_POINTERS: no cudaDevAttr name */
+  ATTR(deviceNumaId, cudaDevAttrNumaId);
+  ATTR(hostNumaId, cudaDevAttrHostNumaId);
+#undef ATTR
   p->texturePitchAlignment = 32;
-  p->multiProcessorCount = g->sm_count;
-  p->canMapHostMemory = 1;
-  p->concurrentKernels = 1;
-  p->ECCEnabled = 1;
-  p->pciBusID = d->pci_bus;
-  p->asyncEngineCount = 2;
-  p->unifiedAddressing = 1;
-  p->memoryBusWidth = g->mem_bus_width_bits;
-  p->l2CacheSize = (int)g->l2_bytes;
-  p->persistingL2CacheMaxSize = (int)(g->l2_bytes * 3 / 4);
-  p->maxThreadsPerMultiProcessor = g->max_threads_per_sm;
-  p->streamPrioritiesSupported = 1;
-  p->globalL1CacheSupported = 1;
-  p->localL1CacheSupported = 1;
-  p->sharedMemPerMultiprocessor = (size_t)g->smem_per_sm;
-  p->regsPerMultiprocessor = g->regs_per_sm;
-  p->managedMemory = 1;
-  p->concurrentManagedAccess = 1;
-  p->computePreemptionSupported = 1;
-  p->canUseHostPointerForRegisteredMem = 1;
-  p->cooperativeLaunch = 1;
-  p->sharedMemPerBlockOptin = (size_t)g->smem_per_block_optin;
-  p->maxBlocksPerMultiProcessor = 32;
-  p->accessPolicyMaxWindowSize = 134213632;
-  p->reservedSharedMemPerBlock = 1024;
-  p->hostRegisterSupported = 1;
-  p->sparseCudaArraySupported = 1;
-  p->hostRegisterReadOnlySupported = 1;
-  p->memoryPoolsSupported = 1;
-  p->gpuDirectRDMASupported = 1;
-  p->deferredMappingCudaArraySupported = 1;
-  p->ipcEventSupported = 1;
-  p->clusterLaunch = g->cc_major >= 9;
-  p->unifiedFunctionPointers = 1;
-  p->deviceNumaId = -1;
-  p->hostNumaId = d->physical < 4 ? 0 : 1;
   return cudaSuccess;
 }
 
@@ -797,19 +798,11 @@ API cudaError_t cudaGetFuncBySymbol(cudaFunction_t *f, const void *symbol) {
   return cudaSuccess;
 }
 
-static int occupancy(int block_size, size_t smem) {
-  const rv_gpu_spec *g = rv_devices[rv_current_device()].spec;
-  if (block_size <= 0) return 0;
-  int by_threads = g->max_threads_per_sm / block_size;
-  int by_smem = smem ? (int)((size_t)g->smem_per_sm / (smem + 1024)) : 32;
-  int n = by_threads < by_smem ? by_threads : by_smem;
-  return n > 32 ? 32 : n;
-}
 API cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const void *func, int blockSize,
                                                                        size_t smem, unsigned int flags) {
   (void)func; (void)flags;
   INIT();
-  *n = occupancy(blockSize, smem);
+  *n = rv_occupancy(rv_current_device(), blockSize, smem);
   return cudaSuccess;
 }
 API cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *func, int blockSize, size_t smem) {

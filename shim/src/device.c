@@ -47,6 +47,11 @@ static void make_physical(int i) {
   d->pci_bus = i < 8 ? buses[i] : 0xe0 + i;
   snprintf(d->pci_bus_id, sizeof d->pci_bus_id, "00000000:%02X:00.0", d->pci_bus);
   d->capacity = rv_gpu->memory_bytes - rv_context_reserve;
+  const char *u = d->uuid + 4;
+  for (int b = 0, j = 0; u[j] && b < 16; j++) {
+    unsigned v;
+    if (u[j] != '-' && sscanf(u + j, "%2x", &v) == 1) { d->uuid_bytes[b++] = (uint8_t)v; j++; }
+  }
 }
 
 void rv_devices_init(void) {
@@ -88,6 +93,15 @@ void rv_devices_init(void) {
   } else {
     for (int i = 0; i < rv_num_physical; i++) rv_devices[rv_num_visible++] = rv_physical[i];
   }
+}
+
+int rv_occupancy(int dev, int block_size, size_t smem) {
+  const rv_gpu_spec *g = rv_devices[dev].spec;
+  if (block_size <= 0) return 0;
+  int by_threads = g->max_threads_per_sm / block_size;
+  int by_smem = smem ? (int)((size_t)g->smem_per_sm / (smem + 1024)) : 32;
+  int n = by_threads < by_smem ? by_threads : by_smem;
+  return n > 32 ? 32 : n;
 }
 
 /* CUdevice_attribute values (identical numbers to cudaDeviceAttr). */

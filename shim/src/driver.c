@@ -82,12 +82,7 @@ API CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev) {
   INIT();
   rv_device *d = rv_device_get(dev);
   if (!d) return CUDA_ERROR_INVALID_DEVICE;
-  const char *u = d->uuid + 4;
-  for (int i = 0, j = 0; u[j] && i < 16; j++) {
-    if (u[j] == '-') continue;
-    unsigned v;
-    if (sscanf(u + j, "%2x", &v) == 1) { uuid->bytes[i++] = (char)v; j++; }
-  }
+  memcpy(uuid->bytes, d->uuid_bytes, sizeof d->uuid_bytes);
   return CUDA_SUCCESS;
 }
 API CUresult cuDeviceTotalMem(size_t *bytes, CUdevice dev) {
@@ -237,11 +232,7 @@ API CUresult cuFuncGetName(const char **name, CUfunction f) { *name = f->k.mangl
 API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *n, CUfunction f, int blockSize, size_t smem) {
   (void)f;
   INIT();
-  const rv_gpu_spec *g = rv_devices[rv_current_device()].spec;
-  int by_threads = blockSize > 0 ? g->max_threads_per_sm / blockSize : 0;
-  int by_smem = smem ? (int)((size_t)g->smem_per_sm / (smem + 1024)) : 32;
-  *n = by_threads < by_smem ? by_threads : by_smem;
-  if (*n > 32) *n = 32;
+  *n = rv_occupancy(rv_current_device(), blockSize, smem);
   return CUDA_SUCCESS;
 }
 API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, CUfunction f, int blockSize, size_t smem,

@@ -67,6 +67,7 @@ typedef struct rv_device {
   int physical;              /* index on the virtual node (NVML index) */
   const rv_gpu_spec *spec;
   char uuid[48];             /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
+  uint8_t uuid_bytes[16];    /* the same UUID as 16 bytes (cudaDeviceProp, cuDeviceGetUuid) */
   char pci_bus_id[32];       /* "00000000:18:00.0" */
   int pci_bus;
   uint64_t capacity;         /* bytes an allocation may use (memory - context reserve) */
@@ -86,6 +87,8 @@ extern uint64_t rv_context_reserve;  /* bytes the "driver context" holds per dev
 int rv_current_device(void);
 void rv_set_current_device(int dev);
 rv_device *rv_device_get(int dev); /* visible ordinal, NULL if out of range */
+/* Resident blocks per SM for a block size and dynamic shared memory (occupancy APIs). */
+int rv_occupancy(int dev, int block_size, size_t smem);
 /* Driver-API device attribute by CUdevice_attribute number. Returns 0 on success. */
 int rv_device_attribute(int dev, int attr, int *value);
 
