@@ -157,6 +157,10 @@ class Emulation(_Strict):
     predictor: str = Field(default="sidecar", description="sidecar (trained models), roofline, or constant:<n>{ns,us,ms,s}.")
     dilation: Union[Literal["auto"], float] = Field(default="auto", description="CPU time counts 1/dilation; auto calibrates.")
     trace: bool = Field(default=False, description="Write a Perfetto trace of the virtual GPU timelines.")
+    timewarp: bool = Field(default=False,
+                           description="Run every process on the causal virtual clock (the Timekeeper): "
+                                       "predicted GPU time and idle waits cost no wall time. Off: "
+                                       "latencies include this machine's CPU time.")
 
     @field_validator("predictor")
     @classmethod

@@ -86,3 +86,13 @@ def test_crd_schema_is_structural_and_covers_the_spec():
     ds = spec["properties"]["workload"]["properties"]["dataset"]
     assert set(ds["properties"]["type"]["enum"]) == {"random", "shared-prefix", "sharegpt-like", "trace"}
     assert "systemPromptLen" in ds["properties"] and "inputLen" in ds["properties"]
+
+
+def test_timewarp_is_an_emulation_switch_off_by_default():
+    assert load_spec(REPO / "examples" / "default.yaml").spec.emulation.timewarp is False
+    assert spec_from_dict(_with("spec.emulation.timewarp", True)).spec.emulation.timewarp is True
+    with pytest.raises(SpecError) as exc:
+        spec_from_dict(_with("spec.emulation.timewarp", "sometimes"))
+    assert any(p.startswith("spec.emulation.timewarp:") for p in exc.value.problems)
+    crd = crd_openapi_schema()["properties"]["spec"]["properties"]["emulation"]["properties"]
+    assert crd["timewarp"]["type"] == "boolean"
