@@ -96,6 +96,33 @@ static int64_t geometry_bytes(const rv_op *op) {
   return (int64_t)(threads * 16.0);
 }
 
+static void describe_attention(rv_mp *w, int prefill) {
+  const rv_model *m = &rv_model_info;
+  const rv_step *s = &rv_cur_step;
+  mp_map(w, 11);
+  kv_str(w, "op", "attention");
+  kv_str(w, "phase", prefill ? "prefill" : "decode");
+  kv_int(w, "batch_size", prefill ? s->num_prefill : s->num_decode);
+  kv_int(w, "num_tokens", prefill ? s->prefill_tokens : s->num_decode);
+  kv_int(w, "kv_len_sum", prefill ? s->prefill_kv_sum : s->decode_kv_sum);
+  kv_int(w, "kv_len_max", prefill ? s->prefill_kv_max : s->decode_kv_max);
+  kv_int(w, "attn_pairs", prefill ? s->prefill_pairs : s->decode_kv_sum);
+  kv_int(w, "num_heads", m->num_heads);
+  kv_int(w, "num_kv_heads", m->num_kv_heads);
+  kv_int(w, "head_dim", m->head_dim);
+  kv_str(w, "dtype", "bf16");
+}
+
+/* The decode part of a mixed (prefill + decode) attention step, or 0 if there is none. */
+static int describe_decode_part(const rv_op *op, rv_mp *w) {
+  const rv_step *s = &rv_cur_step;
+  if (op->kind != RV_OP_KERNEL || op->u.kernel.k->family != RV_FAM_ATTENTION || !rv_model_info.set ||
+      s->num_prefill == 0 || s->num_decode == 0)
+    return 0;
+  describe_attention(w, 0);
+  return 1;
+}
+
 /* Encodes op as its descriptor. Returns 0 when the op has no family the predictor models
  * (the caller then uses the roofline and counts an unmapped op). */
 static int describe(const rv_op *op, rv_mp *w, int *mapped) {
@@ -137,20 +164,9 @@ static int describe(const rv_op *op, rv_mp *w, int *mapped) {
   }
   int fam = op->u.kernel.k->family;
   if (fam == RV_FAM_ATTENTION && m->set && s->num_reqs > 0) {
-    /* One varlen kernel serves the whole batch: its prefill part, else its decode part.
-     * NOTE: the prefill part dominates a mixed step; the decode part of a mixed step is the
-     * smaller term and is folded into it by the predictor's kv features. */
-    int prefill = s->num_prefill > 0;
-    mp_map(w, 11);
-    kv_str(w, "op", "attention");
-    kv_str(w, "phase", prefill ? "prefill" : "decode");
-    kv_int(w, "batch_size", prefill ? s->num_prefill : s->num_decode);
-    kv_int(w, "num_tokens", prefill ? s->prefill_tokens : s->num_decode);
-    kv_int(w, "kv_len_sum", prefill ? s->prefill_kv_sum : s->decode_kv_sum);
-    kv_int(w, "kv_len_max", prefill ? s->prefill_kv_max : s->decode_kv_max);
-    kv_int(w, "attn_pairs", prefill ? s->prefill_pairs : s->decode_kv_sum);
-    kv_int(w, "num_heads", m->num_heads); kv_int(w, "num_kv_heads", m->num_kv_heads);
-    kv_int(w, "head_dim", m->head_dim); kv_str(w, "dtype", "bf16");
+    /* One varlen kernel serves the whole batch; a mixed step is described by its prefill
+     * part here and its decode part by describe_decode_part (the caller adds both). */
+    describe_attention(w, s->num_prefill > 0);
     return 1;
   }
   if (m->set && (fam == RV_FAM_NORM || fam == RV_FAM_ROTARY || fam == RV_FAM_ACTIVATION || fam == RV_FAM_CACHE_WRITE)) {
@@ -175,8 +191,7 @@ static int describe(const rv_op *op, rv_mp *w, int *mapped) {
 
 typedef struct {
   uint64_t key;
-  uint64_t ns : 63;
-  uint64_t mapped : 1;
+  uint64_t ns;
 } rv_slot;
 
 static rv_slot *rv_cache;
@@ -195,7 +210,7 @@ static rv_slot *cache_find(uint64_t key) {
   return &rv_cache[i];
 }
 
-static void cache_put(uint64_t key, uint64_t ns, int mapped) {
+static void cache_put(uint64_t key, uint64_t ns) {
   if ((rv_cache_n + 1) * 2 > rv_cache_cap) {
     rv_slot *old = rv_cache;
     size_t oldcap = rv_cache_cap;
@@ -208,7 +223,6 @@ static void cache_put(uint64_t key, uint64_t ns, int mapped) {
   if (!s->key) rv_cache_n++;
   s->key = key;
   s->ns = ns;
-  s->mapped = mapped ? 1 : 0;
 }
 
 static uint64_t account(uint64_t ns, int mapped) {
@@ -308,15 +322,12 @@ static int parse_us(const uint8_t *p, int n, double *us) {
   return -1;
 }
 
-static uint64_t sidecar_ns(const rv_op *op, const rv_gpu_spec *gpu) {
-  rv_mp d = {.n = 0};
-  int mapped;
-  if (op->kind == RV_OP_KERNEL) rv_kernel_family((rv_kernel *)op->u.kernel.k);
-  if (!describe(op, &d, &mapped)) return account(rv_roofline_ns(op, gpu), 0);
-  uint64_t key = fnv(d.buf, d.n);
+/* Looks one descriptor up in the cache, asking the sidecar on a miss. 0 if no answer. */
+static uint64_t lookup(const rv_mp *d, const rv_op *op, const rv_gpu_spec *gpu) {
+  uint64_t key = fnv(d->buf, d->n);
   if (rv_cache_cap) {
     rv_slot *s = cache_find(key);
-    if (s->key == key) { rv_hits++; return account(s->ns, s->mapped); }
+    if (s->key == key) { rv_hits++; return s->ns; }
   }
   rv_misses++;
   uint64_t ns = 0;
@@ -325,7 +336,7 @@ static uint64_t sidecar_ns(const rv_op *op, const rv_gpu_spec *gpu) {
     mp_map(&req, 1);
     mp_str(&req, "ops");
     mp_byte(&req, 0x91);
-    mp_bytes(&req, d.buf, d.n);
+    mp_bytes(&req, d->buf, d->n);
     uint8_t t;
     double us;
     int r = request(0x02, req.buf, req.n, &t);
@@ -340,7 +351,18 @@ static uint64_t sidecar_ns(const rv_op *op, const rv_gpu_spec *gpu) {
     }
   }
   if (!ns) ns = rv_roofline_ns(op, gpu);
-  cache_put(key, ns, mapped);
+  cache_put(key, ns);
+  return ns;
+}
+
+static uint64_t sidecar_ns(const rv_op *op, const rv_gpu_spec *gpu) {
+  rv_mp d = {.n = 0};
+  int mapped;
+  if (op->kind == RV_OP_KERNEL) rv_kernel_family((rv_kernel *)op->u.kernel.k);
+  if (!describe(op, &d, &mapped)) return account(rv_roofline_ns(op, gpu), 0);
+  uint64_t ns = lookup(&d, op, gpu);
+  rv_mp dec = {.n = 0};
+  if (describe_decode_part(op, &dec)) ns += lookup(&dec, op, gpu);
   return account(ns, mapped);
 }
 
