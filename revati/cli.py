@@ -136,6 +136,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.get("completed") == args.num_prompts else 1
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """`revati run SPEC [--out DIR]`: validate, run the deployment under load, write the report."""
+    from revati.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as e:
+        print(f"revati run: {e}", file=sys.stderr)
+        return 2
+    from revati.run import orchestrator
+    from revati.run.loadgen import WorkloadError
+    from revati.run.report import summary_table
+    from revati.serving import ServerFailed
+
+    out = Path(args.out or Path("runs") / spec.metadata.name)
+
+    def interrupt(signum, _frame):  # SIGTERM/SIGHUP unwind like Ctrl-C: every child is killed
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    try:
+        result = orchestrator.run(spec, out, spec_path=Path(args.spec).resolve())
+    except WorkloadError as e:
+        print(f"revati run: invalid spec {args.spec}:\n  - {e}", file=sys.stderr)
+        return 2
+    except (ServerFailed, orchestrator.RunFailed) as e:
+        print(f"revati run: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("revati run: interrupted; every process was stopped", file=sys.stderr)
+        return 130
+    rep = result.report
+    print(summary_table(rep))
+    for note in rep["emulation"].get("notes", []):
+        print(f"note: {note}")
+    print(f"revati run: wrote {', '.join(result.files)} to {result.out}")
+    n = rep["emulation"]["load_generator"]["num_prompts"]
+    return 0 if rep.get("completed") == n and not rep.get("failed") else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from revati.run.compare import compare_main
+
+    return compare_main(args.a, args.b)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from revati.predictor.predict_cmd import predict_main
 
@@ -210,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="folder for logs, stats and the bench result")
     d.add_argument("serve_args", nargs=argparse.REMAINDER, help="-- extra `vllm serve` flags")
     d.set_defaults(func=cmd_demo)
+
+    rn = sub.add_parser("run", help="emulate a deployment spec under load and write the report",
+                        description="Validate SPEC, start the sidecar, `vllm serve` per replica (and a "
+                                    "round-robin router), drive it with `vllm bench serve`, and write "
+                                    "report.json, requests.jsonl, spec.resolved.yaml and plots to --out.")
+    rn.add_argument("spec", help="an EmulatedDeployment YAML (see examples/default.yaml)")
+    rn.add_argument("--out", default=None, help="report folder (default: runs/<metadata.name>)")
+    rn.set_defaults(func=cmd_run)
+
+    cp = sub.add_parser("compare", help="two reports (or vllm bench serve result JSONs) side by side")
+    cp.add_argument("a", help="report.json, a run folder, or a `vllm bench serve --save-result` JSON")
+    cp.add_argument("b", help="the same, to compare against A: (B-A)/A")
+    cp.set_defaults(func=cmd_compare)
 
     pr = sub.add_parser("predict", help="predict the duration of ops on a GPU (see docs/predictor.md)")
     pr.add_argument("--gpu", default=DEFAULT_GPU)

@@ -92,30 +92,33 @@ def vllm_server(
     stats: str | None = None,
     startup_timeout_s: float = 1500.0,
     sidecar_stats: dict | None = None,
+    timewarp=False,
 ) -> Iterator[Server]:
     """Runs `vllm serve MODEL --load-format dummy` under the emulator until it is healthy.
 
     Unless another predictor is named, a prediction sidecar serves the trained models for
     the server's process tree; its counters land in sidecar_stats when the server stops.
+    timewarp goes to emulator_env: False, True, or a Timekeeper shared with the load generator.
     """
     if predictor in (None, "sidecar"):
         with prediction_sidecar(gpu, log_path.parent / "sidecar") as (endpoint, counters):
             with _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, trace, stats,
-                              startup_timeout_s, endpoint) as server:
+                              startup_timeout_s, endpoint, timewarp) as server:
                 yield server
         if sidecar_stats is not None:
             sidecar_stats.update(counters)
     else:
         with _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, trace, stats,
-                          startup_timeout_s, None) as server:
+                          startup_timeout_s, None, timewarp) as server:
             yield server
 
 
 @contextmanager
 def _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, trace, stats,
-                 startup_timeout_s, sidecar) -> Iterator[Server]:
+                 startup_timeout_s, sidecar, timewarp=False) -> Iterator[Server]:
     port = port or free_port()
-    env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats, sidecar=sidecar)
+    env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats, sidecar=sidecar,
+                       timewarp=timewarp)
     env.update(env_extra or {})
     cmd = [str(VENV_BIN / "vllm"), "serve", model, "--load-format", "dummy", "--host", "127.0.0.1",
            "--port", str(port), *(serve_args or [])]

@@ -8,7 +8,7 @@ and publish one dict per model step:
     {"num_reqs", "num_tokens", "num_prefill", "num_decode",
      "query_lens": [...], "seq_lens": [...],              # the contract
      "context_lens": [...], "num_tokens_padded", "num_draft_tokens",
-     "num_prefill_as_decode", "step", "pid"}               # extras, may grow
+     "num_prefill_as_decode", "step", "pid", "t"}          # extras, may grow (t: monotonic s)
 
 Requests are in batch order (vLLM sorts decodes first). ``seq_lens[i] =
 context_lens[i] + query_lens[i]`` where ``context_lens`` is the number of tokens
@@ -23,6 +23,7 @@ import collections
 import json
 import os
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,9 @@ def step_hook(batch: dict[str, Any]) -> None:
         _step_counter += 1
         batch.setdefault("step", _step_counter)
         batch.setdefault("pid", os.getpid())
+        # CLOCK_MONOTONIC, as vllm bench's perf_counter (virtual under the time warp): the
+        # report plots the running batch size against the requests' timeline.
+        batch.setdefault("t", time.monotonic())
         STEP_RING.append(batch)
         path = os.environ.get("REVATI_STEP_LOG")
         if path:

@@ -1,0 +1,135 @@
+"""The spec → `vllm bench serve` mapping, for every dataset kind and arrival shape."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from revati.run import loadgen
+from revati.spec import spec_from_dict
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT = yaml.safe_load((REPO / "examples" / "default.yaml").read_text())
+
+
+def _spec(workload: dict | None = None, slo=None, **workload_kw):
+    d = copy.deepcopy(DEFAULT)
+    if workload is not None:
+        d["spec"]["workload"] = workload
+    d["spec"]["workload"].update(workload_kw)
+    if slo is not None:
+        d["spec"]["slo"] = slo
+    return spec_from_dict(d).spec
+
+
+def _plan(spec, tmp_path=Path("/tmp/out")):
+    return loadgen.plan(spec, base_url="http://127.0.0.1:8000", model="m", tokenizer="tok",
+                        result_dir=tmp_path, spec_dir=tmp_path)
+
+
+def _flag(args, name):
+    i = args.index(name)
+    return args[i + 1]
+
+
+def test_random_poisson_maps_to_bench_random_dataset():
+    p = _plan(_spec())
+    a = p.args
+    assert p.dataset == "random" and p.trace_rows is None and p.num_prompts == 200
+    assert _flag(a, "--dataset-name") == "random"
+    assert (_flag(a, "--random-input-len"), _flag(a, "--random-output-len"), _flag(a, "--random-range-ratio")) == \
+        ("512", "128", "0.2")
+    assert (_flag(a, "--request-rate"), _flag(a, "--burstiness")) == ("4", "1")
+    assert _flag(a, "--num-prompts") == "200" and _flag(a, "--seed") == "0"
+    assert "--ignore-eos" in a and "--save-detailed" in a and "--save-result" in a
+    assert _flag(a, "--percentile-metrics") == "ttft,tpot,itl,e2el"
+    assert _flag(a, "--metric-percentiles") == "50,90,99"
+    assert a[a.index("--goodput") + 1:a.index("--goodput") + 3] == ["ttft:500", "tpot:50"]
+    assert "--max-concurrency" not in a
+
+
+def test_constant_arrival_concurrency_duration_and_no_slo():
+    s = _spec(arrival={"process": "constant", "requestRate": 2.5, "maxConcurrency": 8}, numPrompts=None,
+              durationSeconds=10, ignoreEos=False, seed=7)
+    s.slo = None
+    a = _plan(s).args
+    assert (_flag(a, "--request-rate"), _flag(a, "--burstiness")) == ("2.5", "inf")
+    assert _flag(a, "--max-concurrency") == "8"
+    assert _flag(a, "--num-prompts") == "25"  # ceil(2.5 x 10)
+    assert _flag(a, "--seed") == "7" and "--ignore-eos" not in a and "--goodput" not in a
+
+
+def test_no_rate_sends_everything_at_once_and_duration_needs_a_rate():
+    a = _plan(_spec(arrival={"maxConcurrency": 4}, numPrompts=16)).args
+    assert _flag(a, "--request-rate") == "inf" and "--burstiness" not in a
+    with pytest.raises(loadgen.WorkloadError, match="requestRate"):
+        _plan(_spec(arrival={"maxConcurrency": 4}, numPrompts=None, durationSeconds=10))
+
+
+def test_shared_prefix_is_a_timed_trace_whose_groups_share_the_system_prompt_chunk(tmp_path):
+    ds = {"type": "shared-prefix", "numGroups": 3, "promptsPerGroup": 4, "systemPromptLen": 1000,
+          "questionLen": 120, "outputLen": 64}
+    p = _plan(_spec(dataset=ds, numPrompts=12), tmp_path)
+    a = p.args
+    assert p.dataset == "timed_trace" and _flag(a, "--dataset-name") == "timed_trace"
+    assert _flag(a, "--timed-trace-chunk-hash-size") == "1000" and "--no-self-timed" in a
+    assert _flag(a, "--dataset-path") == str(tmp_path / loadgen.TRACE_NAME)
+    rows = p.trace_rows
+    assert len(rows) == 12 and all(r["input_length"] == 1120 and r["output_length"] == 64 for r in rows)
+    groups = [r["hash_ids"][0] for r in rows]
+    assert sorted(groups) == sorted([0, 1, 2] * 4)          # promptsPerGroup questions per group
+    questions = [tuple(r["hash_ids"][1:]) for r in rows]
+    assert len(set(questions)) == 12 and all(len(q) == 1 for q in questions)
+    p.write_dataset(tmp_path / loadgen.TRACE_NAME)
+    back = [json.loads(x) for x in (tmp_path / loadgen.TRACE_NAME).read_text().splitlines()]
+    assert back == rows
+
+
+def test_sharegpt_like_draws_the_shipped_distribution_within_caps():
+    p = _plan(_spec(dataset={"type": "sharegpt-like", "maxInputLen": 1024, "maxOutputLen": 512}, numPrompts=2000))
+    ins = [r["input_length"] for r in p.trace_rows]
+    outs = [r["output_length"] for r in p.trace_rows]
+    assert min(ins) >= 4 and max(ins) <= 1024 and min(outs) >= 4 and max(outs) <= 512
+    med_in, med_out = sorted(ins)[1000], sorted(outs)[1000]
+    assert 0.8 * loadgen.SHAREGPT_LIKE["input"]["median"] < med_in < 1.2 * loadgen.SHAREGPT_LIKE["input"]["median"]
+    assert 0.8 * loadgen.SHAREGPT_LIKE["output"]["median"] < med_out < 1.2 * loadgen.SHAREGPT_LIKE["output"]["median"]
+    assert all(len(r["hash_ids"]) == -(-r["input_length"] // 16) for r in p.trace_rows)
+    assert len({h for r in p.trace_rows for h in r["hash_ids"]}) == sum(len(r["hash_ids"]) for r in p.trace_rows)
+    # the seed decides everything
+    assert _plan(_spec(dataset={"type": "sharegpt-like"}, numPrompts=50)).trace_rows == \
+        _plan(_spec(dataset={"type": "sharegpt-like"}, numPrompts=50)).trace_rows
+
+
+def test_trace_replays_its_arrivals_self_timed(tmp_path):
+    (tmp_path / "arrivals.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in [{"arrival_s": 10.5, "input_tokens": 100, "output_tokens": 20},
+                                          {"arrival_s": 10.0, "input_tokens": 50, "output_tokens": 5},
+                                          {"arrival_s": 12.0, "input_tokens": 30, "output_tokens": 9}]))
+    s = _spec(dataset={"type": "trace", "path": "arrivals.jsonl"}, arrival={}, numPrompts=3)
+    p = _plan(s, tmp_path)
+    assert "--self-timed" in p.args and "--request-rate" not in p.args and _flag(p.args, "--num-prompts") == "3"
+    assert [(r["timestamp"], r["input_length"], r["output_length"]) for r in p.trace_rows] == \
+        [(0.0, 50, 5), (0.5, 100, 20), (2.0, 30, 9)]
+    # with a rate, the trace gives lengths only
+    p = _plan(_spec(dataset={"type": "trace", "path": "arrivals.jsonl"}, arrival={"requestRate": 1}, numPrompts=2),
+              tmp_path)
+    assert "--no-self-timed" in p.args and _flag(p.args, "--request-rate") == "1" and len(p.trace_rows) == 2
+    (tmp_path / "bad.jsonl").write_text('{"arrival_s": 1}\n')
+    with pytest.raises(loadgen.WorkloadError, match="spec.workload.dataset.path.*input_tokens"):
+        _plan(_spec(dataset={"type": "trace", "path": "bad.jsonl"}, numPrompts=1), tmp_path)
+
+
+def test_stages_become_generated_arrival_timestamps():
+    stages = [{"rate": 2, "durationSeconds": 5}, {"rate": 10, "durationSeconds": 2}]
+    p = _plan(_spec(arrival={"process": "constant", "stages": stages}, numPrompts=None))
+    assert p.dataset == "timed_trace" and "--self-timed" in p.args and "--request-rate" not in p.args
+    ts = [r["timestamp"] for r in p.trace_rows]
+    assert len(ts) == 30 and ts[:3] == [0.0, 0.5, 1.0] and ts[10] == 5.0 and abs(ts[11] - 5.1) < 1e-9
+    assert all(r["input_length"] in range(409, 615) for r in p.trace_rows)  # random 512 ± 20%
+    p = _plan(_spec(arrival={"process": "poisson", "stages": [{"rate": 50, "durationSeconds": 20}]}, numPrompts=None))
+    ts = [r["timestamp"] for r in p.trace_rows]
+    assert 850 < len(ts) < 1150 and ts == sorted(ts) and ts[-1] < 20
