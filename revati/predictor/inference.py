@@ -29,6 +29,8 @@ def predict_keys(model: FittedModel, p: Peaks, keys: Sequence[tuple]
     Returns:
         (durations, extrapolated mask).
     """
+    if model.curves:
+        return _with_curves(model, p, keys)
     spec = SPECS[model.family]
     cols = columns_from_keys(spec, keys)
     clipped = dict(cols)
@@ -47,29 +49,37 @@ def predict_keys(model: FittedModel, p: Peaks, keys: Sequence[tuple]
     if above.any() and not model.residual:
         ratio = spec.ideal(p, cols) / np.maximum(spec.ideal(p, clipped), 1e-12)
         us = np.where(above, us * np.maximum(ratio, 1.0), us)
-    if model.curves:
-        us, above = _from_curves(model, keys, us, above)
     return us, above
 
 
-def _from_curves(model: FittedModel, keys: Sequence[tuple], us: np.ndarray,
-                 above: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _with_curves(model: FittedModel, p: Peaks, keys: Sequence[tuple]
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Collectives of a measured configuration: the monotone log-log curve of that
     configuration, interpolated; below its smallest size the edge value (latency-bound), above
-    its largest the edge value scaled by bytes (bandwidth-bound, counted as extrapolated)."""
+    its largest the edge value scaled by bytes (bandwidth-bound, counted as extrapolated).
+    Other configurations go through the booster."""
+    from dataclasses import replace
+
     from revati.predictor.training import curve_key
 
-    us, above = us.copy(), above.copy()
+    us = np.zeros(len(keys))
+    above = np.zeros(len(keys), dtype=bool)
+    groups: dict[str, list[int]] = {}
+    rest: list[int] = []
     for i, (kind, nbytes, ranks, rpn, topo) in enumerate(keys):
-        c = model.curves.get(curve_key(kind, ranks, rpn, topo))
-        if c is None or not nbytes or nbytes <= 0:
-            continue
-        lx, ly = c
-        x = np.log(nbytes)
-        if x > lx[-1]:
-            us[i] = np.exp(ly[-1] + x - lx[-1])
-            above[i] = True
+        ck = curve_key(kind, ranks, rpn, topo)
+        if nbytes and nbytes > 0 and ck in model.curves:
+            groups.setdefault(ck, []).append(i)
         else:
-            us[i] = np.exp(np.interp(x, lx, ly))
-            above[i] = False
+            rest.append(i)
+    for ck, idx in groups.items():
+        lx, ly = model.curves[ck]
+        ii = np.asarray(idx)
+        x = np.log(np.array([keys[i][1] for i in idx], dtype=np.float64))
+        hi = x > lx[-1]
+        us[ii] = np.exp(np.where(hi, ly[-1] + x - lx[-1], np.interp(x, lx, ly)))
+        above[ii] = hi
+    if rest:
+        r_us, r_above = predict_keys(replace(model, curves={}), p, [keys[i] for i in rest])
+        us[rest], above[rest] = r_us, r_above
     return us, above
