@@ -54,17 +54,32 @@ def cmd_exec(args: argparse.Namespace) -> int:
     stats = args.stats or str(Path(tempfile.mkdtemp(prefix="revati-stats-")) / "stats")
     with prediction_sidecar(args.gpu) if use_sidecar else nullcontext((None, {})) as (endpoint, sidecar_stats):
         try:
+            timewarp = _exec_timewarp(args)
             env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
-                               trace=args.trace, stats=stats, sidecar=endpoint, timewarp=args.timewarp)
+                               trace=args.trace, stats=stats, sidecar=endpoint, timewarp=timewarp)
         except (KeyError, ShimNotBuiltError) as e:
             print(f"revati exec: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2
         rc = _run_tree(command, env)
+        if timewarp:
+            from revati.timekeeper.timewarp_cli import exit_code
+
+            rc = exit_code(timewarp, rc)
     print(format_summary(summarize_stats(stats), sidecar_stats), file=sys.stderr)
     if args.trace:
         n = merge_trace(args.trace)
         print(f"revati: wrote {n} trace events to {args.trace} (open in ui.perfetto.dev)", file=sys.stderr)
     return rc
+
+
+def _exec_timewarp(args: argparse.Namespace):
+    """The clock of `revati exec --timewarp [--clock PATH]`: False, or a Timekeeper to own or join."""
+    if not (args.timewarp or args.clock):
+        return False
+    from revati.emulator import shared_timekeeper
+    from revati.timekeeper import timewarp_cli
+
+    return timewarp_cli.open_clock(args, shared_timekeeper(args.clock))
 
 
 def _run_tree(command: list[str], env: dict[str, str]) -> int:
@@ -244,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stats", default=None, help="per-process op statistics prefix (<prefix>.<pid>.json)")
     e.add_argument("--timewarp", action="store_true",
                    help="one causal virtual clock for the tree: predicted GPU time and idle waits cost no wall time")
+    e.add_argument("--clock", default=None, metavar="PATH",
+                   help="time warp on one deployment clock shared by several commands: the first "
+                        "`revati exec --clock PATH` starts the Timekeeper with its clock page at PATH, "
+                        "later ones join it (implies --timewarp)")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     e.set_defaults(func=cmd_exec)
 

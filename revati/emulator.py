@@ -48,7 +48,7 @@ def emulator_env(
     stats: str | os.PathLike | None = None,
     offline_hub: bool = True,
     sidecar: str | None = None,
-    timewarp: "bool | Timekeeper" = False,
+    timewarp: "bool | Timekeeper | JoinedClock" = False,
     base: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Returns the environment for a process tree that runs under the emulator.
@@ -104,18 +104,65 @@ def emulator_env(
     return env
 
 
-_timekeeper: "Timekeeper | None" = None
+_timekeeper: "Timekeeper | JoinedClock | None" = None
 
 
-def shared_timekeeper() -> "Timekeeper":
-    """This process's Timekeeper, started on first use and stopped at exit."""
+class JoinedClock:
+    """The clock of a Timekeeper that another process runs (one deployment, several trees)."""
+
+    def __init__(self, path: str | os.PathLike, timekeeper_pid: int):
+        self.page_path = Path(path)
+        self.timekeeper_pid = timekeeper_pid
+
+    def env(self) -> dict[str, str]:
+        return {"REVATI_TIMEWARP": "1", "REVATI_CLOCK": str(self.page_path)}
+
+
+def _live_clock_pid(path: Path) -> int | None:
+    """The Timekeeper pid of a clock page whose Timekeeper is alive, else None."""
+    from revati.timekeeper.clock_page import FLAG_ACTIVE, MAGIC, ClockPage
+
+    try:
+        page = ClockPage(path)
+    except (OSError, ValueError):
+        return None
+    try:
+        pid = page.get("timekeeper_pid")
+        live = page.get("magic") == MAGIC and page.get("flags") & FLAG_ACTIVE
+    finally:
+        page.close()
+    if not live:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def shared_timekeeper(clock: str | os.PathLike | None = None) -> "Timekeeper | JoinedClock":
+    """This process's Timekeeper, started on first use and stopped at exit.
+
+    With clock (a clock page path), process trees started by different commands share one
+    deployment clock: the first one starts the Timekeeper with its page at that path, the
+    others join it while its Timekeeper lives (`revati exec --timewarp --clock PATH`).
+    """
     global _timekeeper
     if _timekeeper is None:
         import atexit
 
         from revati.timekeeper.timekeeper import Timekeeper
 
-        _timekeeper = Timekeeper().start()
+        if clock is not None:
+            path = Path(clock)
+            pid = _live_clock_pid(path)
+            if pid is not None:
+                _timekeeper = JoinedClock(path, pid)
+                return _timekeeper
+            path.unlink(missing_ok=True)  # a stale page left by a Timekeeper that died
+        _timekeeper = Timekeeper(page_path=clock).start()
         atexit.register(_timekeeper.stop)
     return _timekeeper
 

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from revati.timekeeper.clock_page import ClockPage
@@ -34,6 +35,9 @@ from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
 log = logging.getLogger(__name__)
 
 RUNNING, WAITING = "running", "waiting"
+# Scheduler states of a thread that cannot make progress by itself: sleeping, idle, dead.
+# NOTE: D (disk I/O) and T/t (stopped, e.g. under a debugger) hold the clock: they will go on.
+_IDLE_STATES = frozenset("SIZX")
 
 
 @dataclass(eq=False)
@@ -83,6 +87,54 @@ def _read_task(pid: int, tid: int) -> tuple[str, int] | None:
         return None
 
 
+# x86-64 numbers of the syscalls a blocked thread is usually in.
+_SYSCALLS = {0: "read", 1: "write", 7: "poll", 17: "pread64", 19: "readv", 23: "select", 35: "nanosleep",
+             43: "accept", 45: "recvfrom", 47: "recvmsg", 61: "wait4", 202: "futex", 230: "clock_nanosleep",
+             232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait",
+             288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2", 34: "pause", 130: "rt_sigsuspend",
+             128: "rt_sigtimedwait", 44: "sendto", 46: "sendmsg", 42: "connect", 72: "fcntl", 73: "flock"}
+_FD_SYSCALLS = {0, 1, 17, 19, 43, 44, 45, 46, 47, 42, 232, 281, 288, 299, 441, 72, 73}
+_WAIT_KINDS = {0: "GPU sync", 1: "sleep", 2: "poll timeout", 3: "condition variable", 4: "semaphore"}
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def describe_wait(pid: int, tid: int, actor: "Actor | None" = None) -> str:
+    """One line: a thread's process, name, and what it waits on (from /proc, and its announced wait)."""
+    base = f"/proc/{pid}/task/{tid}"
+    pcomm, tcomm = _read(f"/proc/{pid}/comm"), _read(f"{base}/comm")
+    sc = _read(f"{base}/syscall").split()
+    what = "?"
+    if sc and sc[0].lstrip("-").isdigit():
+        nr = int(sc[0])
+        name = _SYSCALLS.get(nr, f"syscall {nr}")
+        what = name
+        if nr in _FD_SYSCALLS and len(sc) > 1:
+            fd = int(sc[1], 16)
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                target = "?"
+            what = f"{name}(fd {fd} -> {target})"
+        elif nr == 202 and len(sc) > 1:
+            what = f"futex(0x{int(sc[1], 16):x})"
+        elif nr in (7, 271) and len(sc) > 2:
+            what = f"{name}({int(sc[2], 16)} fds)"
+    elif sc:
+        what = sc[0]
+    wchan = _read(f"{base}/wchan")
+    line = f"pid {pid} ({pcomm}) thread {tid} ({tcomm}): {what} [kernel: {wchan}]"
+    if actor is not None and actor.state == WAITING:
+        line += f"; announced wait: {_WAIT_KINDS.get(actor.kind, actor.kind)} until {actor.deadline / 1e9:.6f} s"
+    return line
+
+
 class Timekeeper:
     """One per deployment. Use as a context manager, or start()/stop().
 
@@ -91,16 +143,30 @@ class Timekeeper:
         dilation: CPU work counts 1/dilation of its wall time in virtual time.
         run_dir: folder for the socket (default: a fresh temporary folder).
         shm_dir: folder for the clock page (default /dev/shm).
+        deadlock_s: when every thread of every joined process has stayed blocked this long
+            (real seconds) with no virtual deadline to jump to, nothing can ever wake them: the
+            Timekeeper reports each waiting thread (``deadlock``), calls on_deadlock with the
+            report, and by default kills the joined processes so the run ends. None: never.
+        on_deadlock: called with the report instead of killing the joined processes.
+        page_path: the clock page's path (default: a fresh name in shm_dir). Other process
+            trees join this deployment's clock with REVATI_TIMEWARP=1 REVATI_CLOCK=page_path
+            (`revati exec --timewarp --clock PATH`).
     """
 
-    def __init__(self, *, quiescence_s: float = 0.002, dilation: float = 1.0,
-                 run_dir: str | os.PathLike | None = None, shm_dir: str | os.PathLike = "/dev/shm"):
+    def __init__(self, *, quiescence_s: float = 0.002, dilation: float = 1.0, deadlock_s: float | None = 5.0,
+                 on_deadlock: "Callable[[str], None] | None" = None,
+                 run_dir: str | os.PathLike | None = None, shm_dir: str | os.PathLike = "/dev/shm",
+                 page_path: str | os.PathLike | None = None):
         self.quiescence_s = quiescence_s
+        self.deadlock_s = deadlock_s
+        self.on_deadlock = on_deadlock
+        self.deadlock: str | None = None  # the report, once a deadlock was found
+        self._stall_since: float | None = None
         self.dilation = dilation
         self._own_run_dir = run_dir is None
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="revati-tk-"))
         self.sock_path = str(self.run_dir / "tk.sock")
-        self.page_path = Path(shm_dir) / f"revati-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.page_path = Path(page_path) if page_path else Path(shm_dir) / f"revati-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.page: ClockPage | None = None
         self.stats = TimekeeperStats()
         self._actors: dict[int, Actor] = {}  # by fd
@@ -267,7 +333,7 @@ class Timekeeper:
                 st = _read_task(pid, int(t))
                 if st is None:
                     continue
-                if st[0] == "R":
+                if st[0] not in _IDLE_STATES:
                     return None
                 tasks[(pid, int(t))] = st
         return tasks
@@ -275,18 +341,20 @@ class Timekeeper:
     def _try_jump(self) -> None:
         actors = [a for a in self._actors.values() if a.greeted]
         waiting = [a for a in actors if a.state == WAITING]
-        if not waiting:
-            self._sample = None
+        if not actors or self.deadlock:
+            self._sample = self._stall_since = None
             return
+        # With no deadline to jump to, only a deadlock is left to find: sample slowly.
+        interval = self.quiescence_s if waiting else max(self.quiescence_s, 0.05)
         now = time.monotonic()
         if self._sample is not None and self._sample.gen != self._gen:
-            self._sample = None  # an actor changed state since: start over
-        if self._sample is not None and now - self._sample.t < self.quiescence_s:
+            self._sample = self._stall_since = None  # an actor changed state since: start over
+        if self._sample is not None and now - self._sample.t < interval:
             return
         tasks = self._snapshot()
         self.stats.samples += 1
         if tasks is None:
-            self._sample = None
+            self._sample = self._stall_since = None
             return
         if self._sample is None:
             self._sample = _Sample(now, self._gen, tasks)
@@ -298,9 +366,39 @@ class Timekeeper:
                 continue  # a WAITING actor may take a slice of its own wait (cond, sem)
             if key not in prev or prev[key][1] != runs:
                 self._sample = _Sample(now, self._gen, tasks)  # it ran in between
+                self._stall_since = None
                 return
-        self._sample = None
-        self._jump(waiting)
+        if waiting:
+            self._sample = self._stall_since = None
+            self._jump(waiting)
+            return
+        # Quiescent with no deadline: every thread waits on another, or on nothing.
+        if self._stall_since is None:
+            self._stall_since = self._sample.t
+        self._sample = _Sample(now, self._gen, tasks)
+        if self.deadlock_s is not None and now - self._stall_since >= self.deadlock_s:
+            self._declare_deadlock(tasks, now - self._stall_since)
+
+    def _declare_deadlock(self, tasks: dict[tuple[int, int], tuple[str, int]], stalled_s: float) -> None:
+        lines = [f"revati: time warp: deadlock: every thread of the {len({p for p, _ in tasks})} emulated "
+                 f"process(es) has been blocked for {stalled_s:.1f} s of wall time with no virtual deadline "
+                 f"to jump to (virtual time {self.now_ns() / 1e9:.6f} s); nothing can wake them. Waiting:"]
+        announced = {(a.pid, a.tid): a for a in self._actors.values() if a.greeted}
+        for (pid, tid) in sorted(tasks):
+            lines.append("  " + describe_wait(pid, tid, announced.get((pid, tid))))
+        self.deadlock = "\n".join(lines)
+        log.debug("%s", self.deadlock)
+        if self.on_deadlock is not None:
+            self.on_deadlock(self.deadlock)
+            return
+        import sys
+
+        print(self.deadlock, file=sys.stderr, flush=True)
+        for pid in sorted({p for p, _ in tasks}):
+            try:
+                os.kill(pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _jump(self, waiting: list[Actor]) -> None:
         target = min(a.deadline for a in waiting)

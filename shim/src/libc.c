@@ -300,13 +300,23 @@ static int cond_virtual(pthread_cond_t *c, pthread_mutex_t *m, clockid_t clk, co
   if (!ts_valid(abs)) return EINVAL;
   int64_t d = ts_ns(abs) - delta, left = d - rv_tw_now();
   if (left <= 0) return ETIMEDOUT;
-  /* NOTE: one real slice, then a spurious wake-up (which POSIX allows) so the caller
-   * re-checks its predicate. Re-waiting here instead could miss a signal sent between two
-   * slices by a thread that changed the predicate without holding the mutex. */
+  /* One real wait until the deadline's real equivalent; a jump to the deadline ends it early
+   * (the waker thread broadcasts c, see rv_tw_cond_watch). Without the waker: one real slice,
+   * then a spurious wake-up (which POSIX allows) so the caller re-checks its predicate.
+   * NOTE: never re-wait in here: that could miss a signal sent between two waits by a thread
+   * that changed the predicate without holding the mutex. */
   uint32_t tok = rv_tw_wait_begin(d, RV_WAIT_COND);
+  int slot = tok ? rv_tw_cond_watch(c, m) : -1;
   struct timespec rabs;
-  slice_abs(CLOCK_MONOTONIC, left, &rabs);
+  if (slot >= 0) {
+    struct timespec now;
+    real_clock_gettime(CLOCK_MONOTONIC, &now);
+    ns_ts(ts_ns(&now) + rv_tw_real_span(left), &rabs);
+  } else {
+    slice_abs(CLOCK_MONOTONIC, left, &rabs);
+  }
   int rc = real_pthread_cond_clockwait(c, m, CLOCK_MONOTONIC, &rabs);
+  rv_tw_cond_unwatch(slot);
   if (rc == ETIMEDOUT) rc = rv_tw_now() >= d ? ETIMEDOUT : 0;
   rv_tw_wait_end(tok);
   return rc;

@@ -22,6 +22,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,7 +219,118 @@ static int tw_drain(uint32_t seq) {
   }
 }
 
+/* ------------------------------------------------------- condition-variable waker
+ *
+ * A thread in pthread_cond_*wait cannot also poll its Timekeeper socket. So one helper thread
+ * per process (started on the first timed condition wait) polls the sockets of the threads
+ * that wait on a condition variable; when the Timekeeper wakes one (the clock jumped to its
+ * deadline), the helper broadcasts that condition variable under its mutex, which POSIX
+ * allows (a spurious wake-up for the other waiters, who re-check their predicate). The waiter
+ * thus waits in one real wait, with no slices that would keep it running. */
+#define RV_TW_MAX_COND 256
+static struct { _Atomic int fd; pthread_cond_t *c; pthread_mutex_t *m; int fired; } tw_cw[RV_TW_MAX_COND];
+static pthread_mutex_t tw_cw_lock = PTHREAD_MUTEX_INITIALIZER;
+static int tw_cw_kick[2] = {-1, -1};
+static int tw_cw_started;
+
+static void *tw_cond_helper(void *arg) {
+  (void)arg;
+  rv_tw_guard++; /* the helper's own waits are real; it never joins the Timekeeper */
+  struct pollfd p[RV_TW_MAX_COND + 1];
+  int idx[RV_TW_MAX_COND + 1];
+  for (;;) {
+    int n = 0;
+    p[n] = (struct pollfd){tw_cw_kick[0], POLLIN, 0};
+    idx[n++] = -1;
+    pthread_mutex_lock(&tw_cw_lock);
+    for (int i = 0; i < RV_TW_MAX_COND; i++)
+      if (tw_cw[i].fd >= 0 && !tw_cw[i].fired) {
+        p[n] = (struct pollfd){tw_cw[i].fd, POLLIN, 0};
+        idx[n++] = i;
+      }
+    pthread_mutex_unlock(&tw_cw_lock);
+    if (rv_real_ppoll(p, (nfds_t)n, NULL, NULL) < 0) continue;
+    if (p[0].revents) {
+      char b[64];
+      while (read(tw_cw_kick[0], b, sizeof b) > 0) continue;
+    }
+    for (int k = 1; k < n; k++) {
+      if (!p[k].revents) continue;
+      int i = idx[k];
+      pthread_mutex_lock(&tw_cw_lock);
+      pthread_cond_t *c = tw_cw[i].fd == p[k].fd && !tw_cw[i].fired ? tw_cw[i].c : NULL;
+      pthread_mutex_t *m = tw_cw[i].m;
+      if (c) tw_cw[i].fired = 1;
+      pthread_mutex_unlock(&tw_cw_lock);
+      if (!c) continue;
+      /* Under the waiter's mutex: the waiter registered while holding it, so it is inside
+       * its wait by the time we get the mutex, and cannot miss this broadcast. */
+      pthread_mutex_lock(m);
+      pthread_cond_broadcast(c);
+      pthread_mutex_unlock(m);
+    }
+  }
+  return NULL;
+}
+
+static void tw_cw_start(void) {
+  if (pipe2(tw_cw_kick, O_CLOEXEC | O_NONBLOCK) < 0) return;
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 256 * 1024);
+  pthread_t t;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* signals go to the program's own threads */
+  if (pthread_create(&t, &a, tw_cond_helper, NULL) == 0) {
+    pthread_setname_np(t, "revati-condwake");
+    tw_cw_started = 1;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&a);
+}
+
+int rv_tw_cond_watch(pthread_cond_t *c, pthread_mutex_t *m) {
+  if (tw_fd < 0) return -1;
+  rv_tw_guard++;
+  pthread_mutex_lock(&tw_cw_lock);
+  if (!tw_cw_started) {
+    for (int i = 0; i < RV_TW_MAX_COND; i++) tw_cw[i].fd = -1;
+    tw_cw_start();
+  }
+  int slot = -1;
+  if (tw_cw_started)
+    for (int i = 0; i < RV_TW_MAX_COND; i++)
+      if (tw_cw[i].fd < 0) {
+        tw_cw[i].c = c;
+        tw_cw[i].m = m;
+        tw_cw[i].fired = 0;
+        tw_cw[i].fd = tw_fd;
+        slot = i;
+        break;
+      }
+  pthread_mutex_unlock(&tw_cw_lock);
+  if (slot >= 0) {
+    char b = 1;
+    (void)!write(tw_cw_kick[1], &b, 1);
+  }
+  rv_tw_guard--;
+  return slot;
+}
+
+void rv_tw_cond_unwatch(int slot) {
+  if (slot < 0) return;
+  pthread_mutex_lock(&tw_cw_lock);
+  tw_cw[slot].fd = -1;
+  pthread_mutex_unlock(&tw_cw_lock);
+}
+
 static void tw_atfork_child(void) {
+  /* The helper thread did not survive the fork; the next condition wait starts another. */
+  tw_cw_started = 0;
+  pthread_mutex_init(&tw_cw_lock, NULL);
+  if (tw_cw_kick[0] >= 0) { close(tw_cw_kick[0]); close(tw_cw_kick[1]); tw_cw_kick[0] = tw_cw_kick[1] = -1; }
   /* The parent's connections belong to the parent's threads: the child drops them all and
    * joins as a process of its own. */
   for (int i = 0; i < RV_TW_MAX_FDS; i++) {

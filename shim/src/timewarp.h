@@ -5,6 +5,7 @@
 #define REVATI_TIMEWARP_H
 
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <time.h>
@@ -40,6 +41,11 @@ int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigse
  * token to pass to end, or 0 when no announcement was made. */
 uint32_t rv_tw_wait_begin(int64_t deadline, int kind);
 void rv_tw_wait_end(uint32_t token);
+/* Between wait_begin and wait_end of a condition wait: the process's waker thread broadcasts c
+ * (under m, which the caller holds) when the Timekeeper wakes this thread. Returns a slot for
+ * unwatch, or -1 (then the caller must wait in slices). */
+int rv_tw_cond_watch(pthread_cond_t *c, pthread_mutex_t *m);
+void rv_tw_cond_unwatch(int slot);
 /* Real length of one slice of such a loop (ns): the latency of noticing a jump. */
 #define RV_TW_SLICE_NS 1000000LL
 
