@@ -274,7 +274,7 @@ def _run_bench(lp: loadgen.LoadPlan, gpu: str, timewarp, out: Path, prog: Progre
                         raise RunFailed(f"vllm bench serve ran past {timeout_s:.0f} s")
                     _poll(log_path, prog, timekeeper)
                     bar.update(task, completed=prog.done, clock=_clock_text(prog, timekeeper))
-                    time.sleep(0.5)
+                    time.sleep(0.2)  # wall_s is read from the log at this granularity
                 _poll(log_path, prog, timekeeper)
                 bar.update(task, completed=prog.done, clock=_clock_text(prog, timekeeper))
             return proc.returncode
