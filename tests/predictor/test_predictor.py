@@ -147,3 +147,21 @@ def test_collective_curves_monotone_and_extrapolated(h100):
     us = h100.predict_one({"op": "collective", "kind": "all_reduce", "bytes": 1 << 26,
                            "ranks": 8})
     assert us == pytest.approx(322.0, rel=0.1)
+
+
+@pytest.mark.parametrize("gpu", ["h100-sxm", "a100-80gb-sxm"])
+def test_attention_monotone_beyond_the_measured_range(gpu):
+    # 32/8 heads, batches and contexts beyond both GPUs' profiles: clipped consistently and
+    # scaled, never cheaper when bigger.
+    p = Predictor.load(gpu)
+    heads = {"num_heads": 32, "num_kv_heads": 8, "head_dim": 128}
+    pre = p.predict_us([dict(heads, op="attention", query_lens=[q], seq_lens=[q + 512])
+                        for q in (16, 64, 256, 1024, 4096, 16384)])
+    dec_b = p.predict_us([dict(heads, op="attention", phase="decode", seq_lens=[1000] * b)
+                          for b in (1, 8, 64, 256, 1024)])
+    dec_l = p.predict_us([dict(heads, op="attention", phase="decode", seq_lens=[n] * 32)
+                          for n in (100, 1000, 4000, 16000, 64000, 131072)])
+    for us in (pre, dec_b, dec_l):
+        assert all(b >= a for a, b in zip(us, us[1:])), (gpu, us)
+    assert dec_l[-1] > 3 * dec_l[-3]  # 8x the keys costs more than 3x
+    assert p.stats.as_dict()["fallbacks"]["attention_decode"]["extrapolated"] >= 1
