@@ -108,11 +108,8 @@ def test_small_spec_runs_end_to_end_and_writes_the_report(tmp_path):
     assert yaml.safe_load((out / "spec.resolved.yaml").read_text())["spec"]["emulation"]["timewarp"] is False
     steps = [json.loads(x) for x in (out / "steps.replica0.jsonl").read_text().splitlines()]
     assert steps and all("t" in s and s["num_reqs"] >= 1 for s in steps)
-    try:
-        import matplotlib  # noqa: F401
-        assert (out / "latency_cdf.png").exists() and (out / "timeline.png").exists()
-    except ImportError:
-        assert any("matplotlib" in n for n in e["notes"])
+    for png in ("latency_cdf.png", "timeline.png"):  # matplotlib is a pinned dependency
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_ctrl_c_during_start_up_leaves_no_process(tmp_path):
