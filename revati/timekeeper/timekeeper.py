@@ -69,22 +69,49 @@ class _Sample:
     tasks: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
 
 
-def _read_task(pid: int, tid: int) -> tuple[str, int] | None:
-    """(scheduler state letter, times the task got a CPU) of a thread, or None if it is gone."""
-    base = f"/proc/{pid}/task/{tid}"
-    try:
-        with open(f"{base}/stat", "rb") as f:
-            stat = f.read()
-        state = chr(stat[stat.rindex(b")") + 2])
+class _TaskReader:
+    """Reads the scheduler state of threads through /proc files kept open (pread per sample)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[tuple[int, int], tuple[int, int]] = {}
+        self.schedstat = os.path.exists("/proc/self/schedstat")
+
+    def read(self, pid: int, tid: int) -> tuple[str, int] | None:
+        """(scheduler state letter, times the task got a CPU) of a thread, or None if it is gone."""
+        key = (pid, tid)
+        fds = self._fds.get(key)
         try:
-            with open(f"{base}/schedstat", "rb") as f:
-                runs = int(f.read().split()[2])
-        except (FileNotFoundError, IndexError):  # kernels without schedstats: CPU ticks
-            fields = stat[stat.rindex(b")") + 2:].split()
-            runs = int(fields[11]) + int(fields[12])
-        return state, runs
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        return None
+            if fds is None:
+                base = f"/proc/{pid}/task/{tid}"
+                st = os.open(f"{base}/stat", os.O_RDONLY | os.O_CLOEXEC)
+                ss = os.open(f"{base}/schedstat", os.O_RDONLY | os.O_CLOEXEC) if self.schedstat else -1
+                fds = self._fds[key] = (st, ss)
+            stat = os.pread(fds[0], 1024, 0)
+            if not stat:
+                raise ProcessLookupError
+            r = stat.rindex(b")")
+            state = chr(stat[r + 2])
+            if fds[1] >= 0:
+                runs = int(os.pread(fds[1], 128, 0).split()[2])
+            else:  # kernels without schedstats: CPU ticks
+                fields = stat[r + 2:].split()
+                runs = int(fields[11]) + int(fields[12])
+            return state, runs
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError, OSError):
+            self.forget(key)
+            return None
+
+    def forget(self, key: tuple[int, int]) -> None:
+        for fd in self._fds.pop(key, ()):
+            if fd >= 0:
+                os.close(fd)
+
+    def keep_only(self, live: set[tuple[int, int]]) -> None:
+        for key in [k for k in self._fds if k not in live]:
+            self.forget(key)
+
+    def close(self) -> None:
+        self.keep_only(set())
 
 
 # x86-64 numbers of the syscalls a blocked thread is usually in.
@@ -177,6 +204,10 @@ class Timekeeper:
         self._gen = 0
         self._sample: _Sample | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self._tasks = _TaskReader()
+        self._sampled_gen = -1
+        self._sampled_t = 0.0
+        self._busy_samples = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -213,6 +244,7 @@ class Timekeeper:
         self._actors.clear()
         if self._listener:
             self._listener.close()
+        self._tasks.close()
         if self.page:
             self.page.close()
         try:
@@ -322,62 +354,90 @@ class Timekeeper:
     # -------------------------------------------------------------- quiescence
 
     def _snapshot(self) -> dict[tuple[int, int], tuple[str, int]] | None:
-        """Scheduler state of every thread of every joined process; None if one is runnable."""
+        """Scheduler state of every thread of every joined process; None if one is not idle."""
         tasks: dict[tuple[int, int], tuple[str, int]] = {}
+        busy = False
         for pid in {a.pid for a in self._actors.values() if a.greeted}:
             try:
                 tids = os.listdir(f"/proc/{pid}/task")
             except FileNotFoundError:
                 continue  # gone: its connections close shortly
             for t in tids:
-                st = _read_task(pid, int(t))
+                st = self._tasks.read(pid, int(t))
                 if st is None:
                     continue
                 if st[0] not in _IDLE_STATES:
-                    return None
+                    busy = True
+                    break
                 tasks[(pid, int(t))] = st
+            if busy:
+                return None
+        self._tasks.keep_only(set(tasks))
         return tasks
 
     def _try_jump(self) -> None:
+        """Samples the deployment when an actor changed state, or every quiescence_s otherwise.
+
+        Quiescent: every thread is idle now, and none that is not a WAITING actor got a CPU since
+        the previous sample (a WAITING actor may take slices of its own wait, or have just been
+        woken and announced its next wait). Anything an actor did that can wake another thread
+        shows up as that thread being runnable, or as its run count having moved.
+        """
         actors = [a for a in self._actors.values() if a.greeted]
         waiting = [a for a in actors if a.state == WAITING]
         if not actors or self.deadlock:
             self._sample = self._stall_since = None
             return
-        # With no deadline to jump to, only a deadlock is left to find: sample slowly.
-        interval = self.quiescence_s if waiting else max(self.quiescence_s, 0.05)
         now = time.monotonic()
-        if self._sample is not None and self._sample.gen != self._gen:
-            self._sample = self._stall_since = None  # an actor changed state since: start over
-        if self._sample is not None and now - self._sample.t < interval:
+        # With no deadline to jump to, only a deadlock is left to find: sample slowly. While
+        # samples keep finding work, back off (up to 4 ms) until an actor changes state.
+        interval = min(self.quiescence_s * (1 << min(self._busy_samples, 5)), 0.004)
+        if not waiting:
+            interval = max(interval, 0.05)
+        if self._gen == self._sampled_gen and now - self._sampled_t < interval:
             return
+        if self._gen != self._sampled_gen:
+            self._busy_samples = 0
+        self._sampled_gen, self._sampled_t = self._gen, now
         tasks = self._snapshot()
         self.stats.samples += 1
-        if tasks is None:
-            self._sample = self._stall_since = None
+        if tasks is None:  # something runs; the last idle sample stays the baseline
+            self._busy_samples += 1
+            self._stall_since = None
             return
-        if self._sample is None:
-            self._sample = _Sample(now, self._gen, tasks)
-            return
-        prev = self._sample.tasks
+        prev, self._sample = self._sample, _Sample(now, self._gen, tasks)
         waiting_ids = {(a.pid, a.tid) for a in waiting}
-        for key, (_, runs) in tasks.items():
-            if key in waiting_ids:
-                continue  # a WAITING actor may take a slice of its own wait (cond, sem)
-            if key not in prev or prev[key][1] != runs:
-                self._sample = _Sample(now, self._gen, tasks)  # it ran in between
+        if prev is None or self._ran(prev.tasks, tasks, waiting_ids):
+            # A first idle sample, or threads ran since the last one: confirm this one at
+            # once against a second sample.
+            prev, tasks = self._sample, self._snapshot()
+            self.stats.samples += 1
+            if tasks is None:
+                self._busy_samples += 1
                 self._stall_since = None
                 return
+            self._sample = _Sample(time.monotonic(), self._gen, tasks)
+            if self._ran(prev.tasks, tasks, waiting_ids):
+                self._stall_since = None
+                self._busy_samples += 1
+                return
         if waiting:
-            self._sample = self._stall_since = None
+            self._stall_since = None
             self._jump(waiting)
             return
         # Quiescent with no deadline: every thread waits on another, or on nothing.
         if self._stall_since is None:
-            self._stall_since = self._sample.t
-        self._sample = _Sample(now, self._gen, tasks)
+            self._stall_since = prev.t
         if self.deadlock_s is not None and now - self._stall_since >= self.deadlock_s:
             self._declare_deadlock(tasks, now - self._stall_since)
+
+    @staticmethod
+    def _ran(prev: dict, tasks: dict, waiting_ids: set) -> bool:
+        """Whether a thread that is not a WAITING actor got a CPU between two samples."""
+        for key, (_, runs) in tasks.items():
+            if key not in waiting_ids and (key not in prev or prev[key][1] != runs):
+                return True
+        return False
 
     def _declare_deadlock(self, tasks: dict[tuple[int, int], tuple[str, int]], stalled_s: float) -> None:
         lines = [f"revati: time warp: deadlock: every thread of the {len({p for p, _ in tasks})} emulated "
