@@ -171,8 +171,8 @@ class Predictor:
         us, above = predict_keys(model, p, mkeys)
         spec = SPECS["gemm"]
         if dproxy.any() or not direct:
-            tgt = spec.ideal(self.peaks, columns_from_keys(spec, keys))
-            src = spec.ideal(p, columns_from_keys(spec, mkeys))
+            tgt = spec.residual_base(self.peaks, columns_from_keys(spec, keys))
+            src = spec.residual_base(p, columns_from_keys(spec, mkeys))
             us = us * (tgt / np.maximum(src, 1e-12))
         if count:
             self.stats.model += len(keys)
