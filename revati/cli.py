@@ -74,12 +74,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def _exec_timewarp(args: argparse.Namespace):
     """The clock of `revati exec --timewarp [--clock PATH]`: False, or a Timekeeper to own or join."""
-    if not (args.timewarp or args.clock):
+    if not (args.timewarp or args.clock or args.dilation):
         return False
     from revati.emulator import shared_timekeeper
     from revati.timekeeper import timewarp_cli
 
-    return timewarp_cli.open_clock(args, shared_timekeeper(args.clock))
+    return timewarp_cli.open_clock(args, shared_timekeeper(args.clock, timewarp_cli.dilation(args.dilation)))
 
 
 def _run_tree(command: list[str], env: dict[str, str]) -> int:
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time warp on one deployment clock shared by several commands: the first "
                         "`revati exec --clock PATH` starts the Timekeeper with its clock page at PATH, "
                         "later ones join it (implies --timewarp)")
+    e.add_argument("--dilation", default=None, metavar="D|auto",
+                   help="time warp with CPU work counting 1/D of its wall time; auto: D from the "
+                        "calibration in docs/timewarp.md (implies --timewarp)")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     e.set_defaults(func=cmd_exec)
 

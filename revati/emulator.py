@@ -142,12 +142,13 @@ def _live_clock_pid(path: Path) -> int | None:
     return pid
 
 
-def shared_timekeeper(clock: str | os.PathLike | None = None) -> "Timekeeper | JoinedClock":
+def shared_timekeeper(clock: str | os.PathLike | None = None, dilation: float = 1.0) -> "Timekeeper | JoinedClock":
     """This process's Timekeeper, started on first use and stopped at exit.
 
     With clock (a clock page path), process trees started by different commands share one
     deployment clock: the first one starts the Timekeeper with its page at that path, the
     others join it while its Timekeeper lives (`revati exec --timewarp --clock PATH`).
+    dilation: CPU work counts 1/dilation of its wall time (the owner's choice; joiners share it).
     """
     global _timekeeper
     if _timekeeper is None:
@@ -162,7 +163,7 @@ def shared_timekeeper(clock: str | os.PathLike | None = None) -> "Timekeeper | J
                 _timekeeper = JoinedClock(path, pid)
                 return _timekeeper
             path.unlink(missing_ok=True)  # a stale page left by a Timekeeper that died
-        _timekeeper = Timekeeper(page_path=clock).start()
+        _timekeeper = Timekeeper(page_path=clock, dilation=dilation).start()
         atexit.register(_timekeeper.stop)
     return _timekeeper
 

@@ -17,6 +17,7 @@ crash, so a dead process never freezes the clock.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import selectors
@@ -67,6 +68,36 @@ class _Sample:
     t: float
     gen: int
     tasks: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Scanner:
+    fn: object
+    out: object
+    cap: int
+
+
+_scanner: "_Scanner | bool | None" = None
+
+
+def _c_scanner() -> "_Scanner | None":
+    """shim/build/lib/librevati_tk.so's rv_tk_scan (about 10x faster than reading /proc from
+    Python), or None when it is not built."""
+    global _scanner
+    if _scanner is None:
+        _scanner = False
+        try:
+            from revati.emulator import shim_dir
+
+            lib = ctypes.CDLL(str(shim_dir() / "librevati_tk.so"))
+            fn = lib.rv_tk_scan
+            fn.restype = ctypes.c_int64
+            fn.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
+            cap = 16384
+            _scanner = _Scanner(fn, (ctypes.c_int64 * (3 * cap))(), cap)
+        except (OSError, AttributeError, RuntimeError):
+            log.warning("timekeeper: librevati_tk.so not found; reading /proc from Python")
+    return _scanner or None
 
 
 class _TaskReader:
@@ -355,6 +386,16 @@ class Timekeeper:
 
     def _snapshot(self) -> dict[tuple[int, int], tuple[str, int]] | None:
         """Scheduler state of every thread of every joined process; None if one is not idle."""
+        scan = _c_scanner()
+        if scan is not None:
+            pids = sorted({a.pid for a in self._actors.values() if a.greeted})
+            arr = (ctypes.c_int32 * len(pids))(*pids)
+            n = scan.fn(arr, len(pids), scan.out, scan.cap)
+            if n == -1:
+                return None
+            if n >= 0:
+                o = scan.out
+                return {(o[3 * i], o[3 * i + 1]): ("S", o[3 * i + 2]) for i in range(n)}
         tasks: dict[tuple[int, int], tuple[str, int]] = {}
         busy = False
         for pid in {a.pid for a in self._actors.values() if a.greeted}:

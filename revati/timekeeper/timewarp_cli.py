@@ -44,3 +44,27 @@ def exit_code(clock, rc: int) -> int:
               "the waiting threads are listed above", file=sys.stderr)
         return DEADLOCK_EXIT
     return rc
+
+
+def dilation(arg: str | None) -> float:
+    """The value of --dilation: 1 when absent, a positive number, or `auto` (calibrate.py)."""
+    if arg is None:
+        return 1.0
+    if arg == "auto":
+        from revati.timekeeper.calibrate import auto_dilation
+
+        try:
+            d, why = auto_dilation()
+        except LookupError as e:
+            print(f"revati exec: {e}", file=sys.stderr)
+            raise SystemExit(2)
+        print(f"revati: time warp: {why}", file=sys.stderr)
+        return d
+    try:
+        d = float(arg)
+    except ValueError:
+        d = -1.0
+    if not d > 0:
+        print(f"revati exec: --dilation takes a positive number or auto, not {arg!r}", file=sys.stderr)
+        raise SystemExit(2)
+    return d

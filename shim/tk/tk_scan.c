@@ -1,0 +1,114 @@
+/* The Timekeeper's /proc scan, in C (loaded by revati/timekeeper/timekeeper.py with ctypes;
+ * the Python reader is the fallback). One call reads the scheduler state and the run count
+ * (schedstat's timeslices) of every thread of the given processes, through /proc files kept
+ * open between calls, and stops at the first thread that is not idle.
+ *
+ *   int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t cap)
+ *
+ * out gets 3 int64 per thread: pid, tid, runs. Returns the thread count, -1 when a thread is
+ * runnable (or in D/T state), or -2 when cap is too small. Not thread-safe: one caller.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CAP 8192 /* open-addressing table of cached fds, by tid */
+static struct { int32_t tid, pid, stat_fd, sched_fd; uint32_t gen; } tab[CAP];
+static uint32_t gen;
+static int ready;
+
+static int slot_of(int32_t tid, int create) {
+  uint32_t h = (uint32_t)tid * 2654435761u;
+  int free_k = -1;
+  for (int i = 0; i < CAP; i++) {
+    int k = (int)((h + (uint32_t)i) & (CAP - 1));
+    if (tab[k].tid == tid) return k;
+    if (tab[k].tid == -1 && free_k < 0) free_k = k; /* a tombstone: reusable */
+    if (tab[k].tid == 0) {
+      if (free_k < 0) free_k = k;
+      break;
+    }
+  }
+  if (!create || free_k < 0) return -1;
+  tab[free_k].tid = tid;
+  tab[free_k].stat_fd = tab[free_k].sched_fd = -1;
+  return free_k;
+}
+
+static void drop(int k) {
+  if (tab[k].stat_fd >= 0) close(tab[k].stat_fd);
+  if (tab[k].sched_fd >= 0) close(tab[k].sched_fd);
+  tab[k].stat_fd = tab[k].sched_fd = -1;
+  tab[k].tid = -1; /* tombstone */
+}
+
+/* 0 idle, 1 busy, -1 gone. */
+static int read_thread(int k, int64_t *runs) {
+  char buf[1024];
+  ssize_t n = pread(tab[k].stat_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p || p[1] != ' ') return -1;
+  char st = p[2];
+  if (!(st == 'S' || st == 'I' || st == 'Z' || st == 'X')) return 1;
+  n = pread(tab[k].sched_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *q = buf;
+  strtoll(q, &q, 10);
+  strtoll(q, &q, 10);
+  *runs = strtoll(q, &q, 10);
+  return 0;
+}
+
+__attribute__((visibility("default"))) int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t cap) {
+  if (!ready) {
+    for (int i = 0; i < CAP; i++) tab[i].tid = 0;
+    ready = 1;
+  }
+  gen++;
+  int64_t cnt = 0, rc = 0;
+  char path[96];
+  for (int i = 0; i < npids && rc == 0; i++) {
+    snprintf(path, sizeof path, "/proc/%d/task", pids[i]);
+    DIR *d = opendir(path);
+    if (!d) continue;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      int32_t tid = (int32_t)atoi(e->d_name);
+      int k = slot_of(tid, 1);
+      if (k < 0) { rc = -2; break; }
+      if (tab[k].stat_fd < 0 || tab[k].pid != pids[i]) {
+        if (tab[k].stat_fd >= 0) { close(tab[k].stat_fd); close(tab[k].sched_fd); }
+        tab[k].pid = pids[i];
+        snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pids[i], tid);
+        tab[k].stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+        snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", pids[i], tid);
+        tab[k].sched_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (tab[k].stat_fd < 0 || tab[k].sched_fd < 0) { drop(k); continue; }
+      }
+      tab[k].gen = gen;
+      int64_t runs = 0;
+      int r = read_thread(k, &runs);
+      if (r < 0) { drop(k); continue; }
+      if (r > 0) { rc = -1; break; }
+      if (cnt >= cap) { rc = -2; break; }
+      out[3 * cnt] = pids[i];
+      out[3 * cnt + 1] = tid;
+      out[3 * cnt + 2] = runs;
+      cnt++;
+    }
+    closedir(d);
+  }
+  if (rc) return rc;
+  for (int k = 0; k < CAP; k++) /* threads that are gone */
+    if (tab[k].tid > 0 && tab[k].gen != gen) drop(k);
+  return cnt;
+}
