@@ -108,7 +108,9 @@ def write_plots(out: Path, rows: list[dict], step_logs: list[Path], t0_monotonic
     ax1.set_title("Output token throughput (1 s bins)")
     ax1.grid(alpha=0.3)
     for i, (t, n) in enumerate(batch_series(step_logs, t0_monotonic)):
-        ax2.step(t, n, where="post", label=f"replica {i}")
+        # Steps before the first request are vLLM's start-up profiling and warm-up runs.
+        keep = [k for k, tk in enumerate(t) if tk >= 0]
+        ax2.step([t[k] for k in keep], [n[k] for k in keep], where="post", label=f"replica {i}")
     ax2.set_ylabel("running requests")
     ax2.set_title("Running batch size per model step")
     ax2.set_xlabel(f"seconds since the first request ({time_label})")
