@@ -59,6 +59,7 @@ int rv_real_clock_gettime(clockid_t clk, struct timespec *ts) {
 /* ----------------------------------------------------------------- helpers */
 
 #define NS 1000000000LL
+#define RV_TW_SEM_SLICE_NS 50000000LL /* 50 ms */
 
 /* NOTE: glibc declares some of these pointers nonnull, so the compiler may drop a plain NULL
  * test; callers do pass NULL (libc's own functions tolerate it), so test through a volatile. */
@@ -341,18 +342,32 @@ static int sem_virtual(sem_t *s, clockid_t clk, const struct timespec *abs) {
   int64_t d = ts_ns(abs) - delta;
   if (sem_trywait(s) == 0) return 0;
   if (rv_tw_now() >= d) { errno = ETIMEDOUT; return -1; }
-  /* A semaphore keeps its count, so re-waiting slice after slice loses no post. */
+  /* A semaphore keeps its count, so re-waiting loses no post. With the waker, one real wait
+   * (in slices of at most RV_TW_SEM_SLICE_NS, in case a kick lands just before the wait) that
+   * a jump to the deadline interrupts with a kick signal; without it, 1 ms slices. */
   uint32_t tok = rv_tw_wait_begin(d, RV_WAIT_SEM);
+  int slot = tok ? rv_tw_sem_watch() : -1;
   int rc;
   for (;;) {
     int64_t left = d - rv_tw_now();
     if (left <= 0) { rc = -1; errno = ETIMEDOUT; break; }
     struct timespec rabs;
-    slice_abs(CLOCK_MONOTONIC, left, &rabs);
+    if (slot >= 0) {
+      int64_t span = rv_tw_real_span(left);
+      if (span > RV_TW_SEM_SLICE_NS) span = RV_TW_SEM_SLICE_NS;
+      struct timespec now;
+      real_clock_gettime(CLOCK_MONOTONIC, &now);
+      ns_ts(ts_ns(&now) + span, &rabs);
+    } else {
+      slice_abs(CLOCK_MONOTONIC, left, &rabs);
+    }
     rc = real_sem_clockwait(s, CLOCK_MONOTONIC, &rabs);
-    if (rc == 0 || errno != ETIMEDOUT) break;
+    if (rc == 0) break;
+    if (errno == EINTR && slot >= 0 && rv_tw_kicked()) continue; /* our kick: the clock jumped */
+    if (errno != ETIMEDOUT) break;
   }
   int err = errno;
+  rv_tw_cond_unwatch(slot);
   rv_tw_wait_end(tok);
   errno = err;
   return rc;

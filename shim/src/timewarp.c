@@ -228,7 +228,9 @@ static int tw_drain(uint32_t seq) {
  * allows (a spurious wake-up for the other waiters, who re-check their predicate). The waiter
  * thus waits in one real wait, with no slices that would keep it running. */
 #define RV_TW_MAX_COND 256
-static struct { _Atomic int fd; pthread_cond_t *c; pthread_mutex_t *m; int fired; } tw_cw[RV_TW_MAX_COND];
+static struct { _Atomic int fd; pthread_cond_t *c; pthread_mutex_t *m; pid_t tid; int fired; } tw_cw[RV_TW_MAX_COND];
+static RV_TLS volatile sig_atomic_t tw_kicked;
+static void tw_kick_handler(int sig) { (void)sig; tw_kicked = 1; }
 static pthread_mutex_t tw_cw_lock = PTHREAD_MUTEX_INITIALIZER;
 static int tw_cw_kick[2] = {-1, -1};
 static int tw_cw_started;
@@ -258,11 +260,16 @@ static void *tw_cond_helper(void *arg) {
       if (!p[k].revents) continue;
       int i = idx[k];
       pthread_mutex_lock(&tw_cw_lock);
-      pthread_cond_t *c = tw_cw[i].fd == p[k].fd && !tw_cw[i].fired ? tw_cw[i].c : NULL;
+      int live = tw_cw[i].fd == p[k].fd && !tw_cw[i].fired;
+      pthread_cond_t *c = tw_cw[i].c;
       pthread_mutex_t *m = tw_cw[i].m;
-      if (c) tw_cw[i].fired = 1;
+      pid_t tid = tw_cw[i].tid;
+      if (live) tw_cw[i].fired = 1;
+      /* A semaphore wait: interrupt it (EINTR) with the kick signal, under the table lock so
+       * that no kick lands after the waiter unwatched. */
+      if (live && !c) syscall(SYS_tgkill, getpid(), tid, RV_TW_KICK_SIG);
       pthread_mutex_unlock(&tw_cw_lock);
-      if (!c) continue;
+      if (!live || !c) continue;
       /* Under the waiter's mutex: the waiter registered while holding it, so it is inside
        * its wait by the time we get the mutex, and cannot miss this broadcast. */
       pthread_mutex_lock(m);
@@ -291,6 +298,20 @@ static void tw_cw_start(void) {
   pthread_attr_destroy(&a);
 }
 
+static int tw_kick_ok; /* the kick signal's handler is installed */
+
+int rv_tw_kicked(void) {
+  int k = tw_kicked;
+  tw_kicked = 0;
+  return k;
+}
+
+int rv_tw_sem_watch(void) {
+  if (!tw_kick_ok) return -1;
+  tw_kicked = 0;
+  return rv_tw_cond_watch(NULL, NULL);
+}
+
 int rv_tw_cond_watch(pthread_cond_t *c, pthread_mutex_t *m) {
   if (tw_fd < 0) return -1;
   rv_tw_guard++;
@@ -305,6 +326,7 @@ int rv_tw_cond_watch(pthread_cond_t *c, pthread_mutex_t *m) {
       if (tw_cw[i].fd < 0) {
         tw_cw[i].c = c;
         tw_cw[i].m = m;
+        tw_cw[i].tid = (pid_t)syscall(SYS_gettid);
         tw_cw[i].fired = 0;
         tw_cw[i].fd = tw_fd;
         slot = i;
@@ -371,6 +393,10 @@ void rv_timewarp_init(void) {
   rv_tw_boottime_delta = p->boottime_delta_ns;
   for (int i = 0; i < RV_TW_MAX_FDS; i++) tw_fds[i] = -1;
   pthread_key_create(&tw_key, tw_thread_exit);
+  struct sigaction old_sa, sa = {.sa_handler = tw_kick_handler}; /* no SA_RESTART: waits see EINTR */
+  if (sigaction(RV_TW_KICK_SIG, NULL, &old_sa) == 0 && old_sa.sa_handler == SIG_DFL &&
+      sigaction(RV_TW_KICK_SIG, &sa, NULL) == 0)
+    tw_kick_ok = 1;
   pthread_atfork(NULL, NULL, tw_atfork_child);
   tw_page = p;
   rv_tw_on = 1;

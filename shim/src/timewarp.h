@@ -46,6 +46,11 @@ void rv_tw_wait_end(uint32_t token);
  * unwatch, or -1 (then the caller must wait in slices). */
 int rv_tw_cond_watch(pthread_cond_t *c, pthread_mutex_t *m);
 void rv_tw_cond_unwatch(int slot);
+/* The same for a semaphore wait: the waker interrupts it with RV_TW_KICK_SIG (the wait fails
+ * with EINTR and rv_tw_kicked() returns 1 once). -1 when the signal could not be claimed. */
+#define RV_TW_KICK_SIG (SIGRTMAX - 5)
+int rv_tw_sem_watch(void);
+int rv_tw_kicked(void);
 /* Real length of one slice of such a loop (ns): the latency of noticing a jump. */
 #define RV_TW_SLICE_NS 1000000LL
 
