@@ -219,15 +219,6 @@ API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t h, nvmlEnableState_t *cur, nv
   *pending = NVML_FEATURE_ENABLED;
   return NVML_SUCCESS;
 }
-API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *n, nvmlProcessInfo_t *infos) {
-  (void)infos;
-  CHECK_DEV(h);
-  *n = 0;
-  return NVML_SUCCESS;
-}
-API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t h, unsigned int *n, nvmlProcessInfo_t *infos) {
-  return nvmlDeviceGetComputeRunningProcesses_v3(h, n, infos);
-}
 API nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t h, nvmlGpuFabricInfoV_t *info) {
   CHECK_DEV(h);
   /* Single-node HGX: no multi-node NVLink fabric. */
@@ -272,5 +263,11 @@ API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t h, unsigned 
   return nvmlDeviceGetComputeRunningProcesses(h, n, infos);
 }
 API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t h, unsigned int *n, void *infos) {
+  return nvmlDeviceGetComputeRunningProcesses(h, n, infos);
+}
+API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *n, nvmlProcessInfo_t *infos) {
+  return nvmlDeviceGetComputeRunningProcesses(h, n, infos);
+}
+API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t h, unsigned int *n, nvmlProcessInfo_t *infos) {
   return nvmlDeviceGetComputeRunningProcesses(h, n, infos);
 }
