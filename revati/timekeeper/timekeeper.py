@@ -75,6 +75,7 @@ class _Scanner:
     fn: object
     out: object
     cap: int
+    quiet: object = None
 
 
 _scanner: "_Scanner | bool | None" = None
@@ -95,6 +96,10 @@ def _c_scanner() -> "_Scanner | None":
             fn.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
             cap = 16384
             _scanner = _Scanner(fn, (ctypes.c_int64 * (3 * cap))(), cap)
+            quiet = lib.rv_tk_quiet
+            quiet.restype = ctypes.c_int
+            quiet.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.POINTER(ctypes.c_int32), ctypes.c_int]
+            _scanner.quiet = quiet
         except (OSError, AttributeError, RuntimeError):
             log.warning("timekeeper: librevati_tk.so not found; reading /proc from Python")
     return _scanner or None
@@ -239,6 +244,7 @@ class Timekeeper:
         self._sampled_gen = -1
         self._sampled_t = 0.0
         self._busy_samples = 0
+        self._c_baseline = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -440,6 +446,10 @@ class Timekeeper:
         if self._gen != self._sampled_gen:
             self._busy_samples = 0
         self._sampled_gen, self._sampled_t = self._gen, now
+        scan = _c_scanner()
+        if scan is not None and (waiting or self._stall_since is None and self.deadlock_s is None):
+            self._try_jump_c(scan, waiting)
+            return
         tasks = self._snapshot()
         self.stats.samples += 1
         if tasks is None:  # something runs; the last idle sample stays the baseline
@@ -471,6 +481,25 @@ class Timekeeper:
             self._stall_since = prev.t
         if self.deadlock_s is not None and now - self._stall_since >= self.deadlock_s:
             self._declare_deadlock(tasks, now - self._stall_since)
+
+    def _try_jump_c(self, scan: "_Scanner", waiting: list[Actor]) -> None:
+        """_try_jump's test done by rv_tk_quiet: no per-thread work in Python."""
+        pids = sorted({a.pid for a in self._actors.values() if a.greeted})
+        parr = (ctypes.c_int32 * len(pids))(*pids)
+        earr = (ctypes.c_int32 * len(waiting))(*(a.tid for a in waiting))
+        self._sample = None  # the Python baseline is stale now
+        self._stall_since = None
+        for attempt in (0, 1):  # a first idle scan, or one after activity, is confirmed at once
+            self.stats.samples += 1
+            r = scan.quiet(parr, len(pids), earr, len(waiting))
+            if r < 0:
+                self._busy_samples += 1
+                return
+            if r == 0 and self._c_baseline:
+                self._jump(waiting)
+                return
+            self._c_baseline = True
+        self._busy_samples += 1
 
     @staticmethod
     def _ran(prev: dict, tasks: dict, waiting_ids: set) -> bool:

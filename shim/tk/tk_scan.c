@@ -7,6 +7,13 @@
  *
  * out gets 3 int64 per thread: pid, tid, runs. Returns the thread count, -1 when a thread is
  * runnable (or in D/T state), or -2 when cap is too small. Not thread-safe: one caller.
+ *
+ *   int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexempt)
+ *
+ * The Timekeeper's quiescence test in one call: -1 when a thread is not idle (nothing is
+ * recorded), else compares every thread's run count with the last idle scan and records this
+ * one: 0 when no thread outside exempt (the WAITING actors) got a CPU in between, 1 when one
+ * did or a thread is new.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -18,7 +25,7 @@
 #include <unistd.h>
 
 #define CAP 8192 /* open-addressing table of cached fds, by tid */
-static struct { int32_t tid, pid, stat_fd, sched_fd; uint32_t gen; } tab[CAP];
+static struct { int32_t tid, pid, stat_fd, sched_fd; uint32_t gen, seen; int64_t runs, cur; } tab[CAP];
 static uint32_t gen;
 static int ready;
 
@@ -37,6 +44,7 @@ static int slot_of(int32_t tid, int create) {
   if (!create || free_k < 0) return -1;
   tab[free_k].tid = tid;
   tab[free_k].stat_fd = tab[free_k].sched_fd = -1;
+  tab[free_k].seen = 0;
   return free_k;
 }
 
@@ -111,4 +119,54 @@ __attribute__((visibility("default"))) int64_t rv_tk_scan(const int32_t *pids, i
   for (int k = 0; k < CAP; k++) /* threads that are gone */
     if (tab[k].tid > 0 && tab[k].gen != gen) drop(k);
   return cnt;
+}
+
+__attribute__((visibility("default"))) int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexempt) {
+  if (!ready) {
+    for (int i = 0; i < CAP; i++) tab[i].tid = 0;
+    ready = 1;
+  }
+  gen++;
+  char path[96];
+  for (int i = 0; i < npids; i++) {
+    snprintf(path, sizeof path, "/proc/%d/task", pids[i]);
+    DIR *d = opendir(path);
+    if (!d) continue;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      int32_t tid = (int32_t)atoi(e->d_name);
+      int k = slot_of(tid, 1);
+      if (k < 0) { closedir(d); return 1; }
+      if (tab[k].stat_fd < 0 || tab[k].pid != pids[i]) {
+        if (tab[k].stat_fd >= 0) { close(tab[k].stat_fd); close(tab[k].sched_fd); }
+        tab[k].pid = pids[i];
+        tab[k].seen = 0;
+        snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pids[i], tid);
+        tab[k].stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+        snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", pids[i], tid);
+        tab[k].sched_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (tab[k].stat_fd < 0 || tab[k].sched_fd < 0) { drop(k); continue; }
+      }
+      tab[k].gen = gen;
+      int r = read_thread(k, &tab[k].cur);
+      if (r < 0) { drop(k); continue; }
+      if (r > 0) { closedir(d); return -1; }
+    }
+    closedir(d);
+  }
+  int ran = 0;
+  for (int k = 0; k < CAP; k++) {
+    if (tab[k].tid <= 0) continue;
+    if (tab[k].gen != gen) { drop(k); continue; }
+    if (!tab[k].seen || tab[k].cur != tab[k].runs) {
+      int ex = 0;
+      for (int j = 0; j < nexempt; j++)
+        if (exempt[j] == tab[k].tid) { ex = 1; break; }
+      if (!ex) ran = 1;
+    }
+    tab[k].runs = tab[k].cur;
+    tab[k].seen = 1;
+  }
+  return ran;
 }
