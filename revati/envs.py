@@ -23,6 +23,7 @@ ENV_VARS: dict[str, str] = {
     "REVATI_STEP_LOG": "the semantic layer writes one JSON line per model step to this path.",
     "REVATI_SHIM_DIR": "folder holding librevati_shim.so (default: the repo's shim/build/lib).",
     "REVATI_TIMEWARP": "1: clocks, sleeps and timed waits follow the Timekeeper's virtual clock (default 0: real).",
+    "REVATI_TIMEWARP_LAZY": "thread-name prefixes whose poll timeouts are idle ticks the time warp may coalesce (default gloo_tcp_loop).",
     "REVATI_CLOCK": "path of the Timekeeper's shared-memory clock page (set with REVATI_TIMEWARP).",
     "REVATI_CACHE_DIR": "cache for tokenizers and the offline model hub (default ~/.cache/revati).",
 }

@@ -36,6 +36,7 @@ from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
 log = logging.getLogger(__name__)
 
 RUNNING, WAITING = "running", "waiting"
+LAZY = 0x100  # flag on a WAIT's kind: an idle tick that may be coalesced (shim/src/timewarp.h)
 # Scheduler states of a thread that cannot make progress by itself: sleeping, idle, dead.
 # NOTE: D (disk I/O) and T/t (stopped, e.g. under a debugger) hold the clock: they will go on.
 _IDLE_STATES = frozenset("SIZX")
@@ -50,6 +51,7 @@ class Actor:
     seq: int = 0
     deadline: int = 0
     kind: int = 0
+    lazy: bool = False
     greeted: bool = False
 
 
@@ -380,7 +382,8 @@ class Timekeeper:
                     self.stats.processes_seen += 1
                 self._send(a, MsgType.WELCOME, [PROTOCOL_VERSION, self.page.get("epoch")])
             elif t == MsgType.WAIT:
-                a.seq, a.deadline, a.kind = int(body[0]), int(body[1]), int(body[2])
+                a.seq, a.deadline, kind = int(body[0]), int(body[1]), int(body[2])
+                a.kind, a.lazy = kind & 0xFF, bool(kind & LAZY)
                 a.state = WAITING
             elif t == MsgType.RUN:
                 if a.state == WAITING and a.seq == int(body[0]):
@@ -531,7 +534,10 @@ class Timekeeper:
                 pass
 
     def _jump(self, waiting: list[Actor]) -> None:
-        target = min(a.deadline for a in waiting)
+        # Lazy deadlines (idle ticks, REVATI_TIMEWARP_LAZY) are never the target while a firm
+        # one is pending; the jump that passes them wakes them.
+        firm = [a.deadline for a in waiting if not a.lazy]
+        target = min(firm) if firm else min(a.deadline for a in waiting)
         skip = self.page.jump_to(target)
         if skip:
             self.stats.jumps += 1

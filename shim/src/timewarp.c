@@ -27,7 +27,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -46,7 +48,8 @@ int64_t rv_tw_realtime_delta, rv_tw_boottime_delta;
 
 static const volatile rv_clock_page *tw_page;
 static char tw_sock_path[RV_CLOCK_SOCK_MAX];
-static _Atomic int tw_lost; /* the Timekeeper went away: deadlines expire in real time */
+static _Atomic int tw_lost;
+static char tw_lazy[256] = "gloo_tcp_loop"; /* REVATI_TIMEWARP_LAZY, see tw_thread_is_lazy */ /* the Timekeeper went away: deadlines expire in real time */
 
 static RV_TLS int tw_fd = -1;        /* this thread's connection */
 static RV_TLS int tw_slot = -1;      /* its index in tw_fds */
@@ -387,6 +390,8 @@ void rv_timewarp_init(void) {
     munmap(m, RV_CLOCK_PAGE_SIZE);
     return;
   }
+  const char *lazy = getenv("REVATI_TIMEWARP_LAZY");
+  if (lazy) snprintf(tw_lazy, sizeof tw_lazy, "%s", lazy);
   for (size_t i = 0; i < sizeof tw_sock_path; i++) tw_sock_path[i] = p->sock_path[i];
   tw_sock_path[sizeof tw_sock_path - 1] = 0;
   rv_tw_realtime_delta = p->realtime_delta_ns;
@@ -430,8 +435,28 @@ static void ns_to_ts(int64_t ns, struct timespec *ts) {
   ts->tv_nsec = ns % 1000000000LL;
 }
 
+/* Threads whose poll timeouts are only idle ticks (REVATI_TIMEWARP_LAZY: comma-separated
+ * thread-name prefixes; default gloo_tcp_loop, gloo's TCP loop, which wakes every 10 ms only
+ * to notice its own shutdown). Their deadlines are announced as lazy: the Timekeeper never
+ * jumps to one while another deadline is pending, and wakes them at the jump that passes them.
+ * NOTE: this coalesces those ticks in virtual time; fd events still wake them at once. */
+static int tw_thread_is_lazy(void) {
+  if (!tw_lazy[0]) return 0;
+  char name[17] = {0};
+  if (prctl(PR_GET_NAME, name, 0, 0, 0) != 0) return 0;
+  for (const char *p = tw_lazy; *p;) {
+    const char *e = strchr(p, ',');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len && strncmp(name, p, len) == 0) return 1;
+    if (!e) break;
+    p = e + 1;
+  }
+  return 0;
+}
+
 int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask, int kind) {
   if (deadline < 0) return rv_real_ppoll(fds, n, NULL, sigmask);
+  if (kind == RV_WAIT_POLL && tw_thread_is_lazy()) kind |= RV_WAIT_LAZY;
   /* NOTE: a thread blocked with no deadline needs no announcement: the Timekeeper sees it
    * sleeping in /proc, which is all that quiescence asks of it. */
   struct timespec zero = {0, 0};

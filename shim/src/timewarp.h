@@ -21,6 +21,8 @@ extern int64_t rv_tw_boottime_delta;   /* CLOCK_BOOTTIME - V */
 
 /* What a WAITING actor waits on: the "kind" of the (time, kind, id) tie-break. */
 enum rv_wait_kind { RV_WAIT_GPU = 0, RV_WAIT_SLEEP = 1, RV_WAIT_POLL = 2, RV_WAIT_COND = 3, RV_WAIT_SEM = 4 };
+/* Flag on a kind: an idle tick the Timekeeper may coalesce (REVATI_TIMEWARP_LAZY). */
+#define RV_WAIT_LAZY 0x100
 
 void rv_timewarp_init(void);
 /* Real CLOCK_MONOTONIC in ns (never virtual). */
