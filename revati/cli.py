@@ -242,6 +242,19 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace_merge(args: argparse.Namespace) -> int:
+    from revati.emulator import merge_trace
+
+    parts = Path(args.path).with_name(Path(args.path).name + ".parts")
+    if not parts.is_dir():
+        print(f"revati trace merge: no per-process parts at {parts} (was REVATI_TRACE={args.path} set?)",
+              file=sys.stderr)
+        return 2
+    n = merge_trace(args.path)
+    print(f"revati: wrote {n} trace events to {args.path} (open in ui.perfetto.dev)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="revati", description="GPU-free time-warp emulator for LLM serving.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -320,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--warmup", type=int, default=5)
     pf.add_argument("--quick", action="store_true", help="a small sweep, for a smoke run")
     pf.set_defaults(func=cmd_profile)
+
+    tm = sub.add_parser("trace", help="work with Perfetto traces of the virtual GPU timelines")
+    tsub = tm.add_subparsers(dest="trace_cmd", required=True)
+    mg = tsub.add_parser("merge", help="merge the per-process parts that REVATI_TRACE=PATH left into PATH "
+                                       "(revati exec --trace does this itself)")
+    mg.add_argument("path")
+    mg.set_defaults(func=cmd_trace_merge)
 
     sc = sub.add_parser("sidecar", help="run the prediction sidecar (ZeroMQ ROUTER, msgpack)")
     sc.add_argument("--endpoint", required=True, help="e.g. ipc:///tmp/revati.sock or tcp://127.0.0.1:5555")

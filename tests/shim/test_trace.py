@@ -57,3 +57,22 @@ def test_trace_has_one_track_per_process_and_stream_with_descriptors(tmp_path):
         spans.sort()
         for (s0, e0), (s1, _) in zip(spans, spans[1:]):
             assert s1 >= e0 - 1e-3
+
+
+def test_bare_revati_trace_parts_merge_with_the_cli(tmp_path):
+    """REVATI_TRACE without `revati exec`: processes leave parts, `revati trace merge` joins them."""
+    from revati.emulator import emulator_env
+
+    trace = tmp_path / "bare.json"
+    env = emulator_env("h100-sxm", offline_hub=False)
+    env["REVATI_TRACE"] = str(trace)
+    code = "import torch; a = torch.ones(64, 64, device='cuda'); b = a @ a; torch.cuda.synchronize()"
+    for _ in range(2):  # two processes, two parts
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    assert len(list((tmp_path / "bare.json.parts").glob("*.jsonl"))) == 2
+    p = subprocess.run([sys.executable, "-m", "revati.cli", "trace", "merge", str(trace)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert len({e["pid"] for e in events if e["ph"] == "X"}) == 2
+    assert any(e["ph"] == "X" and e["cat"] == "gemm" for e in events)
