@@ -42,6 +42,7 @@ class WaitKind(enum.IntEnum):
     POLL = 2
     COND = 3
     SEM = 4
+    YIELD = 5  # yield-spinning; deadline -1 (waits for another thread)
 
 
 def encode(t: MsgType, payload: Any) -> bytes:

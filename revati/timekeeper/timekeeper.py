@@ -159,7 +159,8 @@ _SYSCALLS = {0: "read", 1: "write", 7: "poll", 17: "pread64", 19: "readv", 23: "
              288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2", 34: "pause", 130: "rt_sigsuspend",
              128: "rt_sigtimedwait", 44: "sendto", 46: "sendmsg", 42: "connect", 72: "fcntl", 73: "flock"}
 _FD_SYSCALLS = {0, 1, 17, 19, 43, 44, 45, 46, 47, 42, 232, 281, 288, 299, 441, 72, 73}
-_WAIT_KINDS = {0: "GPU sync", 1: "sleep", 2: "poll timeout", 3: "condition variable", 4: "semaphore"}
+_WAIT_KINDS = {0: "GPU sync", 1: "sleep", 2: "poll timeout", 3: "condition variable", 4: "semaphore",
+               5: "yield-spin (waits for another thread's write)"}
 
 
 def _read(path: str) -> str:
@@ -196,7 +197,8 @@ def describe_wait(pid: int, tid: int, actor: "Actor | None" = None) -> str:
     wchan = _read(f"{base}/wchan")
     line = f"pid {pid} ({pcomm}) thread {tid} ({tcomm}): {what} [kernel: {wchan}]"
     if actor is not None and actor.state == WAITING:
-        line += f"; announced wait: {_WAIT_KINDS.get(actor.kind, actor.kind)} until {actor.deadline / 1e9:.6f} s"
+        until = f" until {actor.deadline / 1e9:.6f} s" if actor.deadline >= 0 else ""
+        line += f"; announced wait: {_WAIT_KINDS.get(actor.kind, actor.kind)}{until}"
     return line
 
 
@@ -434,7 +436,9 @@ class Timekeeper:
         shows up as that thread being runnable, or as its run count having moved.
         """
         actors = [a for a in self._actors.values() if a.greeted]
-        waiting = [a for a in actors if a.state == WAITING]
+        # WAITING with a deadline; yield-spinners (deadline -1) wait for another thread only.
+        spinning = [a for a in actors if a.state == WAITING and a.deadline < 0]
+        waiting = [a for a in actors if a.state == WAITING and a.deadline >= 0]
         if not actors or self.deadlock:
             self._sample = self._stall_since = None
             return
@@ -451,7 +455,7 @@ class Timekeeper:
         self._sampled_gen, self._sampled_t = self._gen, now
         scan = _c_scanner()
         if scan is not None and (waiting or self._stall_since is None and self.deadlock_s is None):
-            self._try_jump_c(scan, waiting)
+            self._try_jump_c(scan, waiting, spinning)
             return
         tasks = self._snapshot()
         self.stats.samples += 1
@@ -460,7 +464,7 @@ class Timekeeper:
             self._stall_since = None
             return
         prev, self._sample = self._sample, _Sample(now, self._gen, tasks)
-        waiting_ids = {(a.pid, a.tid) for a in waiting}
+        waiting_ids = {(a.pid, a.tid) for a in waiting} | {(a.pid, a.tid) for a in spinning}
         if prev is None or self._ran(prev.tasks, tasks, waiting_ids):
             # A first idle sample, or threads ran since the last one: confirm this one at
             # once against a second sample.
@@ -485,16 +489,20 @@ class Timekeeper:
         if self.deadlock_s is not None and now - self._stall_since >= self.deadlock_s:
             self._declare_deadlock(tasks, now - self._stall_since)
 
-    def _try_jump_c(self, scan: "_Scanner", waiting: list[Actor]) -> None:
-        """_try_jump's test done by rv_tk_quiet: no per-thread work in Python."""
+    def _try_jump_c(self, scan: "_Scanner", waiting: list[Actor], spinning: list[Actor] = ()) -> None:
+        """_try_jump's test done by rv_tk_quiet: no per-thread work in Python.
+
+        Yield-spinners' run counts are exempt (they spin), not their state: one that is
+        runnable at a sample may have left its spin, so that sample is busy."""
         pids = sorted({a.pid for a in self._actors.values() if a.greeted})
         parr = (ctypes.c_int32 * len(pids))(*pids)
-        earr = (ctypes.c_int32 * len(waiting))(*(a.tid for a in waiting))
+        exempt = [a.tid for a in waiting] + [a.tid for a in spinning]
+        earr = (ctypes.c_int32 * len(exempt))(*exempt)
         self._sample = None  # the Python baseline is stale now
         self._stall_since = None
         for attempt in (0, 1):  # a first idle scan, or one after activity, is confirmed at once
             self.stats.samples += 1
-            r = scan.quiet(parr, len(pids), earr, len(waiting))
+            r = scan.quiet(parr, len(pids), earr, len(exempt))
             if r < 0:
                 self._busy_samples += 1
                 return
@@ -536,13 +544,13 @@ class Timekeeper:
     def _jump(self, waiting: list[Actor]) -> None:
         # Lazy deadlines (idle ticks, REVATI_TIMEWARP_LAZY) are never the target while a firm
         # one is pending; the jump that passes them wakes them.
-        firm = [a.deadline for a in waiting if not a.lazy]
-        target = min(firm) if firm else min(a.deadline for a in waiting)
+        firm = [a.deadline for a in waiting if not a.lazy and a.deadline >= 0]
+        target = min(firm) if firm else min(a.deadline for a in waiting if a.deadline >= 0)
         skip = self.page.jump_to(target)
         if skip:
             self.stats.jumps += 1
             self.stats.jumped_ns += skip
-        due = sorted((a for a in waiting if a.deadline <= target),
+        due = sorted((a for a in waiting if 0 <= a.deadline <= target),
                      key=lambda a: (a.deadline, a.kind, a.pid, a.tid))
         v = self.page.now_ns()
         for a in due:

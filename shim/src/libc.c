@@ -130,10 +130,17 @@ RV_EXPORT time_t time(time_t *t) {
 /* Sleeps until virtual deadline d. Returns 0, or -1 with EINTR. */
 static int sleep_until(int64_t d) { return rv_tw_poll_until(NULL, 0, d, NULL, RV_WAIT_SLEEP) < 0 ? -1 : 0; }
 
+RV_EXPORT int sched_yield(void) {
+  LIBC_INIT();
+  if (!FAKE) return real_sched_yield();
+  rv_tw_yield();
+  return 0;
+}
+
 RV_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem) {
   LIBC_INIT();
-  /* NOTE: a zero-length sleep is a yield; it stays real. */
-  if (!FAKE || !req || !ts_valid(req) || ts_ns(req) == 0) return real_nanosleep(req, rem);
+  if (FAKE && req && ts_valid(req) && ts_ns(req) == 0) { rv_tw_yield(); return 0; } /* a yield */
+  if (!FAKE || !req || !ts_valid(req)) return real_nanosleep(req, rem);
   int64_t d = after(ts_ns(req));
   if (sleep_until(d) < 0) {
     if (rem) ns_ts(d - rv_tw_now(), rem);
@@ -148,8 +155,9 @@ RV_EXPORT int clock_nanosleep(clockid_t clk, int flags, const struct timespec *r
   if (!FAKE || !req || !ts_valid(req) || !virtual_delta(clk, &delta)) return real_clock_nanosleep(clk, flags, req, rem);
   int64_t d;
   if (flags & TIMER_ABSTIME) d = ts_ns(req) - delta;
-  else if (ts_ns(req) == 0) return real_clock_nanosleep(clk, flags, req, rem);
+  else if (ts_ns(req) == 0) { rv_tw_yield(); return 0; } /* a yield */
   else d = after(ts_ns(req));
+  if ((flags & TIMER_ABSTIME) && d <= rv_tw_now()) { rv_tw_yield(); return 0; } /* Python's sleep(0) */
   if (sleep_until(d) < 0) {
     if (rem && !(flags & TIMER_ABSTIME)) ns_ts(d - rv_tw_now(), rem);
     return errno;
@@ -159,7 +167,8 @@ RV_EXPORT int clock_nanosleep(clockid_t clk, int flags, const struct timespec *r
 
 RV_EXPORT int usleep(useconds_t usec) {
   LIBC_INIT();
-  if (!FAKE || usec == 0) return real_usleep(usec);
+  if (FAKE && usec == 0) { rv_tw_yield(); return 0; }
+  if (!FAKE) return real_usleep(usec);
   return sleep_until(after((int64_t)usec * 1000));
 }
 

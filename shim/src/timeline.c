@@ -42,7 +42,10 @@ static uint64_t real_now_ns(void) {
 }
 
 uint64_t rv_now_ns(void) {
-  if (rv_tw_on) return (uint64_t)rv_tw_now();
+  if (rv_tw_on) { /* a GPU op: the thread is not yield-spinning any more */
+    rv_tw_unspin();
+    return (uint64_t)rv_tw_now();
+  }
   return real_now_ns() + (uint64_t)rv_offset_ns;
 }
 

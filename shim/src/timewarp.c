@@ -411,7 +411,38 @@ void rv_timewarp_init(void) {
 
 /* -------------------------------------------------------------------- waits */
 
+static RV_TLS uint32_t tw_spin_seq; /* the announced yield-spin, 0 when none */
+static RV_TLS uint32_t tw_yields;   /* yields since the thread last did anything else we see */
+#define RV_TW_SPIN_YIELDS 8
+#define RV_TW_SPIN_SLEEP_NS 50000
+
+void rv_tw_unspin(void) {
+  tw_yields = 0;
+  if (RV_LIKELY(!tw_spin_seq)) return;
+  int64_t msg[1] = {tw_spin_seq};
+  tw_spin_seq = 0;
+  tw_send(MSG_RUN, msg, 1);
+}
+
+void rv_tw_yield(void) {
+  if (!tw_spin_seq && !tw_in_wait && ++tw_yields >= RV_TW_SPIN_YIELDS && tw_conn() >= 0) {
+    tw_drain(0);
+    uint32_t seq = ++tw_seq;
+    if (!seq) seq = ++tw_seq;
+    int64_t msg[3] = {seq, -1, RV_WAIT_YIELD};
+    tw_send(MSG_WAIT, msg, 3);
+    tw_spin_seq = seq;
+  }
+  if (tw_spin_seq) {
+    struct timespec ts = {0, RV_TW_SPIN_SLEEP_NS};
+    rv_real_ppoll(NULL, 0, &ts, NULL);
+  } else {
+    syscall(SYS_sched_yield);
+  }
+}
+
 uint32_t rv_tw_wait_begin(int64_t deadline, int kind) {
+  rv_tw_unspin();
   if (tw_in_wait || tw_conn() < 0) return 0;
   tw_in_wait = 1;
   tw_drain(0);
@@ -455,6 +486,7 @@ static int tw_thread_is_lazy(void) {
 }
 
 int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask, int kind) {
+  rv_tw_unspin();
   if (deadline < 0) return rv_real_ppoll(fds, n, NULL, sigmask);
   if (kind == RV_WAIT_POLL && tw_thread_is_lazy()) kind |= RV_WAIT_LAZY;
   /* NOTE: a thread blocked with no deadline needs no announcement: the Timekeeper sees it

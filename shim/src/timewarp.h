@@ -20,7 +20,8 @@ extern int64_t rv_tw_realtime_delta;   /* CLOCK_REALTIME - V */
 extern int64_t rv_tw_boottime_delta;   /* CLOCK_BOOTTIME - V */
 
 /* What a WAITING actor waits on: the "kind" of the (time, kind, id) tie-break. */
-enum rv_wait_kind { RV_WAIT_GPU = 0, RV_WAIT_SLEEP = 1, RV_WAIT_POLL = 2, RV_WAIT_COND = 3, RV_WAIT_SEM = 4 };
+enum rv_wait_kind { RV_WAIT_GPU = 0, RV_WAIT_SLEEP = 1, RV_WAIT_POLL = 2, RV_WAIT_COND = 3, RV_WAIT_SEM = 4,
+                    RV_WAIT_YIELD = 5 };
 /* Flag on a kind: an idle tick the Timekeeper may coalesce (REVATI_TIMEWARP_LAZY). */
 #define RV_WAIT_LAZY 0x100
 
@@ -43,6 +44,13 @@ int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigse
  * token to pass to end, or 0 when no announcement was made. */
 uint32_t rv_tw_wait_begin(int64_t deadline, int kind);
 void rv_tw_wait_end(uint32_t token);
+/* A yield (sched_yield, or a zero-length sleep). After a few in a row with nothing else in
+ * between, the thread is yield-spinning: it is announced WAITING with no deadline (it can only
+ * go on once another thread writes), and each yield becomes a 50 us real sleep, so that the
+ * thread is idle in /proc while it spins. Any other wait, or a GPU op, ends the spin
+ * (rv_tw_unspin). */
+void rv_tw_yield(void);
+void rv_tw_unspin(void);
 /* Between wait_begin and wait_end of a condition wait: the process's waker thread broadcasts c
  * (under m, which the caller holds) when the Timekeeper wakes this thread. Returns a slot for
  * unwatch, or -1 (then the caller must wait in slices). */
