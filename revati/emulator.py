@@ -90,6 +90,14 @@ def emulator_env(
         env["REVATI_STATS_FILE"] = str(Path(stats).resolve())
     # vLLM's shared-memory broadcast queue: keep the yielding spin loop (see the facts note).
     env.setdefault("VLLM_USE_SPINLOOP_EXT", "0")
+    # TP > 1: all-reduce through the shim's NCCL only. FlashInfer's and symmetric-memory
+    # all-reduce use IPC buffers and device-side flags that nothing here emulates; vLLM's
+    # custom all-reduce has no variable: pass --disable-custom-all-reduce.
+    env.setdefault("VLLM_ALLREDUCE_USE_FLASHINFER", "0")
+    # vLLM's pynccl opens libnccl.so.2 with ctypes and calls through that handle, which
+    # would bypass the preloaded shim: point it at the shim's NCCL.
+    env.setdefault("VLLM_NCCL_SO_PATH", preload)
+    env.setdefault("VLLM_ALLREDUCE_USE_SYMM_MEM", "0")
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     # FlashInfer's top-k/top-p sampler JIT-compiles CUDA sources at start-up (minutes, and it
     # needs cuRAND headers); kernels never run here, so vLLM's own sampler path is used. The

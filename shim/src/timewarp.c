@@ -414,10 +414,15 @@ void rv_timewarp_init(void) {
 static RV_TLS uint32_t tw_spin_seq; /* the announced yield-spin, 0 when none */
 static RV_TLS uint32_t tw_yields;   /* yields since the thread last did anything else we see */
 #define RV_TW_SPIN_YIELDS 8
+/* Each yield of a spin sleeps 50 us, doubling up to 500 us: several spinners on a loaded host
+ * must be idle (not runnable) when the Timekeeper samples, yet notice a write quickly. */
 #define RV_TW_SPIN_SLEEP_NS 50000
+#define RV_TW_SPIN_SLEEP_MAX_NS 500000
+static RV_TLS int64_t tw_spin_sleep;
 
 void rv_tw_unspin(void) {
   tw_yields = 0;
+  tw_spin_sleep = 0;
   if (RV_LIKELY(!tw_spin_seq)) return;
   int64_t msg[1] = {tw_spin_seq};
   tw_spin_seq = 0;
@@ -434,7 +439,9 @@ void rv_tw_yield(void) {
     tw_spin_seq = seq;
   }
   if (tw_spin_seq) {
-    struct timespec ts = {0, RV_TW_SPIN_SLEEP_NS};
+    tw_spin_sleep = tw_spin_sleep ? tw_spin_sleep * 2 : RV_TW_SPIN_SLEEP_NS;
+    if (tw_spin_sleep > RV_TW_SPIN_SLEEP_MAX_NS) tw_spin_sleep = RV_TW_SPIN_SLEEP_MAX_NS;
+    struct timespec ts = {0, tw_spin_sleep};
     rv_real_ppoll(NULL, 0, &ts, NULL);
   } else {
     syscall(SYS_sched_yield);
