@@ -35,6 +35,6 @@ def test_yield_spinning_thread_lets_the_clock_jump(timekeeper, how):
     d = json.loads(out)
     print(how, d, f"wall {wall:.2f} s")
     assert 5.0 <= d["slept"] < 5.01
-    assert 0 <= d["seen_after_write"] < 0.005
+    assert 0 <= d["seen_after_write"] < 0.01  # the spin sleeps up to 0.5 ms (real) per yield
     assert timekeeper.stats.jumps >= 5
     assert wall < 4  # 5 virtual seconds; without the spin counted as waiting: 5 s of wall time
