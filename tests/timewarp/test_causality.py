@@ -69,7 +69,10 @@ def test_ping_pong_with_gpu_work(timekeeper):
         assert replied <= back < replied + slack
         if i:
             assert 0.010 <= sent - p["log"][2 * i - 1][1] < 0.010 + slack
-    assert timekeeper.stats.jumps >= 2 * rounds
+    # Each round has two GPU waits; under host load a 10-20 ms wait can expire in real time
+    # before the Timekeeper sees quiescence, which needs no jump (the timings above are exact
+    # either way). At least one jump per round shows the warp, not the wall clock, did the work.
+    assert timekeeper.stats.jumps >= rounds
 
 
 PRODUCER = r'''
