@@ -211,12 +211,14 @@ def test_busy_looping_process_falls_back_to_real_time(timekeeper):
     b, s = (json.loads(o) for o in finish(busy, sleeper))
     wall = time.monotonic() - t0
     # While the busy process runs nothing jumps: the sleeper's first sleep takes its 0.3 s in
-    # real time and ends exactly on time, inside the busy process's second.
-    assert 0.3 <= s["first"] < 0.31
+    # real time and ends inside the busy process's second. Its upper slack is the OS wake-up
+    # latency of a real sleep on a 2-core host with a spinner (13 ms seen in CI); a jump would
+    # show up as >= 1 s.
+    assert 0.3 <= s["first"] < 0.35
     assert b["start"] <= s["t1"] <= b["start"] + b["virtual"]
     assert 1.0 <= b["virtual"] < 1.01
     # Once the busy process is gone, the 20 s sleep is a jump.
-    assert 20.3 <= s["total"] < 20.35
+    assert 20.3 <= s["total"] < 20.4
     assert wall < 10
 
 
