@@ -556,6 +556,7 @@ API cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   INIT();
   if (!e) return fail(cudaErrorInvalidResourceHandle);
   if (e->recorded && !e->capture) rv_wait_until(e->time);
+  rv_periodic_flush();
   return cudaSuccess;
 }
 API cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
@@ -591,6 +592,7 @@ API cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s) {
   INIT();
   if (!x) return fail(cudaErrorInvalidValue);
   rv_graph_launch((rv_graph *)x, rv_stream_resolve(s));
+  rv_periodic_flush(); /* a graph-replay-only loop never reaches a stream sync */
   return cudaSuccess;
 }
 API cudaError_t cudaGraphUpload(cudaGraphExec_t x, cudaStream_t s) { (void)x; (void)s; INIT(); return cudaSuccess; }

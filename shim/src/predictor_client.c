@@ -50,6 +50,7 @@ RV_EXPORT void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num
   rv_cur_step = (rv_step){num_tokens, num_reqs, num_prefill, num_decode, prefill_tokens,
                           prefill_kv_sum, prefill_kv_max, prefill_pairs, decode_kv_sum, decode_kv_max};
   pthread_mutex_unlock(&rv_lock);
+  rv_periodic_flush(); /* once per step at most every second: serving steps sync on events, not streams */
 }
 
 /* ---------------------------------------------------------------- msgpack writer */
