@@ -12,7 +12,16 @@ the top of shim/src/timewarp.c.
                                                        real-time expiry)
   WAKE    0x05  TK -> shim  [seq, now_ns]              the clock jumped to this wait's deadline;
                                                        the actor is RUNNING again
+  COMM    0x10  shim -> TK  [comm, nranks, rank]       this process is a rank of an NCCL comm
+  ARRIVE  0x11  shim -> TK  [count, arrival * count]   collective arrivals, each
+                            comm, chan, seq, op, participants, slot, duration_ns, b, nrefs,
+                            (comm, chan, seq, a) * nrefs; it starts at max(b, end(ref) + a)
+  RESOLVE 0x12  shim -> TK  [req, wait, (comm, chan, seq) * n]   ends wanted; wait=1: answer
+                                                       once all are resolved
+  RESOLVED 0x13 TK -> shim  [req, end * n]             virtual ns, -1 for not resolved yet
   ERROR   0x7F  TK -> shim  {"error": str, "code": str}, then the TK closes the connection
+
+Comm ids are 64-bit hashes sent as signed integers. See revati/timekeeper/collectives.py.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class MsgType(enum.IntEnum):
@@ -31,6 +40,10 @@ class MsgType(enum.IntEnum):
     WAIT = 0x03
     RUN = 0x04
     WAKE = 0x05
+    COMM = 0x10
+    ARRIVE = 0x11
+    RESOLVE = 0x12
+    RESOLVED = 0x13
     ERROR = 0x7F
 
 

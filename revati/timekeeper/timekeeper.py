@@ -13,6 +13,11 @@ A process that never blocks keeps the deployment from quiescence: its deadlines 
 in real time (scaled by dilation), which is slower but still correct. Processes join when the
 shim loads and leave when their connections close, which the kernel does at exit or on a
 crash, so a dead process never freezes the clock.
+
+NCCL collectives are resolved here too (collectives.py): ranks send their arrivals without
+waiting, and a thread that needs a collective's end (a sync) asks for it and blocks, idle like
+any thread blocked in the kernel, until the last rank has arrived. A collective that lacks a
+rank whose process has left can never end: a thread waiting for it is a deadlock at once.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Callable
 from pathlib import Path
 
 from revati.timekeeper.clock_page import ClockPage
+from revati.timekeeper.collectives import CollectiveTable, Key
 from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,8 @@ class Actor:
     kind: int = 0
     lazy: bool = False
     greeted: bool = False
+    # A RESOLVE with wait=1 not answered yet: (req, keys).
+    resolving: "tuple[int, list[Key]] | None" = None
 
 
 @dataclass
@@ -249,6 +257,9 @@ class Timekeeper:
         self._sampled_t = 0.0
         self._busy_samples = 0
         self._c_baseline = False
+        self.collectives = CollectiveTable()
+        self._resolve_waiters: dict[Key, list[Actor]] = {}
+        self._rbuf = bytearray(1 << 20)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -344,6 +355,10 @@ class Timekeeper:
         self._actors.pop(a.conn.fileno(), None)
         a.conn.close()
         self._gen += 1
+        a.resolving = None
+        if a.greeted and not any(o.pid == a.pid for o in self._actors.values()):
+            self.collectives.dead.add(a.pid)  # the process left: its ranks will never arrive
+            self._check_lost_ranks()
 
     def _send(self, a: Actor, t: MsgType, payload) -> None:
         try:
@@ -357,20 +372,23 @@ class Timekeeper:
             return
         while True:
             try:
-                pkt = conn.recv(256)
+                n = conn.recv_into(self._rbuf)
             except BlockingIOError:
                 return
             except OSError:
-                pkt = b""
-            if not pkt:
+                n = 0
+            if not n:
                 self._drop(a)
                 return
             try:
-                t, body = decode(pkt)
+                t, body = decode(bytes(memoryview(self._rbuf)[:n]))
             except ValueError as e:
                 self._send(a, MsgType.ERROR, {"error": str(e), "code": "bad_msgpack"})
                 self._drop(a)
                 return
+            if t == MsgType.ARRIVE:  # no actor changes state: no new sample needed
+                self._arrive(a, body)
+                continue
             self._gen += 1
             if t == MsgType.HELLO:
                 if not isinstance(body, list) or len(body) < 3 or body[0] != PROTOCOL_VERSION:
@@ -379,6 +397,7 @@ class Timekeeper:
                     self._drop(a)
                     return
                 a.pid, a.tid, a.greeted = int(body[1]), int(body[2]), True
+                self.collectives.dead.discard(a.pid)  # (an exec'ed process joins again)
                 self.stats.actors_seen += 1
                 if not any(o.pid == a.pid for o in self._actors.values() if o is not a):
                     self.stats.processes_seen += 1
@@ -390,8 +409,81 @@ class Timekeeper:
             elif t == MsgType.RUN:
                 if a.state == WAITING and a.seq == int(body[0]):
                     a.state = RUNNING
+            elif t == MsgType.COMM:
+                self.collectives.comm(int(body[0]), int(body[1]), int(body[2]), a.pid)
+            elif t == MsgType.RESOLVE:
+                self._resolve(a, body)
             else:
                 self._send(a, MsgType.ERROR, {"error": f"unexpected message type {t}", "code": "bad_type"})
+
+    # ------------------------------------------------------------- collectives
+
+    def _arrive(self, a: Actor, body: list) -> None:
+        """ARRIVE [count, arrival * count] (protocol.py), in order: later arrivals of a batch
+        may refer to earlier ones."""
+        count, i, done = int(body[0]), 1, []
+        for _ in range(count):
+            comm, chan, seq, op, nparts, slot, dur, b, nrefs = body[i:i + 9]
+            i += 9
+            refs = [((body[i + 4 * k], body[i + 4 * k + 1], body[i + 4 * k + 2]), body[i + 4 * k + 3])
+                    for k in range(nrefs)]
+            i += 4 * nrefs
+            done += self.collectives.arrive((comm, chan, seq), op, nparts, slot, dur, b, refs, a.pid)
+        if done:
+            self._answer(done)
+
+    def _resolve(self, a: Actor, body: list) -> None:
+        """RESOLVE [req, wait, (comm, chan, seq) * n]: answers now, or once all are resolved."""
+        req, wait = int(body[0]), int(body[1])
+        keys = [(body[k], body[k + 1], body[k + 2]) for k in range(2, len(body) - 2, 3)]
+        ends = [self.collectives.end(k) for k in keys]
+        if not wait or all(e is not None for e in ends):
+            self._send(a, MsgType.RESOLVED, [req] + [-1 if e is None else e for e in ends])
+            return
+        a.resolving = (req, keys)
+        for k, e in zip(keys, ends):
+            if e is None:
+                self._resolve_waiters.setdefault(k, []).append(a)
+        self._check_lost_ranks()
+
+    def _answer(self, resolved: list[Key]) -> None:
+        for key in resolved:
+            for a in self._resolve_waiters.pop(key, ()):
+                if a.resolving is None or a.conn.fileno() < 0:
+                    continue
+                req, keys = a.resolving
+                ends = [self.collectives.end(k) for k in keys]
+                if all(e is not None for e in ends):
+                    a.resolving = None
+                    self._send(a, MsgType.RESOLVED, [req] + ends)
+                    self._gen += 1
+
+    def _collective_waits(self) -> list[tuple[Actor, list[Key]]]:
+        """Each thread waiting for a collective's end, with the collectives that hold it up."""
+        out = []
+        for a in self._actors.values():
+            if a.resolving is not None:
+                seen: set = set()
+                blockers: list[Key] = []
+                for k in a.resolving[1]:
+                    blockers += self.collectives.blockers(k, seen)
+                out.append((a, blockers))
+        return out
+
+    def _check_lost_ranks(self) -> None:
+        """A thread waits for a collective that lacks a rank whose process has left: it can never
+        end. That is a deadlock now; no need to wait for the whole deployment to stall."""
+        if self.deadlock or not self.collectives.dead:
+            return
+        for a, blockers in self._collective_waits():
+            for k in blockers:
+                lost = self.collectives.lost_rank(k)
+                if lost is not None:
+                    self._declare_deadlock(
+                        None, 0.0, headline=f"revati: time warp: deadlock: a collective lacks rank {lost[0]}, whose "
+                        f"process (pid {lost[1]}) has exited; the threads waiting for it can never go on "
+                        f"(virtual time {self.now_ns() / 1e9:.6f} s). Waiting:")
+                    return
 
     # -------------------------------------------------------------- quiescence
 
@@ -520,13 +612,27 @@ class Timekeeper:
                 return True
         return False
 
-    def _declare_deadlock(self, tasks: dict[tuple[int, int], tuple[str, int]], stalled_s: float) -> None:
-        lines = [f"revati: time warp: deadlock: every thread of the {len({p for p, _ in tasks})} emulated "
-                 f"process(es) has been blocked for {stalled_s:.1f} s of wall time with no virtual deadline "
-                 f"to jump to (virtual time {self.now_ns() / 1e9:.6f} s); nothing can wake them. Waiting:"]
+    def _declare_deadlock(self, tasks: "dict[tuple[int, int], tuple[str, int]] | None", stalled_s: float,
+                          headline: str | None = None) -> None:
+        """Reports the waiting threads (tasks: every thread of the deployment, or None: the ones
+        waiting for a collective) and the collectives they wait for, then ends the run."""
+        waits = self._collective_waits()
+        if tasks is None:
+            tasks = {(a.pid, a.tid): ("S", 0) for a, _ in waits}
+        lines = [headline or f"revati: time warp: deadlock: every thread of the {len({p for p, _ in tasks})} "
+                 f"emulated process(es) has been blocked for {stalled_s:.1f} s of wall time with no virtual "
+                 f"deadline to jump to (virtual time {self.now_ns() / 1e9:.6f} s); nothing can wake them. Waiting:"]
         announced = {(a.pid, a.tid): a for a in self._actors.values() if a.greeted}
+        coll_of = {(a.pid, a.tid): b for a, b in waits}
         for (pid, tid) in sorted(tasks):
-            lines.append("  " + describe_wait(pid, tid, announced.get((pid, tid))))
+            line = "  " + describe_wait(pid, tid, announced.get((pid, tid)))
+            if (pid, tid) in coll_of:
+                line += "; waits for the end of a collective"
+            lines.append(line)
+        blockers = sorted({k for _, b in waits for k in b})
+        if blockers:
+            lines.append("Collectives that lack a rank:")
+            lines += ["  " + self.collectives.describe(k) for k in blockers]
         self.deadlock = "\n".join(lines)
         log.debug("%s", self.deadlock)
         if self.on_deadlock is not None:
@@ -535,13 +641,28 @@ class Timekeeper:
         import sys
 
         print(self.deadlock, file=sys.stderr, flush=True)
-        for pid in sorted({p for p, _ in tasks}):
+        for pid in sorted({p for p, _ in tasks} | {a.pid for a in self._actors.values() if a.greeted}):
             try:
                 os.kill(pid, 9)
             except (ProcessLookupError, PermissionError):
                 pass
 
+    def _unread_input(self) -> bool:
+        """Reads what actors sent since the last select. True if it changed an actor's state
+        (a WAIT or RUN, an ARRIVE that answered a thread waiting for a collective, a new or
+        closed connection): the samples no longer tell whether a jump is safe."""
+        gen = self._gen
+        for key, _ in self._sel.select(0):
+            if key.data == "actor":
+                self._read(key.fileobj)
+            elif key.data == "listen":
+                self._accept()
+                gen -= 1
+        return gen != self._gen
+
     def _jump(self, waiting: list[Actor]) -> None:
+        if self._unread_input():
+            return
         # Lazy deadlines (idle ticks, REVATI_TIMEWARP_LAZY) are never the target while a firm
         # one is pending; the jump that passes them wakes them.
         firm = [a.deadline for a in waiting if not a.lazy and a.deadline >= 0]

@@ -458,8 +458,7 @@ API cudaError_t cudaStreamDestroy(cudaStream_t s) {
 API cudaError_t cudaStreamSynchronize(cudaStream_t s) { INIT(); rv_stream_sync(rv_stream_resolve(s)); return cudaSuccess; }
 API cudaError_t cudaStreamQuery(cudaStream_t s) {
   INIT();
-  struct CUstream_st *st = rv_stream_resolve(s);
-  return st->busy_until <= rv_now_ns() ? cudaSuccess : cudaErrorNotReady;
+  return rv_stream_done(rv_stream_resolve(s)) ? cudaSuccess : cudaErrorNotReady;
 }
 API cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
   (void)flags;
@@ -550,12 +549,12 @@ API cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { return cudaEven
 API cudaError_t cudaEventQuery(cudaEvent_t e) {
   INIT();
   if (!e) return fail(cudaErrorInvalidResourceHandle);
-  return (!e->recorded || e->time <= rv_now_ns()) ? cudaSuccess : cudaErrorNotReady;
+  return rv_event_done(e) ? cudaSuccess : cudaErrorNotReady;
 }
 API cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   INIT();
   if (!e) return fail(cudaErrorInvalidResourceHandle);
-  if (e->recorded && !e->capture) rv_wait_until(e->time);
+  rv_event_sync(e);
   rv_periodic_flush();
   return cudaSuccess;
 }
@@ -564,7 +563,7 @@ API cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t e
   if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
   if (!start->recorded || !end->recorded) return fail(cudaErrorInvalidResourceHandle);
   if ((start->flags | end->flags) & cudaEventDisableTiming) return fail(cudaErrorInvalidResourceHandle);
-  *ms = (float)(((double)end->time - (double)start->time) / 1e6);
+  *ms = (float)rv_event_elapsed_ms(start, end);
   return cudaSuccess;
 }
 

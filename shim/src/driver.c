@@ -423,7 +423,7 @@ API CUresult cuStreamCreateWithPriority(CUstream *s, unsigned int flags, int pri
 }
 API CUresult cuStreamDestroy(CUstream s) { INIT(); if ((uintptr_t)s > 2) rv_stream_destroy(s); return CUDA_SUCCESS; }
 API CUresult cuStreamSynchronize(CUstream s) { INIT(); rv_stream_sync(rv_stream_resolve(s)); return CUDA_SUCCESS; }
-API CUresult cuStreamQuery(CUstream s) { INIT(); return rv_stream_resolve(s)->busy_until <= rv_now_ns() ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY; }
+API CUresult cuStreamQuery(CUstream s) { INIT(); return rv_stream_done(rv_stream_resolve(s)) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY; }
 API CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) { (void)flags; INIT(); rv_stream_wait_event(rv_stream_resolve(s), e); return CUDA_SUCCESS; }
 API CUresult cuStreamGetCtx(CUstream s, CUcontext *ctx) { INIT(); *ctx = primary(rv_stream_resolve(s)->device); return CUDA_SUCCESS; }
 API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
@@ -436,9 +436,9 @@ API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
 API CUresult cuEventDestroy(CUevent e) { free(e); return CUDA_SUCCESS; }
 API CUresult cuEventRecord(CUevent e, CUstream s) { INIT(); rv_event_record(e, rv_stream_resolve(s)); return CUDA_SUCCESS; }
 API CUresult cuEventRecordWithFlags(CUevent e, CUstream s, unsigned int flags) { (void)flags; return cuEventRecord(e, s); }
-API CUresult cuEventQuery(CUevent e) { INIT(); return (!e->recorded || e->time <= rv_now_ns()) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY; }
-API CUresult cuEventSynchronize(CUevent e) { if (e->recorded && !e->capture) rv_wait_until(e->time); return CUDA_SUCCESS; }
+API CUresult cuEventQuery(CUevent e) { INIT(); return rv_event_done(e) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY; }
+API CUresult cuEventSynchronize(CUevent e) { rv_event_sync(e); return CUDA_SUCCESS; }
 API CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
-  *ms = (float)(((double)b->time - (double)a->time) / 1e6);
+  *ms = (float)rv_event_elapsed_ms(a, b);
   return CUDA_SUCCESS;
 }

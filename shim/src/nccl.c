@@ -1,8 +1,11 @@
-/* NCCL: communicators and collectives recorded on the calling stream's timeline.
+/* NCCL: communicators and collectives on the calling stream's timeline.
  *
- * Each collective is one op with its kind, bytes and rank count. Resolving arrivals across
- * ranks (end = max(arrivals) + duration) is the coordinator's job in the time-warp layer;
- * here each rank records its own arrival and the predicted duration. */
+ * Each collective is one op with its kind, bytes and rank count. With the time warp on, the
+ * Timekeeper resolves it across ranks: every rank numbers its calls per communicator (and per
+ * peer for send/recv), sends its arrival, and every rank's stream ends at
+ * end = max(arrivals) + duration (timeline.c, revati/timekeeper/collectives.py). Without the
+ * time warp each rank records its own arrival and the predicted duration (an approximation:
+ * the ranks' ends do not agree). */
 #define _GNU_SOURCE
 #include <nccl.h>
 #include <stdio.h>
@@ -11,15 +14,53 @@
 #include <sys/random.h>
 
 #include "shim.h"
+#include "timewarp.h"
 
 #define API RV_EXPORT
 
 struct ncclComm {
   uint64_t id;
   int nranks, rank, device;
+  uint64_t coll_seq;               /* collectives called so far */
+  uint64_t *send_seq, *recv_seq;   /* sends to / receives from each peer */
+  uint64_t splits;                 /* ncclCommSplit calls on this comm (the same on every rank) */
 };
 
 static __thread int rv_group_depth;
+
+static struct ncclComm *comm_new(uint64_t id, int nranks, int rank, int device) {
+  struct ncclComm *c = calloc(1, sizeof *c);
+  c->id = id;
+  c->nranks = nranks;
+  c->rank = rank;
+  c->device = device;
+  c->send_seq = calloc((size_t)nranks, sizeof *c->send_seq);
+  c->recv_seq = calloc((size_t)nranks, sizeof *c->recv_seq);
+  rv_tw_comm(id, nranks, rank);
+  return c;
+}
+
+int rv_nccl_next_key(struct ncclComm *c, const rv_op *op, rv_ckey *key, int *slot) {
+  int peer = op->u.coll.peer;
+  key->comm = c->id;
+  switch (op->u.coll.coll) {
+    case RV_COLL_SEND:
+    case RV_COLL_RECV: {
+      if (peer < 0 || peer >= c->nranks) return 1;
+      int send = op->u.coll.coll == RV_COLL_SEND;
+      int src = send ? c->rank : peer, dst = send ? peer : c->rank;
+      key->chan = 1 + (uint64_t)src * 65536 + (uint64_t)dst;
+      key->seq = send ? c->send_seq[peer]++ : c->recv_seq[peer]++;
+      *slot = send ? 0 : 1;
+      return 2;
+    }
+    default:
+      key->chan = 0;
+      key->seq = c->coll_seq++;
+      *slot = c->rank;
+      return c->nranks;
+  }
+}
 
 static uint64_t id_hash(const ncclUniqueId *u) {
   uint64_t h = 1469598103934665603ULL;
@@ -57,11 +98,7 @@ API ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUnique
   (void)cfg;
   rv_ensure_init();
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
-  struct ncclComm *c = calloc(1, sizeof *c);
-  c->id = id_hash(&id);
-  c->nranks = nranks;
-  c->rank = rank;
-  c->device = rv_current_device();
+  struct ncclComm *c = comm_new(id_hash(&id), nranks, rank, rv_current_device());
   *comm = c;
   RV_LOG(RV_LOG_INFO, "nccl comm %016llx rank %d/%d on device %d", (unsigned long long)c->id, rank, nranks, c->device);
   return ncclSuccess;
@@ -82,17 +119,20 @@ API ncclResult_t ncclCommInitAll(ncclComm_t *comms, int ndev, const int *devlist
 }
 API ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t *newcomm, ncclConfig_t *cfg) {
   (void)cfg;
+  /* Every rank of comm calls the split, in the same order: the n-th split of a comm gets the
+   * same id on all ranks, and two splits with one color do not share an id. */
+  uint64_t n = comm->splits++;
   if (color < 0) { *newcomm = NULL; return ncclSuccess; }
-  struct ncclComm *c = calloc(1, sizeof *c);
-  *c = *comm;
-  c->id = comm->id * 31 + (uint64_t)color + 1;
-  c->rank = key < comm->nranks ? key : comm->rank;
-  *newcomm = c;
+  /* NOTE: the new comm's size is not known without the other ranks' colors; like before, it
+   * keeps the parent's size and the rank is the key when that fits. */
+  uint64_t id = (comm->id ^ (n + 1) * 0x9e3779b97f4a7c15ULL) * 31 + (uint64_t)color + 1;
+  *newcomm = comm_new(id, comm->nranks, key < comm->nranks ? key : comm->rank, comm->device);
   return ncclSuccess;
 }
+/* NOTE: communicators are never freed: graphs captured on one keep a pointer to it. */
 API ncclResult_t ncclCommFinalize(ncclComm_t comm) { (void)comm; return ncclSuccess; }
-API ncclResult_t ncclCommDestroy(ncclComm_t comm) { free(comm); return ncclSuccess; }
-API ncclResult_t ncclCommAbort(ncclComm_t comm) { free(comm); return ncclSuccess; }
+API ncclResult_t ncclCommDestroy(ncclComm_t comm) { (void)comm; return ncclSuccess; }
+API ncclResult_t ncclCommAbort(ncclComm_t comm) { (void)comm; return ncclSuccess; }
 API ncclResult_t ncclCommCount(const ncclComm_t comm, int *n) { *n = comm->nranks; return ncclSuccess; }
 API ncclResult_t ncclCommCuDevice(const ncclComm_t comm, int *dev) { *dev = comm->device; return ncclSuccess; }
 API ncclResult_t ncclCommUserRank(const ncclComm_t comm, int *rank) { *rank = comm->rank; return ncclSuccess; }
@@ -105,8 +145,14 @@ API ncclResult_t ncclCommRegister(const ncclComm_t comm, void *buf, size_t size,
 API ncclResult_t ncclCommDeregister(const ncclComm_t comm, void *handle) { (void)comm; (void)handle; return ncclSuccess; }
 API ncclResult_t ncclMemAlloc(void **ptr, size_t size) { return rv_dev_malloc(rv_current_device(), size, ptr) ? ncclSystemError : ncclSuccess; }
 API ncclResult_t ncclMemFree(void *ptr) { rv_dev_free(ptr); return ncclSuccess; }
-API ncclResult_t ncclGroupStart(void) { rv_group_depth++; return ncclSuccess; }
-API ncclResult_t ncclGroupEnd(void) { if (rv_group_depth > 0) rv_group_depth--; return ncclSuccess; }
+API ncclResult_t ncclGroupStart(void) {
+  if (rv_group_depth++ == 0) rv_coll_group_begin();
+  return ncclSuccess;
+}
+API ncclResult_t ncclGroupEnd(void) {
+  if (rv_group_depth > 0 && --rv_group_depth == 0) rv_coll_group_end();
+  return ncclSuccess;
+}
 API ncclResult_t ncclRedOpCreatePreMulSum(ncclRedOp_t *op, void *scalar, ncclDataType_t t, ncclScalarResidence_t r,
                                           ncclComm_t comm) {
   (void)scalar; (void)t; (void)r; (void)comm;
@@ -125,12 +171,13 @@ static ncclResult_t record(int coll, size_t bytes, int peer, ncclComm_t comm, cu
   op.u.coll.coll = (uint8_t)coll;
   op.u.coll.bytes = bytes;
   op.u.coll.comm_id = comm->id;
+  op.u.coll.comm = comm;
   op.u.coll.nranks = comm->nranks;
   op.u.coll.rank = comm->rank;
   op.u.coll.peer = peer;
   /* Out-of-place collectives leave this rank's own contribution in the output. */
   if (dst && src && dst != src && copy_bytes) rv_copy_effect(dst, src, copy_bytes);
-  rv_submit(rv_stream_resolve(stream), &op);
+  rv_coll_submit(rv_stream_resolve(stream), &op);
   return ncclSuccess;
 }
 

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #define RV_EXPORT __attribute__((visibility("default")))
+
+struct ncclComm;
 #define RV_LIKELY(x) __builtin_expect(!!(x), 1)
 #define RV_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -186,7 +188,9 @@ typedef struct rv_op {
     struct {
       uint64_t bytes;       /* bytes each rank contributes (send buffer) */
       uint64_t comm_id;
+      struct ncclComm *comm; /* numbers the call at submission (or at each graph replay) */
       int32_t nranks, rank, peer;
+      uint32_t group;       /* ncclGroupStart/End nesting it was called in (per thread), 0: none */
       uint8_t coll;         /* rv_coll */
       uint8_t dtype;
     } coll;
@@ -212,6 +216,29 @@ uint64_t rv_roofline_ns(const rv_op *op, const rv_gpu_spec *gpu);
 
 /* ------------------------------------------------------------ streams and graphs */
 
+/* A collective as the Timekeeper names it (time warp on): the communicator (a hash of its
+ * unique id), a channel (0 for collectives; 1 + src * 65536 + dst for the send/recv pairs from
+ * src to dst; 0 on a process-private "comm" for joins, see timeline.c) and the call's number on
+ * that channel. Every rank numbers its calls alike, so the ranks' arrivals meet under one key. */
+typedef struct rv_ckey {
+  uint64_t comm, chan, seq;
+} rv_ckey;
+
+/* A point on a virtual timeline: max(b, end(ref[i].key) + ref[i].a over i). With the time warp
+ * on, a collective's end is known only once every rank has arrived (the Timekeeper resolves
+ * it), so a stream's later work is kept relative to the pending ends it follows; n == 0 is an
+ * absolute time b. The form is closed under "then an op of duration d launched at host time h"
+ * (b = max(b, h) + d, every a += d) and under max (union of refs), see timeline.c. */
+#define RV_TREF_MAX 4
+typedef struct rv_tpos {
+  uint64_t b;
+  uint32_t n;
+  struct {
+    rv_ckey key;
+    uint64_t a;
+  } ref[RV_TREF_MAX];
+} rv_tpos;
+
 typedef struct rv_graph rv_graph;
 
 struct CUstream_st {
@@ -219,7 +246,7 @@ struct CUstream_st {
   int device;
   unsigned flags;
   int priority;
-  uint64_t busy_until;   /* virtual ns at which the last enqueued op ends */
+  rv_tpos pos;           /* where the last enqueued op ends (virtual ns) */
   rv_graph *capture;     /* non-NULL while capturing */
   uint64_t capture_id;
   int capture_mode;
@@ -227,7 +254,7 @@ struct CUstream_st {
 };
 
 struct CUevent_st {
-  uint64_t time;         /* virtual ns of the recorded point */
+  rv_tpos t;             /* the recorded point (virtual ns) */
   unsigned flags;
   int recorded;
   int device;
@@ -256,6 +283,20 @@ void rv_stream_sync(struct CUstream_st *s);
 void rv_device_sync(int dev);
 void rv_event_record(struct CUevent_st *e, struct CUstream_st *s);
 void rv_stream_wait_event(struct CUstream_st *s, struct CUevent_st *e);
+/* Queries and waits that need a stream's or an event's absolute time (with pending collectives
+ * the Timekeeper is asked for their ends; a query never waits for a rank to arrive). */
+int rv_stream_done(struct CUstream_st *s);            /* 1: its work has ended by now */
+int rv_event_done(struct CUevent_st *e);
+void rv_event_sync(struct CUevent_st *e);
+double rv_event_elapsed_ms(struct CUevent_st *a, struct CUevent_st *b);
+/* NCCL calls (nccl.c): onto the timeline, or into the capture. With the time warp on, a call
+ * on a communicator of more than one rank is an arrival the Timekeeper resolves (timeline.c). */
+void rv_coll_submit(struct CUstream_st *s, const rv_op *op);
+void rv_coll_group_begin(void);                        /* outermost ncclGroupStart */
+void rv_coll_group_end(void);                          /* outermost ncclGroupEnd */
+/* The Timekeeper's key for this rank's next call of op (nccl.c; under rv_lock). Returns the
+ * number of participants (ranks of a collective, 2 for send/recv) and this rank's slot. */
+int rv_nccl_next_key(struct ncclComm *c, const rv_op *op, rv_ckey *key, int *slot);
 int rv_begin_capture(struct CUstream_st *s, int mode);
 rv_graph *rv_end_capture(struct CUstream_st *s);
 void rv_graph_launch(const rv_graph *exec, struct CUstream_st *s);

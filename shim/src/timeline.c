@@ -65,6 +65,280 @@ void rv_wait_until(uint64_t t) {
   }
 }
 
+/* -------------------------------------------------------------------- positions
+ *
+ * A stream's position is an rv_tpos: max(b, end(key_i) + a_i). Launching an op of duration d
+ * at host time h maps it to max(b, h) + d with every a_i + d; waiting on an event is a max
+ * (union of refs). So a stream goes on after a collective without knowing its end: the end is
+ * asked of the Timekeeper (rv_tw_resolve) only where the host needs an absolute time (a sync,
+ * a query, elapsed time, a trace record). Resolved ends are cached here (rcache). */
+
+static inline void tpos_at_least(rv_tpos *p, uint64_t t) {
+  if (t > p->b) p->b = t;
+}
+
+static inline void tpos_add(rv_tpos *p, uint64_t d) {
+  p->b += d;
+  for (uint32_t i = 0; i < p->n; i++) p->ref[i].a += d;
+}
+
+static inline int ckey_eq(const rv_ckey *x, const rv_ckey *y) {
+  return x->comm == y->comm && x->chan == y->chan && x->seq == y->seq;
+}
+
+#define RV_RCACHE 4096 /* direct-mapped: a key pushed out is asked again */
+static struct {
+  rv_ckey k;
+  uint64_t end;
+  int valid;
+} rv_rcache[RV_RCACHE];
+
+static size_t rcache_slot(const rv_ckey *k) {
+  uint64_t x = k->comm ^ (k->chan * 0x9e3779b97f4a7c15ULL) ^ (k->seq * 0xff51afd7ed558ccdULL);
+  x ^= x >> 29;
+  return (size_t)(x & (RV_RCACHE - 1));
+}
+
+static int rcache_get(const rv_ckey *k, uint64_t *end) {
+  size_t i = rcache_slot(k);
+  if (!rv_rcache[i].valid || !ckey_eq(&rv_rcache[i].k, k)) return 0;
+  *end = rv_rcache[i].end;
+  return 1;
+}
+
+static void rcache_put(const rv_ckey *k, uint64_t end) {
+  size_t i = rcache_slot(k);
+  rv_rcache[i].k = *k;
+  rv_rcache[i].end = end;
+  rv_rcache[i].valid = 1;
+}
+
+/* Folds the refs whose end is known into b. */
+static void tpos_fold(rv_tpos *p) {
+  uint32_t j = 0;
+  for (uint32_t i = 0; i < p->n; i++) {
+    uint64_t e;
+    if (rcache_get(&p->ref[i].key, &e)) tpos_at_least(p, e + p->ref[i].a);
+    else p->ref[j++] = p->ref[i];
+  }
+  p->n = j;
+}
+
+typedef struct {
+  rv_ckey key;
+  uint64_t a;
+} rv_tref;
+
+/* Appends an arrival to an ARRIVE batch (the encoding of timewarp.h). */
+typedef struct {
+  int64_t *v;
+  size_t n, cap;
+} rv_ibuf;
+
+static void ibuf_put(rv_ibuf *b, int64_t x) {
+  if (b->n == b->cap) {
+    b->cap = b->cap ? 2 * b->cap : 256;
+    b->v = realloc(b->v, b->cap * sizeof *b->v);
+  }
+  b->v[b->n++] = x;
+}
+
+static void arrival_put(rv_ibuf *b, const rv_ckey *key, int op, int nparts, int slot, uint64_t dur,
+                        uint64_t base, const rv_tref *refs, uint32_t nrefs) {
+  ibuf_put(b, (int64_t)key->comm);
+  ibuf_put(b, (int64_t)key->chan);
+  ibuf_put(b, (int64_t)key->seq);
+  ibuf_put(b, op);
+  ibuf_put(b, nparts);
+  ibuf_put(b, slot);
+  ibuf_put(b, (int64_t)dur);
+  ibuf_put(b, (int64_t)base);
+  ibuf_put(b, nrefs);
+  for (uint32_t i = 0; i < nrefs; i++) {
+    ibuf_put(b, (int64_t)refs[i].key.comm);
+    ibuf_put(b, (int64_t)refs[i].key.chan);
+    ibuf_put(b, (int64_t)refs[i].key.seq);
+    ibuf_put(b, (int64_t)refs[i].a);
+  }
+}
+
+#define RV_OP_JOIN 255 /* the "op" of a join in ARRIVE */
+static uint64_t rv_join_seq;
+
+/* Sets p's refs. More than RV_TREF_MAX become one join: a collective of one participant (this
+ * process, on its private comm) and no duration, whose arrival is their max. */
+static void tpos_set_refs(rv_tpos *p, const rv_tref *refs, uint32_t n) {
+  if (n <= RV_TREF_MAX) {
+    for (uint32_t i = 0; i < n; i++) { p->ref[i].key = refs[i].key; p->ref[i].a = refs[i].a; }
+    p->n = n;
+    return;
+  }
+  rv_ckey key = {rv_tw_private_id(), 0, rv_join_seq++};
+  int64_t v[9 + 4 * 2 * RV_TREF_MAX];
+  rv_ibuf b = {v, 0, sizeof v / sizeof v[0]};
+  arrival_put(&b, &key, RV_OP_JOIN, 1, 0, 0, p->b, refs, n);
+  p->n = 0;
+  if (rv_tw_arrive(b.v, b.n) == 0) {
+    p->n = 1;
+    p->ref[0].key = key;
+    p->ref[0].a = 0;
+  } /* else no Timekeeper: b stays the lower bound it is */
+}
+
+/* p = max(p, q). */
+static void tpos_merge(rv_tpos *p, const rv_tpos *q) {
+  tpos_at_least(p, q->b);
+  if (RV_LIKELY(!q->n)) return;
+  rv_tref tmp[2 * RV_TREF_MAX];
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < p->n; i++) { tmp[n].key = p->ref[i].key; tmp[n++].a = p->ref[i].a; }
+  for (uint32_t i = 0; i < q->n; i++) {
+    uint32_t k = 0;
+    while (k < n && !ckey_eq(&tmp[k].key, &q->ref[i].key)) k++;
+    if (k < n) { if (q->ref[i].a > tmp[k].a) tmp[k].a = q->ref[i].a; }
+    else { tmp[n].key = q->ref[i].key; tmp[n++].a = q->ref[i].a; }
+  }
+  if (n > RV_TREF_MAX) { /* known ends first: a join costs a message */
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < n; i++) {
+      uint64_t e;
+      if (rcache_get(&tmp[i].key, &e)) tpos_at_least(p, e + tmp[i].a);
+      else tmp[j++] = tmp[i];
+    }
+    n = j;
+  }
+  tpos_set_refs(p, tmp, n);
+}
+
+/* ------------------------------------------------------------------- deferred trace
+ * Ops placed after a pending collective have no absolute start yet: their trace records wait
+ * here until the ends they depend on are resolved (at the stream's next sync, at the latest at
+ * exit). */
+
+typedef struct {
+  uint64_t sid;
+  int dev;
+  uint8_t in_graph, coll;
+  rv_op op;
+  rv_tpos start;
+  uint64_t dur;
+  rv_ckey key; /* a resolved collective: its end */
+} rv_dtrace;
+
+static rv_dtrace *rv_dtr;
+static size_t rv_ndtr, rv_capdtr;
+
+static void trace_op_at(uint64_t sid, int dev, const rv_op *op, uint64_t start, uint64_t dur, int in_graph,
+                        const char *extra);
+
+static void trace_defer_locked(const struct CUstream_st *s, const rv_op *op, const rv_tpos *start, uint64_t dur,
+                               int in_graph, const rv_ckey *key) {
+  if (rv_ndtr == rv_capdtr) {
+    rv_capdtr = rv_capdtr ? 2 * rv_capdtr : 1024;
+    rv_dtr = realloc(rv_dtr, rv_capdtr * sizeof *rv_dtr);
+  }
+  rv_dtrace *d = &rv_dtr[rv_ndtr++];
+  d->sid = s->id;
+  d->dev = s->device;
+  d->in_graph = (uint8_t)in_graph;
+  d->coll = key != NULL;
+  d->op = *op;
+  d->start = *start;
+  d->dur = dur;
+  if (key) d->key = *key;
+}
+
+static void trace_coll_locked(uint64_t sid, int dev, const rv_op *op, uint64_t arrival, uint64_t end,
+                              const rv_ckey *key, int in_graph, int unresolved) {
+  char extra[160];
+  snprintf(extra, sizeof extra, "\"chan\":%llu,\"seq\":%llu,\"arrival_ns\":%llu,\"end_ns\":%llu%s",
+           (unsigned long long)key->chan, (unsigned long long)key->seq, (unsigned long long)arrival,
+           (unsigned long long)end, unresolved ? ",\"unresolved\":1" : "");
+  trace_op_at(sid, dev, op, arrival, end > arrival ? end - arrival : 0, in_graph, extra);
+}
+
+/* Writes the deferred records whose times are known now (all of them when final). */
+static void trace_flush_deferred_locked(int final) {
+  size_t j = 0;
+  for (size_t i = 0; i < rv_ndtr; i++) {
+    rv_dtrace *d = &rv_dtr[i];
+    tpos_fold(&d->start);
+    uint64_t end = 0;
+    int have_end = !d->coll || rcache_get(&d->key, &end);
+    if ((d->start.n || !have_end) && !final) {
+      rv_dtr[j++] = *d;
+      continue;
+    }
+    int unresolved = d->start.n || !have_end;
+    if (d->coll) {
+      if (!have_end) end = d->start.b + d->dur;
+      trace_coll_locked(d->sid, d->dev, &d->op, d->start.b, end, &d->key, d->in_graph, unresolved);
+    } else {
+      trace_op_at(d->sid, d->dev, &d->op, d->start.b, d->dur, d->in_graph, unresolved ? "\"unresolved\":1" : NULL);
+    }
+  }
+  rv_ndtr = j;
+}
+
+/* Tracing: after a resolve, the ends the deferred records still lack (a sync resolves a chain's
+ * last collective; the records of the ones before it need theirs too). Without rv_lock. */
+static void trace_catch_up(void) {
+  if (!rv_trace_on) return;
+  for (int round = 0; round < 256; round++) {
+    rv_ckey keys[64];
+    int64_t ends[64];
+    int n = 0;
+    pthread_mutex_lock(&rv_lock);
+    trace_flush_deferred_locked(0);
+    for (size_t i = 0; i < rv_ndtr && n < 64; i++) {
+      rv_dtrace *d = &rv_dtr[i];
+      uint64_t e;
+      for (uint32_t r = 0; r <= d->start.n && n < 64; r++) {
+        const rv_ckey *k = r < d->start.n ? &d->start.ref[r].key : d->coll ? &d->key : NULL;
+        if (!k || rcache_get(k, &e)) continue;
+        int dup = 0;
+        for (int j = 0; j < n && !dup; j++) dup = ckey_eq(&keys[j], k);
+        if (!dup) keys[n++] = *k;
+      }
+    }
+    pthread_mutex_unlock(&rv_lock);
+    if (!n) return;
+    int r = rv_tw_resolve(keys, n, 0, ends);
+    if (r < 0) return;
+    pthread_mutex_lock(&rv_lock);
+    for (int i = 0; i < n; i++)
+      if (ends[i] >= 0) rcache_put(&keys[i], (uint64_t)ends[i]);
+    pthread_mutex_unlock(&rv_lock);
+    if (r == n) return; /* no progress: the rest are not resolved yet */
+  }
+}
+
+/* Asks the Timekeeper for the ends of p's refs and folds them (wait: until they are all known).
+ * Called without rv_lock. Returns 0 when p is absolute now. Without a Timekeeper, the refs are
+ * dropped and b, a lower bound, stands for p. */
+static int tpos_resolve(rv_tpos *p, int wait) {
+  pthread_mutex_lock(&rv_lock);
+  tpos_fold(p);
+  pthread_mutex_unlock(&rv_lock);
+  if (!p->n) return 0;
+  rv_ckey keys[RV_TREF_MAX];
+  int64_t ends[RV_TREF_MAX];
+  for (uint32_t i = 0; i < p->n; i++) keys[i] = p->ref[i].key;
+  int r = rv_tw_resolve(keys, (int)p->n, wait, ends);
+  pthread_mutex_lock(&rv_lock);
+  if (r < 0) {
+    p->n = 0;
+  } else {
+    for (uint32_t i = 0; i < p->n; i++)
+      if (ends[i] >= 0) rcache_put(&keys[i], (uint64_t)ends[i]);
+    tpos_fold(p);
+  }
+  int deferred = rv_ndtr != 0;
+  pthread_mutex_unlock(&rv_lock);
+  if (deferred && r >= 0) trace_catch_up();
+  return p->n ? -1 : 0;
+}
+
 /* ---------------------------------------------------------------------- streams */
 
 static struct CUstream_st **rv_streams; /* every live stream, including the null streams */
@@ -86,7 +360,6 @@ static struct CUstream_st *stream_new_locked(int device, unsigned flags, int pri
   s->device = device;
   s->flags = flags;
   s->priority = priority;
-  s->busy_until = 0;
   stream_list_add(s);
   return s;
 }
@@ -124,19 +397,17 @@ struct CUstream_st *rv_stream_resolve(void *handle) {
   return (struct CUstream_st *)handle;
 }
 
-/* Implicit synchronization of the legacy default stream with blocking streams. */
-static uint64_t legacy_dependency_locked(const struct CUstream_st *s) {
-  uint64_t t = 0;
+/* Implicit synchronization of the legacy default stream with blocking streams: merged into p. */
+static void legacy_dependency_locked(const struct CUstream_st *s, rv_tpos *p) {
   struct CUstream_st *null_s = rv_devices[s->device].null_stream;
   if (s == null_s) {
     for (size_t i = 0; i < rv_nstreams; i++) {
       const struct CUstream_st *o = rv_streams[i];
-      if (o->device == s->device && !(o->flags & 1) && o->busy_until > t) t = o->busy_until;
+      if (o != s && o->device == s->device && !(o->flags & 1)) tpos_merge(p, &o->pos);
     }
   } else if (!(s->flags & 1)) {
-    t = null_s->busy_until;
+    tpos_merge(p, &null_s->pos);
   }
-  return t;
 }
 
 static void account_locked(const rv_op *op, uint64_t dur) {
@@ -158,6 +429,15 @@ int rv_kernel_family(rv_kernel *k) {
   return k->family;
 }
 
+/* Puts op at position p (advanced past it), on stream s's trace track. */
+static void place_locked(const struct CUstream_st *s, rv_tpos *p, const rv_op *op, uint64_t dur, int in_graph) {
+  if (rv_trace_on) {
+    if (RV_LIKELY(!p->n)) rv_trace_op(s, op, p->b, dur, in_graph);
+    else trace_defer_locked(s, op, p, dur, in_graph, NULL);
+  }
+  tpos_add(p, dur);
+}
+
 void rv_submit(struct CUstream_st *s, const rv_op *op) {
   if (op->kind == RV_OP_KERNEL) rv_kernel_family((rv_kernel *)op->u.kernel.k);
   pthread_mutex_lock(&rv_lock);
@@ -167,13 +447,126 @@ void rv_submit(struct CUstream_st *s, const rv_op *op) {
     return;
   }
   uint64_t dur = rv_duration->predict_ns(op, rv_devices[s->device].spec);
-  uint64_t start = rv_now_ns();
-  if (s->busy_until > start) start = s->busy_until;
-  uint64_t dep = legacy_dependency_locked(s);
-  if (dep > start) start = dep;
-  s->busy_until = start + dur;
+  uint64_t now = rv_now_ns();
+  legacy_dependency_locked(s, &s->pos);
+  tpos_at_least(&s->pos, now);
   account_locked(op, dur);
-  if (rv_trace_on) rv_trace_op(s, op, start, dur, 0);
+  place_locked(s, &s->pos, op, dur, 0);
+  pthread_mutex_unlock(&rv_lock);
+}
+
+/* ------------------------------------------------------------------ collectives
+ *
+ * With the time warp on, a call on a communicator of several ranks is an arrival: its key
+ * (rv_nccl_next_key), the stream's position when it starts (which may itself follow earlier
+ * pending collectives) and its predicted duration go to the Timekeeper in one message, and the
+ * thread goes on at once. The stream then ends at the collective's end, which the Timekeeper
+ * computes as max(arrivals) + duration once every rank has arrived; the host learns it when
+ * it needs it (tpos_resolve). Calls between ncclGroupStart and ncclGroupEnd all start at the
+ * stream's position at the group's first call on it, and the stream goes on after the latest
+ * of their ends. Without the time warp, a collective is an op of its predicted duration. */
+
+#define RV_GROUP_STREAMS 16
+static __thread struct {
+  int active;
+  uint32_t id;
+  int n;
+  struct {
+    struct CUstream_st *s;
+    rv_tpos start, end;
+  } e[RV_GROUP_STREAMS];
+} rv_grp;
+static _Atomic uint32_t rv_next_group = 1;
+
+void rv_coll_group_begin(void) {
+  rv_grp.active = 1;
+  rv_grp.id = __atomic_fetch_add(&rv_next_group, 1, __ATOMIC_RELAXED);
+  rv_grp.n = 0;
+}
+
+void rv_coll_group_end(void) {
+  if (!rv_grp.active) return;
+  pthread_mutex_lock(&rv_lock);
+  for (int i = 0; i < rv_grp.n; i++) tpos_merge(&rv_grp.e[i].s->pos, &rv_grp.e[i].end);
+  pthread_mutex_unlock(&rv_lock);
+  rv_grp.active = 0;
+  rv_grp.n = 0;
+}
+
+/* Whether op is resolved by the Timekeeper (else it is a local op of its duration). */
+static int coll_resolved(const rv_op *op) {
+  return rv_tw_on && op->kind == RV_OP_COLLECTIVE && op->u.coll.comm && op->u.coll.nranks > 1;
+}
+
+/* One arrival at position *at (the call's start); returns its end's position in *end.
+ * Returns 0 when the call turned out to be local (a send to an out-of-range peer). */
+static int coll_arrive_locked(const rv_op *op, uint64_t dur, const rv_tpos *at, rv_ibuf *batch, rv_ckey *key,
+                              rv_tpos *end) {
+  int slot = 0;
+  int nparts = rv_nccl_next_key(op->u.coll.comm, op, key, &slot);
+  if (nparts <= 1) return 0;
+  rv_tref refs[RV_TREF_MAX];
+  for (uint32_t i = 0; i < at->n; i++) { refs[i].key = at->ref[i].key; refs[i].a = at->ref[i].a; }
+  arrival_put(batch, key, op->u.coll.coll, nparts, slot, dur, at->b, refs, at->n);
+  /* The end is at least this rank's own arrival plus the duration, and follows the key. */
+  end->b = at->b + dur;
+  end->n = 1;
+  end->ref[0].key = *key;
+  end->ref[0].a = 0;
+  return 1;
+}
+
+void rv_coll_submit(struct CUstream_st *s, const rv_op *in) {
+  rv_op op = *in;
+  op.u.coll.group = rv_grp.active ? rv_grp.id : 0;
+  pthread_mutex_lock(&rv_lock);
+  if (s->capture) {
+    rv_graph_append(s->capture, &op);
+    pthread_mutex_unlock(&rv_lock);
+    return;
+  }
+  uint64_t dur = rv_duration->predict_ns(&op, rv_devices[s->device].spec);
+  uint64_t now = rv_now_ns();
+  account_locked(&op, dur);
+  if (!coll_resolved(&op)) {
+    legacy_dependency_locked(s, &s->pos);
+    tpos_at_least(&s->pos, now);
+    place_locked(s, &s->pos, &op, dur, 0);
+    pthread_mutex_unlock(&rv_lock);
+    return;
+  }
+  rv_tpos at = s->pos, *gend = NULL;
+  legacy_dependency_locked(s, &at);
+  tpos_at_least(&at, now);
+  if (rv_grp.active) {
+    int i = 0;
+    while (i < rv_grp.n && rv_grp.e[i].s != s) i++;
+    if (i < rv_grp.n) {
+      at = rv_grp.e[i].start;
+      gend = &rv_grp.e[i].end;
+    } else if (i < RV_GROUP_STREAMS) {
+      rv_grp.e[i].s = s;
+      rv_grp.e[i].start = at;
+      rv_grp.e[i].end.b = at.b; /* every call's end follows its start: the start's refs are implied */
+      rv_grp.e[i].end.n = 0;
+      gend = &rv_grp.e[i].end;
+      rv_grp.n++;
+    }
+  }
+  int64_t stack[9 + 4 * RV_TREF_MAX];
+  rv_ibuf batch = {stack, 0, sizeof stack / sizeof stack[0]};
+  rv_ckey key;
+  rv_tpos end;
+  if (!coll_arrive_locked(&op, dur, &at, &batch, &key, &end) || rv_tw_arrive(batch.v, batch.n) < 0) {
+    /* local after all (no Timekeeper): an op of its duration */
+    s->pos = at;
+    place_locked(s, &s->pos, &op, dur, 0);
+    pthread_mutex_unlock(&rv_lock);
+    return;
+  }
+  if (rv_trace_on) trace_defer_locked(s, &op, &at, dur, 0, &key);
+  if (gend) tpos_merge(gend, &end);
+  else s->pos = end;
   pthread_mutex_unlock(&rv_lock);
 }
 
@@ -189,18 +582,58 @@ void rv_periodic_flush(void) {
 void rv_stream_sync(struct CUstream_st *s) {
   rv_periodic_flush();
   pthread_mutex_lock(&rv_lock);
-  uint64_t t = s->busy_until, dep = legacy_dependency_locked(s);
+  rv_tpos t = s->pos;
+  legacy_dependency_locked(s, &t);
   pthread_mutex_unlock(&rv_lock);
-  rv_wait_until(dep > t ? dep : t);
+  if (t.n) {
+    tpos_resolve(&t, 1);
+    pthread_mutex_lock(&rv_lock);
+    tpos_fold(&s->pos);
+    pthread_mutex_unlock(&rv_lock);
+  }
+  rv_wait_until(t.b);
 }
 
 void rv_device_sync(int dev) {
   uint64_t t = 0;
   pthread_mutex_lock(&rv_lock);
-  for (size_t i = 0; i < rv_nstreams; i++)
-    if (rv_streams[i]->device == dev && rv_streams[i]->busy_until > t) t = rv_streams[i]->busy_until;
+  size_t n = 0;
+  rv_tpos *pend = NULL;
+  for (size_t i = 0; i < rv_nstreams; i++) {
+    if (rv_streams[i]->device != dev) continue;
+    const rv_tpos *p = &rv_streams[i]->pos;
+    if (p->b > t) t = p->b;
+    if (p->n) {
+      pend = realloc(pend, (n + 1) * sizeof *pend);
+      pend[n++] = *p;
+    }
+  }
   pthread_mutex_unlock(&rv_lock);
+  for (size_t i = 0; i < n; i++) { /* one at a time: each answer is cached for the next */
+    tpos_resolve(&pend[i], 1);
+    if (pend[i].b > t) t = pend[i].b;
+  }
+  free(pend);
+  if (n) {
+    pthread_mutex_lock(&rv_lock);
+    for (size_t i = 0; i < rv_nstreams; i++) tpos_fold(&rv_streams[i]->pos);
+    pthread_mutex_unlock(&rv_lock);
+  }
   rv_wait_until(t);
+}
+
+int rv_stream_done(struct CUstream_st *s) {
+  pthread_mutex_lock(&rv_lock);
+  rv_tpos t = s->pos;
+  legacy_dependency_locked(s, &t);
+  tpos_fold(&t);
+  pthread_mutex_unlock(&rv_lock);
+  uint64_t now = rv_now_ns();
+  if (t.b > now) return 0; /* b is a lower bound */
+  /* A pending collective whose ranks have not all arrived has not ended on a real GPU either:
+   * they arrive at or after now. */
+  if (t.n && tpos_resolve(&t, 0) < 0) return 0;
+  return t.b <= rv_now_ns();
 }
 
 void rv_event_record(struct CUevent_st *e, struct CUstream_st *s) {
@@ -213,12 +646,41 @@ void rv_event_record(struct CUevent_st *e, struct CUstream_st *s) {
     e->capture = NULL;
     e->capture_id = 0;
     uint64_t now = rv_now_ns();
-    uint64_t dep = legacy_dependency_locked(s);
-    uint64_t t = s->busy_until > now ? s->busy_until : now;
-    e->time = dep > t ? dep : t;
+    e->t = s->pos;
+    legacy_dependency_locked(s, &e->t);
+    tpos_at_least(&e->t, now);
   }
   e->recorded = 1;
   pthread_mutex_unlock(&rv_lock);
+}
+
+int rv_event_done(struct CUevent_st *e) {
+  if (!e->recorded) return 1;
+  pthread_mutex_lock(&rv_lock);
+  rv_tpos t = e->t;
+  tpos_fold(&t);
+  pthread_mutex_unlock(&rv_lock);
+  uint64_t now = rv_now_ns();
+  if (t.b > now) return 0;
+  if (t.n && tpos_resolve(&t, 0) < 0) return 0;
+  return t.b <= rv_now_ns();
+}
+
+/* The absolute time of a recorded event (waits for the ranks of pending collectives). */
+static uint64_t event_time(struct CUevent_st *e) {
+  pthread_mutex_lock(&rv_lock);
+  rv_tpos t = e->t;
+  pthread_mutex_unlock(&rv_lock);
+  if (t.n) tpos_resolve(&t, 1);
+  return t.b;
+}
+
+void rv_event_sync(struct CUevent_st *e) {
+  if (e->recorded && !e->capture) rv_wait_until(event_time(e));
+}
+
+double rv_event_elapsed_ms(struct CUevent_st *a, struct CUevent_st *b) {
+  return ((double)event_time(b) - (double)event_time(a)) / 1e6;
 }
 
 static int capture_active_locked(uint64_t capture_id) {
@@ -235,8 +697,8 @@ void rv_stream_wait_event(struct CUstream_st *s, struct CUevent_st *e) {
       s->capture_id = e->capture_id;
       s->capture_origin = 0;
     }
-  } else if (e->recorded && e->time > s->busy_until) {
-    s->busy_until = e->time;
+  } else if (e->recorded) {
+    tpos_merge(&s->pos, &e->t);
   }
   pthread_mutex_unlock(&rv_lock);
 }
@@ -292,6 +754,9 @@ rv_graph *rv_graph_instantiate(const rv_graph *g) {
   return x;
 }
 
+/* A replay puts every node on the stream, in order. Captured collectives are numbered at each
+ * replay, like eager ones, and all of a replay's arrivals go to the Timekeeper in one message:
+ * each one's start follows the previous collective's pending end. */
 void rv_graph_launch(const rv_graph *x, struct CUstream_st *s) {
   pthread_mutex_lock(&rv_lock);
   if (s->capture) { /* a graph launched inside a capture becomes part of it */
@@ -300,19 +765,45 @@ void rv_graph_launch(const rv_graph *x, struct CUstream_st *s) {
     return;
   }
   const rv_gpu_spec *gpu = rv_devices[s->device].spec;
-  uint64_t start = rv_now_ns();
-  if (s->busy_until > start) start = s->busy_until;
-  uint64_t dep = legacy_dependency_locked(s);
-  if (dep > start) start = dep;
-  uint64_t t = start;
+  uint64_t now = rv_now_ns();
+  rv_tpos t = s->pos;
+  legacy_dependency_locked(s, &t);
+  tpos_at_least(&t, now);
+  rv_ibuf batch = {0};
+  uint32_t group = 0;
+  rv_tpos gstart, gend;
   for (size_t i = 0; i < x->n; i++) {
     const rv_op *op = &x->nodes[i];
     uint64_t dur = rv_duration->predict_ns(op, gpu);
     account_locked(op, dur);
-    if (rv_trace_on) rv_trace_op(s, op, t, dur, 1);
-    t += dur;
+    uint32_t g = op->kind == RV_OP_COLLECTIVE ? op->u.coll.group : 0;
+    if (group && g != group) { /* the group ended: go on after its latest end */
+      t = gend;
+      group = 0;
+    }
+    rv_ckey key;
+    rv_tpos end;
+    if (coll_resolved(op)) {
+      if (g && !group) {
+        group = g;
+        gstart = t;
+        gend.b = t.b;
+        gend.n = 0;
+      }
+      rv_tpos *at = group ? &gstart : &t;
+      if (coll_arrive_locked(op, dur, at, &batch, &key, &end)) {
+        if (rv_trace_on) trace_defer_locked(s, op, at, dur, 1, &key);
+        if (group) tpos_merge(&gend, &end);
+        else t = end;
+        continue;
+      }
+    }
+    place_locked(s, group ? &gend : &t, op, dur, 1);
   }
-  s->busy_until = t;
+  if (group) t = gend;
+  if (batch.n && rv_tw_arrive(batch.v, batch.n) < 0) t.n = 0; /* no Timekeeper: b is a lower bound */
+  free(batch.v);
+  s->pos = t;
   rv_global_stats.graph_launches++;
   rv_global_stats.graph_nodes_replayed += x->n;
   pthread_mutex_unlock(&rv_lock);
@@ -509,41 +1000,61 @@ void rv_op_describe(const rv_op *op, char *buf, size_t len) {
 }
 
 void rv_trace_op(const struct CUstream_st *s, const rv_op *op, uint64_t start, uint64_t dur, int in_graph) {
+  trace_op_at(s->id, s->device, op, start, dur, in_graph, NULL);
+}
+
+/* extra: more "key":value pairs for args, or NULL. */
+static void trace_op_at(uint64_t sid, int dev, const rv_op *op, uint64_t start, uint64_t dur, int in_graph,
+                        const char *extra) {
   if (!rv_trace_file) return;
   FILE *f = rv_trace_file;
   int pid = (int)getpid();
   int seen = 0;
-  for (int i = 0; i < rv_trace_nseen; i++) if (rv_trace_seen[i] == s->id) { seen = 1; break; }
+  for (int i = 0; i < rv_trace_nseen; i++) if (rv_trace_seen[i] == sid) { seen = 1; break; }
   if (!seen && rv_trace_nseen < 256) {
-    rv_trace_seen[rv_trace_nseen++] = s->id;
+    rv_trace_seen[rv_trace_nseen++] = sid;
     fprintf(f, "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%llu,\"args\":{\"name\":\"GPU %d stream %llu\"}}\n",
-            pid, (unsigned long long)s->id, s->device, (unsigned long long)s->id);
+            pid, (unsigned long long)sid, dev, (unsigned long long)sid);
   }
+  char more[200] = "";
+  if (extra) snprintf(more, sizeof more, ",%s", extra);
   static const char *const kinds[] = {"kernel", "gemm", "memcpy", "memset", "collective"};
   char args[512];
   rv_op_describe(op, args, sizeof args);
   fprintf(f, "{\"ph\":\"X\",\"pid\":%d,\"tid\":%llu,\"ts\":%.3f,\"dur\":%.3f,\"cat\":\"%s\",\"name\":\"",
-          pid, (unsigned long long)s->id, start / 1000.0, dur / 1000.0,
+          pid, (unsigned long long)sid, start / 1000.0, dur / 1000.0,
           op->kind == RV_OP_KERNEL ? rv_family_names[op->u.kernel.k->family] : kinds[op->kind]);
   if (op->kind == RV_OP_KERNEL) {
     rv_kernel *k = (rv_kernel *)op->u.kernel.k;
     const char *d = rv_kernel_demangled(k);
     size_t cut = strcspn(d, "(<");
     json_escape(f, d, cut > 120 ? 120 : cut);
-    fprintf(f, "\",\"args\":{%s,\"graph\":%d,\"mangled\":\"", args, in_graph);
+    fprintf(f, "\",\"args\":{%s,\"graph\":%d%s,\"mangled\":\"", args, in_graph, more);
     json_escape(f, k->mangled, 2000);
     fprintf(f, "\",\"demangled\":\"");
     json_escape(f, d, 2000);
     fputs("\"}}\n", f);
   } else if (op->kind == RV_OP_COLLECTIVE) {
-    fprintf(f, "%s\",\"args\":{%s,\"graph\":%d}}\n", rv_coll_names[op->u.coll.coll], args, in_graph);
+    fprintf(f, "%s\",\"args\":{%s,\"graph\":%d%s}}\n", rv_coll_names[op->u.coll.coll], args, in_graph, more);
   } else {
-    fprintf(f, "%s\",\"args\":{%s,\"graph\":%d}}\n", kinds[op->kind], args, in_graph);
+    fprintf(f, "%s\",\"args\":{%s,\"graph\":%d%s}}\n", kinds[op->kind], args, in_graph, more);
   }
 }
 
 void rv_trace_flush(void) {
   pthread_mutex_lock(&rv_lock);
+  if (rv_ndtr) trace_flush_deferred_locked(0);
+  if (rv_trace_file) fflush(rv_trace_file);
+  pthread_mutex_unlock(&rv_lock);
+}
+
+/* At exit: the deferred records, with whatever the Timekeeper can still tell (an end it does
+ * not know is written as the lower bound, marked "unresolved"). */
+__attribute__((destructor)) static void rv_trace_final(void) {
+  if (!rv_trace_on || !rv_ndtr) return;
+  trace_catch_up();
+  pthread_mutex_lock(&rv_lock);
+  trace_flush_deferred_locked(1);
   if (rv_trace_file) fflush(rv_trace_file);
   pthread_mutex_unlock(&rv_lock);
 }

@@ -16,8 +16,12 @@
  *   shim -> TK  HELLO 0x01 [version, pid, tid]
  *               WAIT  0x03 [seq, deadline_ns, kind]     (deadline on the virtual monotonic clock)
  *               RUN   0x04 [seq]                        (the wait seq ended on its own)
+ *               COMM  0x10 [comm, nranks, rank]        (this process is a rank of comm)
+ *               ARRIVE 0x11 [count, arrival * count]    (collective arrivals, see timewarp.h)
+ *               RESOLVE 0x12 [req, wait, (comm, chan, seq) * n]
  *   TK -> shim  WELCOME 0x02 [version, epoch]
  *               WAKE  0x05 [seq, now_ns]                (the clock jumped to this wait's deadline)
+ *               RESOLVED 0x13 [req, end * n]            (-1: not resolved yet)
  *               ERROR 0x7F {"error": str, "code": str}
  */
 #define _GNU_SOURCE
@@ -30,6 +34,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -38,9 +43,9 @@
 #include "shim.h"
 #include "timewarp.h"
 
-#define RV_TW_PROTOCOL 1
+#define RV_TW_PROTOCOL 2
 enum { MSG_HELLO = 0x01, MSG_WELCOME = 0x02, MSG_WAIT = 0x03, MSG_RUN = 0x04, MSG_WAKE = 0x05,
-       MSG_ERROR = 0x7F };
+       MSG_COMM = 0x10, MSG_ARRIVE = 0x11, MSG_RESOLVE = 0x12, MSG_RESOLVED = 0x13, MSG_ERROR = 0x7F };
 
 int rv_tw_on;
 RV_TLS int rv_tw_guard;
@@ -54,8 +59,11 @@ static char tw_lazy[256] = "gloo_tcp_loop"; /* REVATI_TIMEWARP_LAZY, see tw_thre
 static RV_TLS int tw_fd = -1;        /* this thread's connection */
 static RV_TLS int tw_slot = -1;      /* its index in tw_fds */
 static RV_TLS uint32_t tw_seq;       /* last wait announced */
+static RV_TLS uint32_t tw_req;       /* last RESOLVE request */
+static uint64_t tw_private;          /* rv_tw_private_id */
 static RV_TLS int tw_in_wait;        /* a wait is in progress (signal handlers nest) */
 static pthread_key_t tw_key;
+static void tw_new_private_id(void);
 
 /* Every open connection of the process, so that a forked child can drop its parent's. */
 #define RV_TW_MAX_FDS 4096
@@ -97,6 +105,24 @@ static size_t mp_msg(uint8_t *buf, int type, const int64_t *vals, int n) {
   return k;
 }
 
+/* A message with an array of any length (array16/array32 headers). buf needs 5 + 9 * n bytes. */
+static size_t mp_msg_long(uint8_t *buf, int type, const int64_t *vals, size_t n) {
+  size_t k = 0;
+  buf[k++] = (uint8_t)type;
+  if (n < 16) {
+    buf[k++] = (uint8_t)(0x90 | n);
+  } else if (n < 65536) {
+    buf[k++] = 0xdc;
+    buf[k++] = (uint8_t)(n >> 8);
+    buf[k++] = (uint8_t)n;
+  } else {
+    buf[k++] = 0xdd;
+    for (int i = 3; i >= 0; i--) buf[k++] = (uint8_t)(n >> (8 * i));
+  }
+  for (size_t i = 0; i < n; i++) k += mp_int(buf + k, vals[i]);
+  return k;
+}
+
 /* Reads one msgpack integer. Returns bytes consumed, 0 on a non-integer. */
 static size_t mp_read_int(const uint8_t *p, size_t len, int64_t *v) {
   if (len < 1) return 0;
@@ -119,9 +145,17 @@ static size_t mp_read_int(const uint8_t *p, size_t len, int64_t *v) {
 static int mp_parse(const uint8_t *buf, size_t len, int64_t *vals, int max, int *n) {
   if (len < 2) return -1;
   *n = 0;
-  if ((buf[1] & 0xf0) != 0x90) return buf[0];
-  int cnt = buf[1] & 0x0f;
-  size_t k = 2;
+  int cnt;
+  size_t k;
+  if ((buf[1] & 0xf0) == 0x90) {
+    cnt = buf[1] & 0x0f;
+    k = 2;
+  } else if (buf[1] == 0xdc && len >= 4) {
+    cnt = (buf[2] << 8) | buf[3];
+    k = 4;
+  } else {
+    return buf[0];
+  }
   for (int i = 0; i < cnt && i < max; i++) {
     size_t used = mp_read_int(buf + k, len - k, &vals[i]);
     if (!used) break;
@@ -365,6 +399,7 @@ static void tw_atfork_child(void) {
   tw_fd = -1;
   tw_slot = -1;
   tw_in_wait = 0;
+  tw_new_private_id();
   tw_conn();
 }
 
@@ -404,6 +439,7 @@ void rv_timewarp_init(void) {
     tw_kick_ok = 1;
   pthread_atfork(NULL, NULL, tw_atfork_child);
   tw_page = p;
+  tw_new_private_id();
   rv_tw_on = 1;
   tw_conn(); /* the process joins at load: its initial thread is an actor from now on */
   RV_LOG(RV_LOG_INFO, "timewarp: on, clock page %s, Timekeeper %s", path, tw_sock_path);
@@ -540,4 +576,102 @@ int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigse
     errno = e;
   }
   return r;
+}
+
+/* -------------------------------------------------------------- collectives */
+
+uint64_t rv_tw_private_id(void) { return tw_private; }
+
+static void tw_new_private_id(void) {
+  uint64_t id = 0;
+  if (getrandom(&id, sizeof id, 0) != sizeof id) id = ((uint64_t)getpid() << 32) ^ (uint64_t)rv_tw_real_mono();
+  tw_private = id | 1; /* never 0 */
+}
+
+static int tw_send_long(int type, const int64_t *vals, size_t n) {
+  uint8_t stack[1024], *buf = 5 + 9 * n <= sizeof stack ? stack : malloc(5 + 9 * n);
+  if (!buf) return -1;
+  size_t len = mp_msg_long(buf, type, vals, n);
+  int r = 0;
+  if (send(tw_fd, buf, len, MSG_NOSIGNAL) < 0) {
+    r = -1;
+    if (!tw_lost) {
+      tw_lost = 1;
+      RV_LOG(RV_LOG_WARN, "timewarp: lost the Timekeeper (%s); virtual time now runs at real speed",
+             strerror(errno));
+    }
+  }
+  if (buf != stack) free(buf);
+  return r;
+}
+
+int rv_tw_comm(uint64_t comm, int nranks, int rank) {
+  if (!rv_tw_on || tw_conn() < 0) return -1;
+  int64_t v[3] = {(int64_t)comm, nranks, rank};
+  return tw_send_long(MSG_COMM, v, 3);
+}
+
+/* Arrivals go in messages of at most about 16 KB, split between arrivals. */
+#define RV_TW_ARRIVE_CHUNK 1800
+int rv_tw_arrive(const int64_t *vals, size_t n) {
+  if (!rv_tw_on || tw_conn() < 0) return -1;
+  int64_t stack[1 + RV_TW_ARRIVE_CHUNK + 9 + 4 * 64];
+  size_t i = 0;
+  while (i < n) {
+    size_t k = 1, count = 0;
+    while (i < n) {
+      size_t len = 9 + 4 * (size_t)vals[i + 8];
+      if (count && k + len > 1 + RV_TW_ARRIVE_CHUNK) break;
+      if (len > sizeof stack / sizeof stack[0] - k) return -1; /* cannot happen: refs are few */
+      memcpy(stack + k, vals + i, len * sizeof *vals);
+      k += len;
+      i += len;
+      count++;
+    }
+    stack[0] = (int64_t)count;
+    if (tw_send_long(MSG_ARRIVE, stack, k) < 0) return -1;
+  }
+  return 0;
+}
+
+int rv_tw_resolve(const rv_ckey *keys, int n, int wait, int64_t *ends) {
+  if (!rv_tw_on || n <= 0 || n > 64 || tw_conn() < 0) return -1;
+  int64_t v[2 + 3 * 64];
+  uint32_t req = ++tw_req;
+  v[0] = req;
+  v[1] = wait;
+  for (int i = 0; i < n; i++) {
+    v[2 + 3 * i] = (int64_t)keys[i].comm;
+    v[3 + 3 * i] = (int64_t)keys[i].chan;
+    v[4 + 3 * i] = (int64_t)keys[i].seq;
+  }
+  if (tw_send_long(MSG_RESOLVE, v, 2 + 3 * (size_t)n) < 0) return -1;
+  /* NOTE: the thread blocks here with no virtual deadline: to the Timekeeper it is idle, like
+   * a thread in a futex, until the last rank arrives and the reply wakes it. */
+  for (;;) {
+    struct pollfd p = {tw_fd, POLLIN, 0};
+    if (rv_real_ppoll(&p, 1, NULL, NULL) < 0) continue; /* EINTR */
+    for (;;) {
+      uint8_t buf[1024];
+      ssize_t r = recv(tw_fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        if (!tw_lost) {
+          tw_lost = 1;
+          RV_LOG(RV_LOG_WARN, "timewarp: the Timekeeper closed the connection; virtual time now runs at real speed");
+        }
+        return -1;
+      }
+      if (r < 0) break;
+      int64_t got[1 + 64];
+      int nv;
+      if (mp_parse(buf, (size_t)r, got, 1 + 64, &nv) != MSG_RESOLVED || nv < 1 + n || (uint32_t)got[0] != req)
+        continue; /* a stale WAKE */
+      int unresolved = 0;
+      for (int i = 0; i < n; i++) {
+        ends[i] = got[1 + i];
+        if (ends[i] < 0) unresolved++;
+      }
+      return unresolved;
+    }
+  }
 }

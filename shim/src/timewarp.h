@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "clock_page.h"
+#include "shim.h"
 
 #define RV_TLS __thread __attribute__((tls_model("initial-exec")))
 
@@ -63,6 +64,20 @@ int rv_tw_sem_watch(void);
 int rv_tw_kicked(void);
 /* Real length of one slice of such a loop (ns): the latency of noticing a jump. */
 #define RV_TW_SLICE_NS 1000000LL
+
+/* Collectives resolved by the Timekeeper (see timeline.c for the timeline side).
+ * rv_tw_comm announces a communicator rank (so that a rank that dies is known as one);
+ * rv_tw_arrive sends a batch of arrivals, each encoded as
+ *   comm, chan, seq, op, participants, slot, duration, b, nrefs, (comm, chan, seq, a) * nrefs
+ * (the arrival time is max(b, end(ref) + a)); both return -1 without a Timekeeper.
+ * rv_tw_resolve asks for the ends of n collectives: ends[i] gets the end (virtual ns) or -1.
+ * wait=1 blocks until all are resolved (the thread waits for the other ranks' arrivals);
+ * wait=0 answers at once. Returns how many are unresolved, or -1 without a Timekeeper. */
+int rv_tw_comm(uint64_t comm, int nranks, int rank);
+int rv_tw_arrive(const int64_t *vals, size_t n);
+int rv_tw_resolve(const rv_ckey *keys, int n, int wait, int64_t *ends);
+/* A random id of this process (set at init and after fork): its private joins' "comm". */
+uint64_t rv_tw_private_id(void);
 
 /* Real libc entry points (libc.c), for the shim's own use. */
 int rv_real_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask);
