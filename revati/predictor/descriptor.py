@@ -35,6 +35,8 @@ class DescriptorError(ValueError):
 
 def _int(op: dict, name: str, default: Any = ..., minimum: int = 0) -> int:
     v = op.get(name, default)
+    if type(v) is int and v >= minimum:  # NOTE: the hot path (bool is not int by type)
+        return v
     if v is ...:
         raise DescriptorError(f"{op.get('op')}: missing field {name!r}")
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (
@@ -48,6 +50,10 @@ def _int(op: dict, name: str, default: Any = ..., minimum: int = 0) -> int:
 
 def _choice(op: dict, name: str, choices: tuple[str, ...] | dict, default: Any = ...) -> str:
     v = op.get(name, default)
+    if isinstance(choices, dict) and type(v) is str:
+        c = choices.get(v)
+        if c is not None:  # the hot path: an exact (lower-case) name
+            return c
     if v is ...:
         raise DescriptorError(f"{op.get('op')}: missing field {name!r}")
     if isinstance(choices, dict):

@@ -7,8 +7,8 @@ Rows are grouped by shape and whole groups are held out, never random rows of a 
   norm ... embedding the token count
   collective         the message size (bytes)
 Groups are dealt into K folds by a seeded permutation; each fold is predicted by a model
-trained on the other folds, through the same inference path the Predictor serves with (for
-GEMMs, the monotone m-grid of the weight shape).
+trained on the other folds, through the same path the Predictor serves with (for GEMMs the
+monotone m-grid of the weight shape, for the other families their bucketed grids).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import numpy as np
 
 from revati.predictor import paths
 from revati.predictor.features import SPECS, key_of_row
-from revati.predictor.inference import predict_keys
-from revati.predictor.roofline import peaks
+from revati.predictor.predictor import Predictor
 from revati.predictor.schema import read_profile
 from revati.predictor.training import TrainConfig, fit_rows, select_rows, training_files
 
@@ -59,7 +58,6 @@ def evaluate_family(gpu: str, family: str, rows: Sequence[dict], folds: int = 5,
     gid = np.array([fold_of[g] for g in groups])
     true = np.array([r["dur_us_median"] for r in rows], dtype=np.float64)
     pred = np.empty_like(true)
-    p = peaks(gpu)
     for f in range(min(folds, len(uniq))):
         test = np.nonzero(gid == f)[0]
         train = np.nonzero(gid != f)[0]
@@ -67,16 +65,11 @@ def evaluate_family(gpu: str, family: str, rows: Sequence[dict], folds: int = 5,
             continue
         model = fit_rows(gpu, family, [rows[i] for i in train], cfg)
         keys = [key_of_row(spec, rows[i]) for i in test]
-        if family == "gemm":
-            # GEMMs are served from the monotone m-grid of their weight shape, so they are
-            # scored through it (built on first query of each held-out shape).
-            from revati.predictor.predictor import Predictor
-
-            served = Predictor(gpu, {family: model}, build_grids=False)
-            pred[test] = served.predict_parts([[(family, k)] for k in keys])
-        else:
-            us, _ = predict_keys(model, p, keys)
-            pred[test] = us
+        # Scored through the serving path: GEMMs through the monotone m-grid of their weight
+        # shape, the other families through their bucketed grids (built from this fold's
+        # model; nothing is read from or written to the grid cache).
+        served = Predictor(gpu, {family: model}, build_grids=False, grid_cache=False)
+        pred[test] = served.predict_parts([[(family, k)] for k in keys])
     out = _ape_stats(pred, true)
     out.update({"groups": len(uniq), "held_out_by": "+".join(gcols), "folds": folds})
     return out

@@ -28,6 +28,7 @@ import numpy as np
 from revati.predictor import paths
 from revati.predictor.descriptor import DescriptorError, normalize
 from revati.predictor.features import SPECS, columns_from_keys
+from revati.predictor.grids import FamilyGrids, cache_tag
 from revati.predictor.inference import predict_keys
 from revati.predictor.roofline import Peaks, fallback_us, memcpy_us, peaks
 from revati.predictor.training import FittedModel, load_models, train_gpu
@@ -36,6 +37,19 @@ from revati.predictor.training import FittedModel, load_models, train_gpu
 PROXY_GPUS = {"h200": "h100-sxm", "l40s": "a40", "a100-40gb": "a100-80gb-sxm"}
 # Dtypes that share the model of the 2-byte types the public profiles were measured in.
 HALF_DTYPES = ("fp16", "bf16", "auto")
+# Families whose profile on a GPU measured another kernel than the one vLLM runs there: they
+# are served from the named GPU's model of that family, scaled by the roofline ratio, and
+# counted as `kernel_proxy`. NOTE: LLMServingSim's H100 decode attention walks each sequence's
+# keys in one CTA per (sequence, KV head) without split-KV (30 ns per key whatever the batch:
+# one 65536-key sequence takes 1747 us, 1.1% of HBM bandwidth), while vLLM on Hopper runs
+# FlashAttention-3 with split-KV; Vidur's A100 decode (FlashAttention with paged KV) reaches
+# 50-70% of HBM bandwidth at batch 32-128. See docs/predictor.md section 6.
+KERNEL_PROXY: dict[str, dict[str, str]] = {
+    "h100-sxm": {"attention_decode": "a100-80gb-sxm"},
+    "h200": {"attention_decode": "a100-80gb-sxm"},
+}
+GRID_FAMILIES = ("attention_prefill", "attention_decode", "collective", "norm", "activation",
+                 "rotary", "elementwise", "embedding")
 
 
 def _buckets() -> np.ndarray:
@@ -66,6 +80,7 @@ class PredictorStats:
         self.ops = 0
         self.cache_hits = 0
         self.grid_hits = 0
+        self.grid_builds = 0
         self.model = 0
         self.fallbacks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.by_family: dict[str, int] = defaultdict(int)
@@ -76,6 +91,7 @@ class PredictorStats:
     def as_dict(self) -> dict[str, Any]:
         nfb = sum(sum(v.values()) for v in self.fallbacks.values())
         return {"ops": self.ops, "cache_hits": self.cache_hits, "grid_hits": self.grid_hits,
+                "grid_builds": self.grid_builds,
                 "model": self.model, "fallbacks_total": nfb,
                 "fallbacks": {f: dict(v) for f, v in self.fallbacks.items()},
                 "by_family": dict(self.by_family),
@@ -87,7 +103,9 @@ class Predictor:
 
     def __init__(self, gpu: str, models: dict[str, FittedModel],
                  proxy_models: dict[str, FittedModel] | None = None,
-                 proxy_gpu: str | None = None, build_grids: bool = True) -> None:
+                 proxy_gpu: str | None = None, build_grids: bool = True,
+                 kernel_proxy_models: dict[str, tuple[FittedModel, str]] | None = None,
+                 family_grids: bool = True, grid_cache: bool = True) -> None:
         self.gpu = gpu
         self.peaks: Peaks = peaks(gpu)
         self.models = models
@@ -97,6 +115,17 @@ class Predictor:
         self.stats = PredictorStats()
         self._cache: dict[tuple[str, tuple], float] = {}
         self._grids: dict[tuple, list[float]] = {}
+        self.kernel_proxy_models = kernel_proxy_models or {}
+        self.family_grids: FamilyGrids | None = None
+        if family_grids:
+            used = [self._family_model(f)[0] for f in GRID_FAMILIES]
+            hashes = [f"{m.family}:{m.gpu}:{m.data_hash}:{m.config_hash}" for m in used if m]
+            cacheable = grid_cache and all(m.data_hash for m in used if m)
+            coll = self._family_model("collective")[0]
+            self.family_grids = FamilyGrids(
+                self._model_family,
+                paths.model_cache_root() / gpu / "grids" if cacheable else None,
+                cache_tag([gpu] + hashes), coll.curves if coll is not None else {})
         if build_grids:
             gm = self.models.get("gemm") or self.proxy_models.get("gemm")
             if gm is not None:
@@ -125,12 +154,18 @@ class Predictor:
         if proxy_gpu:
             proxy = {f: m for f, m in load_models(paths.shipped_models_root() / proxy_gpu,
                                                   proxy_gpu).items() if f not in models}
-        return cls(gpu, models, proxy, proxy_gpu if proxy else None, build_grids)
+        kproxy: dict[str, tuple[FittedModel, str]] = {}
+        for family, src in KERNEL_PROXY.get(gpu, {}).items():
+            m = load_models(paths.shipped_models_root() / src, src).get(family)
+            if m is not None:
+                kproxy[family] = (m, src)
+        return cls(gpu, models, proxy, proxy_gpu if proxy else None, build_grids, kproxy)
 
     def info(self) -> dict[str, Any]:
         """Model facts for the HELLO reply and `revati predictor info`."""
         return {"gpu": self.gpu, "families": sorted(self.models),
                 "proxy_gpu": self.proxy_gpu, "proxy_families": sorted(self.proxy_models),
+                "kernel_proxy": {f: g for f, (_, g) in self.kernel_proxy_models.items()},
                 "rows": {f: m.rows for f, m in self.models.items()},
                 "data_hash": {f: m.data_hash[:12] for f, m in self.models.items()}}
 
@@ -201,11 +236,11 @@ class Predictor:
             self.stats.fallback("gemm", "dtype_proxy")
         if "gemm" not in self.models:
             self.stats.fallback("gemm", "proxy_gpu")
-        i = bisect.bisect_left(M_BUCKET_LIST, m)
-        if M_BUCKET_LIST[i] == m:
-            return grid[i]
-        m0, m1 = M_BUCKET_LIST[i - 1], M_BUCKET_LIST[i]
-        return grid[i - 1] + (grid[i] - grid[i - 1]) * (m - m0) / (m1 - m0)
+        # NOTE: a step lookup (the value of the first bucket >= m), not an interpolation:
+        # GEMM time is a staircase in m whose steps sit just past multiples of the CTA tile
+        # (64/128/256 rows, all bucket boundaries), e.g. n = k = 4096 on H100: 49 us at
+        # m = 1024, 65 us at m = 1040; interpolating 1024..1056 put half the step at 1040.
+        return grid[bisect.bisect_left(M_BUCKET_LIST, m)]
 
     # ---- prediction ----
 
@@ -269,25 +304,61 @@ class Predictor:
                     if g is not None and key[0] > M_BUCKET_LIST[-1]:
                         us[j] = max(us[j], g[-1])
                 return us
+        if self.family_grids is not None and family in GRID_FAMILIES and \
+                self._family_model(family)[0] is not None:
+            us, hit, ext, reasons = self.family_grids.lookup_family(family, keys)
+            nh = int(hit.sum())
+            self.stats.grid_hits += nh
+            self.stats.grid_builds = self.family_grids.builds + len(self.family_grids.memo)
+            if ext.any():
+                self.stats.fallback(family, "extrapolated", int(ext.sum()))
+            for r, c in reasons.items():
+                self.stats.fallback(family, r, c)
+            if nh == len(keys):
+                return us
+            miss = np.nonzero(~hit)[0]
+            us[miss] = self._counted_model(family, [keys[i] for i in miss])
+            return us
+        return self._counted_model(family, keys)
+
+    def _family_model(self, family: str) -> tuple[FittedModel | None, Peaks | None, str | None]:
+        """The model serving a family: own, kernel proxy (another GPU's measurement of the
+        kernel the serving stack runs) or proxy GPU; with its peaks and fallback reason."""
+        if family in self.kernel_proxy_models:
+            m, gpu = self.kernel_proxy_models[family]
+            return m, peaks(gpu), "kernel_proxy"
         model = self.models.get(family)
-        p = self.peaks
-        proxy = False
-        if model is None and family in self.proxy_models:
-            model, p, proxy = self.proxy_models[family], self.proxy_peaks, True
+        if model is not None:
+            return model, self.peaks, None
+        if family in self.proxy_models:
+            return self.proxy_models[family], self.proxy_peaks, "proxy_gpu"
+        return None, None, None
+
+    def _model_family(self, family: str, keys: list[tuple]
+                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The uncounted model path of a non-GEMM family: (us, extrapolated mask, reasons that
+        apply to every key). What the grids are built from."""
+        model, p, reason = self._family_model(family)
         if model is None:
-            self.stats.fallback(family, "roofline", len(keys))
             spec_cols = SPECS[family].columns if family in SPECS else None
-            return np.array([fallback_us(self.peaks, family, dict(zip(spec_cols, k)))
-                             for k in keys])
+            us = np.array([fallback_us(self.peaks, family, dict(zip(spec_cols, k)))
+                           for k in keys])
+            return us, np.zeros(len(keys), dtype=bool), ["roofline"]
         us, above = predict_keys(model, p, keys)
-        self.stats.model += len(keys)
-        if above.any():
-            self.stats.fallback(family, "extrapolated", int(above.sum()))
-        if proxy:
+        if reason is not None:
             spec = SPECS[family]
             cols = columns_from_keys(spec, keys)
             us = us * spec.ideal(self.peaks, cols) / np.maximum(spec.ideal(p, cols), 1e-12)
-            self.stats.fallback(family, "proxy_gpu", len(keys))
+        return us, above, [reason] if reason else []
+
+    def _counted_model(self, family: str, keys: list[tuple]) -> np.ndarray:
+        us, above, reasons = self._model_family(family, keys)
+        if reasons != ["roofline"]:
+            self.stats.model += len(keys)
+        if above.any():
+            self.stats.fallback(family, "extrapolated", int(above.sum()))
+        for r in reasons:
+            self.stats.fallback(family, r, len(keys))
         return us
 
     def predict_one(self, op: dict) -> float:

@@ -166,3 +166,52 @@ def test_attention_monotone_beyond_the_measured_range(gpu):
         assert all(b >= a for a, b in zip(us, us[1:])), (gpu, us)
     assert dec_l[-1] > 3 * dec_l[-3]  # 8x the keys costs more than 3x
     assert p.stats.as_dict()["fallbacks"]["attention_decode"]["extrapolated"] >= 1
+
+
+def test_family_grids_serve_fresh_ops_without_the_model():
+    # decode batches, norms and all_reduce sizes never seen: bucketed-grid hits, no LightGBM;
+    # the fallbacks of the grid points (kernel proxy, extrapolation) are still counted
+    p = Predictor.load("h100-sxm")
+    ops = []
+    for u in range(300):
+        ops.append({"op": "attention", "phase": "decode", "batch_size": 1 + u % 97,
+                    "kv_len_sum": 5000 + 37 * u, "num_heads": 32, "num_kv_heads": 8,
+                    "head_dim": 128})
+        ops.append({"op": "norm", "tokens": 1 + 13 * u, "hidden": 4096})
+        ops.append({"op": "collective", "kind": "all_reduce", "bytes": 4096 + 999 * u,
+                    "ranks": 8})
+    us = p.predict_us(ops)
+    st = p.stats.as_dict()
+    assert all(u > 0 for u in us)
+    assert st["model"] == 0 and st["grid_hits"] == len(ops), st
+    assert st["fallbacks"]["attention_decode"]["kernel_proxy"] == 300
+
+
+@pytest.mark.parametrize("family, keys", [
+    ("attention_decode", [(b, b, b * L, L, float(b * L), 32, 8, 128, "bf16", "auto")
+                          for b in (1, 7, 32, 100) for L in (100, 1000, 5000)]),
+    ("norm", [(t, 4096, 4 * t * 4096, "bf16") for t in (1, 100, 3000, 20000)]),
+    ("collective", [("all_reduce", b, 8, 8, "nvswitch") for b in (1 << 12, 3 << 20, 1 << 30)]
+     + [("all_gather", b, 8, 8, "nvswitch") for b in (1 << 12, 3 << 20)]),
+])
+def test_grid_close_to_the_model(family, keys):
+    p = Predictor.load("a100-80gb-sxm")
+    raw, _, _ = p._model_family(family, keys)
+    grid, hit, _, _ = p.family_grids.lookup_family(family, keys)
+    assert hit.all()
+    np.testing.assert_allclose(grid, raw, rtol=0.06)
+
+
+def test_gemm_grid_is_a_staircase(h100):
+    # between buckets (1024, 1056] a GEMM takes the next bucket's value, never an average
+    us = h100.predict_us([{"op": "gemm", "m": m, "n": 4096, "k": 4096}
+                          for m in (1025, 1040, 1056)])
+    assert us[0] == us[1] == us[2]
+
+
+def test_h100_decode_near_the_bandwidth_bound(h100):
+    # vLLM runs FlashAttention-3 with split-KV on Hopper: 32 x 1000 keys, 8 KV heads of 128,
+    # bf16 read 131 MB, 39 us at 3.35 TB/s; the LLMServingSim kernel took ~7x that
+    us = h100.predict_one({"op": "attention", "phase": "decode", "seq_lens": [1000] * 32,
+                           "num_heads": 32, "num_kv_heads": 8, "head_dim": 128})
+    assert 39 < us < 80, us

@@ -1,0 +1,327 @@
+"""Bucketed lookup grids: the hot path of every learned family (Vidur's precomputed predictions).
+
+A grid is the family's served prediction (the same model path the Predictor falls back to:
+model, range clipping, proxies) evaluated once on fixed buckets of the op's size, per "shape"
+(the part of the key that is not a size), then looked up with vectorised interpolation. No
+LightGBM call happens on a grid hit.
+
+Shapes and axes (sizes on log2 axes, values interpolated linearly in log(us)):
+
+  gemm               (n, k, dtype, batch) -> m        kept by the Predictor itself (M_BUCKETS,
+                                                     isotonic, step lookup; see predictor.py)
+  norm ... embedding (hidden, bytes/token, dtype) -> tokens   1 .. 2^20, the M bucket spacing;
+                     bytes-only ops: (dtype) -> bytes          2^0 .. 2^40, 16 per octave
+  collective         (kind, ranks, ranks_per_node, topology) -> bytes: a measured
+                     configuration's own isotonic curve (its knots; exactly the curve lookup);
+                     others 2^0 .. 2^40 bytes, 16 per octave, from the model
+  attention_decode   (heads, kv heads, head dim, dtype, kv dtype) -> 3-D:
+                     batch b (1..64, then 8 per octave to 4096) x mean keys per sequence
+                     kv_len_sum / b (16 per octave, 1 .. 2^20) x skew kv_len_max / mean (12
+                     points, 1 .. 256; capped at b); trilinear in log space (430k points, ~6 s
+                     to build, so it is cached on disk). A running maximum along the length and
+                     skew axes keeps it non-decreasing in them by construction (batch itself is
+                     unconstrained, as in the model)
+  attention_prefill  five continuous sizes do not fit a dense grid: each size above 4096 is
+                     rounded to the nearest 2^(1/128) bucket (<= 0.27%; smaller sizes and the
+                     batch exact, as the model is a staircase in key blocks; rounding to a fixed
+                     grid is non-decreasing, so monotonicity survives) and the model value of
+                     the rounded op is memoised, so a bucket costs one (batched) model call, ever
+
+Interpolation is not free: the attention models are staircases in the key count (FlashAttention
+key blocks), and Vidur's A100 decode rows sit just past the steps (33, 65, 97 ... keys), so the
+decode grid is ~2.5% off the raw model there (see docs/predictor.md section 6).
+
+Outside the axes (e.g. decode batch > 4096, more than 2^20 keys per sequence) the op takes the
+model path, counted as `model` in the stats. Fallback reasons of the grid points (extrapolated,
+proxy_gpu, kernel_proxy, dtype_proxy) are kept per point and counted on every lookup that uses
+them, as if the model had been called.
+
+Decode grids are cached on disk under the model cache
+(REVATI_MODEL_CACHE/<gpu>/grids/), keyed by a hash of the models' data + config hashes, the
+grid version and the shape, so a sidecar start reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+GRID_VERSION = 1
+
+# Model path of one family, uncounted: keys -> (us, extrapolated mask, always-reasons).
+ModelFn = Callable[[str, list[tuple]], tuple[np.ndarray, np.ndarray, list[str]]]
+
+
+def _token_axis() -> np.ndarray:
+    out: list[int] = list(range(1, 65))
+    for lo, hi, step in ((64, 512, 8), (512, 2048, 32), (2048, 8192, 128), (8192, 32768, 512),
+                         (32768, 131072, 2048), (131072, 1 << 20, 16384)):
+        out.extend(range(lo + step, hi + 1, step))
+    return np.log2(np.array(out, dtype=np.float64))
+
+
+TOKEN_AXIS = _token_axis()
+BYTES_AXIS = np.arange(0, 40 * 16 + 1) / 16.0
+DECODE_B_AXIS = np.log2(np.concatenate([np.arange(1, 65), 2 ** (np.arange(49, 97) / 8.0)]))
+DECODE_MEAN_AXIS = np.arange(0, 20 * 16 + 1) / 16.0
+DECODE_SKEW_AXIS = np.log2(np.array([1, 1.05, 1.1, 1.25, 1.5, 2, 3, 4, 8, 16, 64, 256]))
+PREFILL_STEPS_PER_OCTAVE = 128
+PREFILL_EXACT_BELOW = 4096
+
+
+@dataclass
+class Grid:
+    """One shape's grid: axes (log2 sizes), log(us) values, per-point extrapolation flags."""
+
+    axes: list[np.ndarray]
+    logv: np.ndarray
+    above: np.ndarray
+    reasons: list[str] = field(default_factory=list)
+
+    def lookup(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x: (n, ndim) log2 coordinates. Returns (us, inside mask, extrapolated mask)."""
+        n = x.shape[0]
+        inside = np.ones(n, dtype=bool)
+        lo_idx, fr = [], []
+        for d, ax in enumerate(self.axes):
+            xd = x[:, d]
+            inside &= (xd >= ax[0] - 1e-9) & (xd <= ax[-1] + 1e-9)
+            i = np.clip(np.searchsorted(ax, xd, side="right") - 1, 0, len(ax) - 2)
+            f = np.clip((xd - ax[i]) / (ax[i + 1] - ax[i]), 0.0, 1.0)
+            lo_idx.append(i)
+            fr.append(f)
+        nd = len(self.axes)
+        if nd == 1:
+            # NOTE: np.interp keeps a flat segment exactly flat (the weighted sum below can
+            # wobble by 1 ulp, which a strict monotonicity check sees)
+            i, f = lo_idx[0], fr[0]
+            val = np.interp(x[:, 0], self.axes[0], self.logv)
+            ext = self.above[i] | ((f > 0) & self.above[i + 1])
+            return np.exp(val), inside, ext
+        val = np.zeros(n)
+        ext = np.zeros(n, dtype=bool)
+        for corner in range(1 << nd):
+            w = np.ones(n)
+            idx = []
+            for d in range(nd):
+                hi = (corner >> d) & 1
+                w = w * (fr[d] if hi else 1.0 - fr[d])
+                idx.append(lo_idx[d] + hi)
+            t = tuple(idx)
+            val += w * self.logv[t]
+            ext |= (w > 0) & self.above[t]
+        return np.exp(val), inside, ext
+
+
+def _mesh(axes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [g.ravel() for g in np.meshgrid(*axes, indexing="ij")]
+
+
+class FamilyGrids:
+    """The grids of one Predictor (one GPU), built on first use of a shape.
+
+    Args:
+        model_fn: the Predictor's uncounted model path.
+        cache_dir: where decode grids are persisted (None: memory only).
+        cache_tag: hash of everything the grid values depend on besides the shape.
+    """
+
+    def __init__(self, model_fn: ModelFn, cache_dir: Path | None, cache_tag: str,
+                 curves: dict[str, list[list[float]]] | None = None) -> None:
+        self.model_fn = model_fn
+        self.cache_dir = cache_dir
+        self.cache_tag = cache_tag
+        self.curves = curves or {}
+        self.grids: dict[tuple, Grid] = {}
+        self.memo: dict[tuple, tuple[float, bool]] = {}
+        self.prefill_reasons: list[str] = []
+        self.builds = 0
+
+    # ---- building ----
+
+    def _build(self, family: str, shape: tuple, axes: list[np.ndarray],
+               keys_of: Callable[[list[np.ndarray]], list[tuple]],
+               monotone_axes: Sequence[int] = ()) -> Grid:
+        path = None
+        if self.cache_dir is not None and family == "attention_decode":
+            h = hashlib.sha256(json.dumps([self.cache_tag, GRID_VERSION, family, list(shape)],
+                                          default=str).encode()).hexdigest()[:24]
+            path = self.cache_dir / f"{family}-{h}.npz"
+            if path.exists():
+                try:
+                    z = np.load(path)
+                    g = Grid(axes, z["logv"], z["above"], json.loads(str(z["reasons"])))
+                    self.grids[(family, shape)] = g
+                    return g
+                except (OSError, ValueError, KeyError):
+                    pass
+        coords = _mesh(axes)
+        us, above, reasons = self.model_fn(family, keys_of(coords))
+        shp = tuple(len(a) for a in axes)
+        logv = np.log(np.maximum(np.asarray(us, dtype=np.float64), 1e-9)).reshape(shp)
+        for d in monotone_axes:
+            logv = np.maximum.accumulate(logv, axis=d)
+        g = Grid(axes, logv, np.asarray(above, dtype=bool).reshape(shp), list(reasons))
+        self.grids[(family, shape)] = g
+        self.builds += 1
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, logv=g.logv, above=g.above, reasons=json.dumps(g.reasons))
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only cache only costs the rebuild
+        return g
+
+    def _small(self, family: str, shape: tuple) -> Grid:
+        g = self.grids.get((family, shape))
+        if g is not None:
+            return g
+        hidden, bpt, dtype = shape
+        if hidden is None:
+            return self._build(family, shape, [BYTES_AXIS], lambda c: [
+                (None, None, float(2.0 ** b), dtype) for b in c[0]])
+        return self._build(family, shape, [TOKEN_AXIS], lambda c: [
+            (float(t), hidden, float(t) * bpt, dtype) for t in np.rint(2.0 ** c[0])])
+
+    def _collective(self, shape: tuple) -> Grid:
+        g = self.grids.get(("collective", shape))
+        if g is not None:
+            return g
+        from revati.predictor.training import curve_key
+
+        kind, ranks, rpn, topo = shape
+        ck = curve_key(kind, ranks, rpn, topo)
+        if ck in self.curves:
+            # NOTE: the measured curve is already a lookup table: its knots are the axis, and
+            # the last knot's slope-1 extension (bandwidth-bound) is applied in lookup_family.
+            lx, ly = self.curves[ck]
+            ax = np.asarray(lx) / math.log(2.0)
+            if len(ax) == 1:
+                ax = np.array([ax[0], ax[0] + 1e-6])
+                ly = [ly[0], ly[0]]
+            g = Grid([ax], np.asarray(ly, dtype=np.float64), np.zeros(len(ax), dtype=bool),
+                     [])
+            self.grids[("collective", shape)] = g
+            return g
+        return self._build("collective", shape, [BYTES_AXIS], lambda c: [
+            (kind, float(2.0 ** b), ranks, rpn, topo) for b in c[0]])
+
+    def _decode(self, shape: tuple) -> Grid:
+        g = self.grids.get(("attention_decode", shape))
+        if g is not None:
+            return g
+        heads, kvh, hd, dt, kvdt = shape
+
+        def keys_of(c: list[np.ndarray]) -> list[tuple]:
+            b, mean = 2.0 ** c[0], 2.0 ** c[1]
+            skew = np.minimum(2.0 ** c[2], b)
+            kv_sum = b * mean
+            kv_max = np.maximum(mean * skew, 1.0)
+            return [(bb, bb, s, mx, s, heads, kvh, hd, dt, kvdt)
+                    for bb, s, mx in zip(b.tolist(), kv_sum.tolist(), kv_max.tolist())]
+
+        return self._build("attention_decode", shape,
+                           [DECODE_B_AXIS, DECODE_MEAN_AXIS, DECODE_SKEW_AXIS], keys_of,
+                           monotone_axes=(1, 2))
+
+    # ---- lookup ----
+
+    def lookup_family(self, family: str, keys: list[tuple]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+        """Grid values of keys of one family.
+
+        Returns:
+            (us, hit mask, extrapolated mask, other fallback reasons -> count). Keys that are
+            not hits must take the model path.
+        """
+        n = len(keys)
+        us = np.zeros(n)
+        hit = np.zeros(n, dtype=bool)
+        ext = np.zeros(n, dtype=bool)
+        reasons: dict[str, int] = {}
+        if family == "attention_prefill":
+            return self._lookup_prefill(keys)
+        groups: dict[tuple, list[int]] = {}
+        coords: list[tuple] = [()] * n
+        if family == "collective":
+            for i, (kind, nbytes, ranks, rpn, topo) in enumerate(keys):
+                if nbytes and nbytes >= 1:
+                    groups.setdefault((kind, ranks, rpn, topo), []).append(i)
+                    coords[i] = (math.log2(nbytes),)
+        elif family == "attention_decode":
+            for i, k in enumerate(keys):
+                b, q, s, mx, pairs = k[0], k[1], k[2], k[3], k[4]
+                if q == b and b >= 1 and s >= b and abs(pairs - s) <= 1e-9 * s:
+                    mean = s / b
+                    groups.setdefault(k[5:], []).append(i)
+                    coords[i] = (math.log2(b), math.log2(mean), math.log2(max(mx / mean, 1.0)))
+        else:  # small ops
+            for i, (t, h, nbytes, dt) in enumerate(keys):
+                if t and h and nbytes and nbytes % t == 0:
+                    groups.setdefault((h, nbytes // t, dt), []).append(i)
+                    coords[i] = (math.log2(t),)
+                elif nbytes and nbytes >= 1:
+                    groups.setdefault((None, None, dt), []).append(i)
+                    coords[i] = (math.log2(nbytes),)
+        for shape, idx in groups.items():
+            if family == "collective":
+                g = self._collective(shape)
+            elif family == "attention_decode":
+                g = self._decode(shape)
+            else:
+                g = self._small(family, shape)
+            ii = np.asarray(idx)
+            x = np.array([coords[i] for i in idx], dtype=np.float64)
+            v, inside, e = g.lookup(x)
+            if family == "collective" and not g.reasons and not g.above.any():
+                # a measured curve: the edge value below it, slope-1 in log-log above it
+                over = x[:, 0] > g.axes[0][-1]
+                v = np.where(over, np.exp(g.logv[-1]) * 2.0 ** (x[:, 0] - g.axes[0][-1]), v)
+                below = x[:, 0] < g.axes[0][0]
+                v = np.where(below, np.exp(g.logv[0]), v)
+                inside = np.ones(len(idx), dtype=bool)
+                e = e | over
+            us[ii] = v
+            hit[ii] = inside
+            ext[ii] = e & inside
+            nh = int(inside.sum())
+            for r in g.reasons:
+                if nh:
+                    reasons[r] = reasons.get(r, 0) + nh
+        return us, hit, ext, reasons
+
+    def _lookup_prefill(self, keys: list[tuple]):
+        n = len(keys)
+        us = np.zeros(n)
+        ext = np.zeros(n, dtype=bool)
+        q = PREFILL_STEPS_PER_OCTAVE
+        qkeys = []
+        for k in keys:
+            r = [k[0]]
+            for v in k[1:5]:
+                r.append(2.0 ** (round(math.log2(v) * q) / q) if v > PREFILL_EXACT_BELOW
+                         else v)
+            qkeys.append(tuple(r) + tuple(k[5:]))
+        missing = sorted({qk for qk in qkeys if qk not in self.memo}, key=repr)
+        if missing:
+            v, above, reasons = self.model_fn("attention_prefill", missing)
+            self.prefill_reasons = list(reasons)
+            for qk, vv, aa in zip(missing, v, above):
+                self.memo[qk] = (float(vv), bool(aa))
+        for i, qk in enumerate(qkeys):
+            us[i], ext[i] = self.memo[qk]
+        reasons = {r: n for r in self.prefill_reasons}
+        return us, np.ones(n, dtype=bool), ext, reasons
+
+
+def cache_tag(parts: Sequence[str]) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
