@@ -50,7 +50,7 @@ def _run(client: SidecarClient, payloads: list[bytes], nops: int, seconds: float
             raise RuntimeError(f"sidecar error: {unpack(reply[1])}")
         n += nops
         i += 1
-    if i - start > len(payloads):
+    if len(payloads) > 1 and i - start > len(payloads):
         print(f"  (warning: {i - start} requests wrapped {len(payloads)} prepared payloads)")
     return n / (time.perf_counter() - t0), i
 

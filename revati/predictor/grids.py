@@ -143,6 +143,7 @@ class FamilyGrids:
         self.memo: dict[tuple, tuple[float, bool]] = {}
         self.prefill_reasons: list[str] = []
         self.builds = 0
+        self.model_ops = 0  # prefill ops whose bucket was new: they went through the model
 
     # ---- building ----
 
@@ -313,6 +314,7 @@ class FamilyGrids:
             qkeys.append(tuple(r) + tuple(k[5:]))
         missing = sorted({qk for qk in qkeys if qk not in self.memo}, key=repr)
         if missing:
+            self.model_ops += sum(1 for qk in qkeys if qk not in self.memo)
             v, above, reasons = self.model_fn("attention_prefill", missing)
             self.prefill_reasons = list(reasons)
             for qk, vv, aa in zip(missing, v, above):

@@ -306,15 +306,18 @@ class Predictor:
                 return us
         if self.family_grids is not None and family in GRID_FAMILIES and \
                 self._family_model(family)[0] is not None:
+            before = self.family_grids.model_ops
             us, hit, ext, reasons = self.family_grids.lookup_family(family, keys)
-            nh = int(hit.sum())
+            nmodel = self.family_grids.model_ops - before
+            self.stats.model += nmodel
+            nh = int(hit.sum()) - nmodel
             self.stats.grid_hits += nh
             self.stats.grid_builds = self.family_grids.builds + len(self.family_grids.memo)
             if ext.any():
                 self.stats.fallback(family, "extrapolated", int(ext.sum()))
             for r, c in reasons.items():
                 self.stats.fallback(family, r, c)
-            if nh == len(keys):
+            if hit.all():
                 return us
             miss = np.nonzero(~hit)[0]
             us[miss] = self._counted_model(family, [keys[i] for i in miss])
