@@ -79,14 +79,15 @@ def _exec_timewarp(args: argparse.Namespace):
     from revati.emulator import shared_timekeeper
     from revati.timekeeper import timewarp_cli
 
-    return timewarp_cli.open_clock(args, shared_timekeeper(args.clock, timewarp_cli.dilation(args.dilation)))
+    return timewarp_cli.open_clock(args, shared_timekeeper(args.clock, timewarp_cli.dilation(args.dilation),
+                                                           args.host_contention))
 
 
 def _run_tree(command: list[str], env: dict[str, str]) -> int:
     """Runs command as the leader of its own process group; signals reach the whole tree."""
     # The child leads its own process group so Ctrl-C and termination reach the whole tree.
     try:
-        proc = subprocess.Popen(command, env=env, start_new_session=True)
+        proc = subprocess.Popen(command, env=env, process_group=0)
     except FileNotFoundError:
         print(f"revati exec: command not found: {command[0]}", file=sys.stderr)
         return 127
@@ -279,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dilation", default=None, metavar="D|auto",
                    help="time warp with CPU work counting 1/D of its wall time; auto: D from the "
                         "calibration in docs/timewarp.md (implies --timewarp)")
+    e.add_argument("--host-contention", choices=("compensate", "count"), default="compensate",
+                   help="time warp: compensate (default) slows the clock while this host has more runnable "
+                        "tasks than cores, so CPU work costs its CPU time; count: queueing for a core "
+                        "counts as CPU work (docs/timewarp.md)")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     e.set_defaults(func=cmd_exec)
 

@@ -150,13 +150,22 @@ def _live_clock_pid(path: Path) -> int | None:
     return pid
 
 
-def shared_timekeeper(clock: str | os.PathLike | None = None, dilation: float = 1.0) -> "Timekeeper | JoinedClock":
+def start_governor(timekeeper) -> "object | None":
+    """Starts the contention governor on a Timekeeper's clock page (revati/timekeeper/governor.py)."""
+    from revati.timekeeper.governor import ContentionGovernor
+
+    return ContentionGovernor(timekeeper.page).start()
+
+
+def shared_timekeeper(clock: str | os.PathLike | None = None, dilation: float = 1.0,
+                      host_contention: str = "compensate") -> "Timekeeper | JoinedClock":
     """This process's Timekeeper, started on first use and stopped at exit.
 
     With clock (a clock page path), process trees started by different commands share one
     deployment clock: the first one starts the Timekeeper with its page at that path, the
     others join it while its Timekeeper lives (`revati exec --timewarp --clock PATH`).
     dilation: CPU work counts 1/dilation of its wall time (the owner's choice; joiners share it).
+    host_contention: "compensate" runs the owner's clock under the contention governor.
     """
     global _timekeeper
     if _timekeeper is None:
@@ -173,6 +182,8 @@ def shared_timekeeper(clock: str | os.PathLike | None = None, dilation: float = 
             path.unlink(missing_ok=True)  # a stale page left by a Timekeeper that died
         _timekeeper = Timekeeper(page_path=clock, dilation=dilation).start()
         atexit.register(_timekeeper.stop)
+        if host_contention == "compensate":
+            atexit.register(start_governor(_timekeeper).stop)  # runs before the Timekeeper stops
     return _timekeeper
 
 
@@ -220,7 +231,7 @@ def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None,
     endpoint = f"ipc://{tmp}/sidecar.sock"
     log = open(tmp / "sidecar.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "revati.cli", "sidecar", "--endpoint", endpoint, "--gpu", gpu],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, process_group=0)
     stats: dict = {}
     try:
         deadline = time.monotonic() + startup_timeout_s
@@ -260,6 +271,8 @@ def summarize_stats(prefix: str | os.PathLike) -> dict:
         except (OSError, json.JSONDecodeError):
             continue
         total["processes"] += 1
+        for key in ("steps", "graph_launches"):
+            total[key] = total.get(key, 0) + d.get(key, 0)
         for key in ("ops", "busy_ns", "family_ns", "predictor"):
             for k, v in d.get(key, {}).items():
                 total[key][k] = total[key].get(k, 0) + v

@@ -32,6 +32,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Children lead their own process group (process_group=0), not their own session: a new
+# session is a new scheduler autogroup, and the host's CPU would be shared per session instead
+# of per task, which the contention governor (revati/timekeeper/governor.py) assumes.
+
+
 def _kill_tree(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
     if proc.poll() is not None:
         try:
@@ -40,7 +45,10 @@ def _kill_tree(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
             pass
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # SIGTERM to the leader only: it stops its own children (vllm serve terminates its
+        # engine core, which then drains and exits). A second SIGTERM from us would reach the
+        # engine core after it restored the default handler and kill it mid-teardown.
+        os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace_s)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
@@ -124,7 +132,7 @@ def _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, t
            "--port", str(port), *(serve_args or [])]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout_s
@@ -191,7 +199,7 @@ def bench_serve(
            "--num-prompts", str(num_prompts), "--request-rate", request_rate, "--ignore-eos",
            "--save-result", "--result-dir", str(result_dir), "--result-filename", "bench.json"]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         try:
             rc = proc.wait(timeout=timeout_s)
         finally:

@@ -26,7 +26,7 @@ import yaml
 
 from revati import models
 from revati.catalog import get_gpu
-from revati.emulator import emulator_env, format_summary, merge_trace, summarize_stats
+from revati.emulator import emulator_env, format_summary, merge_trace, start_governor, summarize_stats
 from revati.run import loadgen, plots, report
 from revati.serving import VENV_BIN, ServerFailed, _kill_tree, free_port, served_model, tail, vllm_server
 from revati.spec.schema import EmulatedDeployment
@@ -65,7 +65,7 @@ def router(backends: list[str], env: dict[str, str], log_path: Path, timeout_s: 
     port = free_port()
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "revati.run.router", "--port", str(port), *backends],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -125,15 +125,26 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
                   "--tensor-parallel-size", str(s.tensorParallelSize),
                   "--pipeline-parallel-size", str(s.pipelineParallelSize),
                   *s.engine.cli_args()]
+    given = set(s.engine.args)
+    emulator_args: list[str] = []
+    # The engine drains and exits on SIGTERM instead of being force-killed, so every process's
+    # shim writes its final stats (the report's predictor figures) at exit.
+    if "shutdown-timeout" not in given:
+        emulator_args += ["--shutdown-timeout", "10"]
+    if s.tensorParallelSize > 1 and "disable-custom-all-reduce" not in given:
+        emulator_args.append("--disable-custom-all-reduce")
+    serve_args += emulator_args
     # Validate the workload before anything starts (model name and URL are filled in below).
     loadgen.plan(s, base_url="http://-", model="-", tokenizer=tokenizer, result_dir=out, spec_dir=spec_dir)
 
     notes: list[str] = []
-    timekeeper = None
+    timekeeper = governor = None
     if em.timewarp:
         from revati.timekeeper.timekeeper import Timekeeper
 
         timekeeper = Timekeeper(dilation=_dilation(spec)).start()
+        if em.hostContention == "compensate":
+            governor = start_governor(timekeeper)
     timewarp = timekeeper if timekeeper is not None else False
     if em.dilation == "auto":
         notes.append("dilation 'auto' is not calibrated yet: 1.0 is used (CPU work counts at its wall time)"
@@ -142,6 +153,10 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         notes.append("time warp OFF: every latency and throughput below is measured on this machine's "
                      "wall clock; it includes the CPU time of the real vLLM stack running here and the "
                      "predicted GPU time is not substituted for it. Do not read them as GPU predictions.")
+    if "--disable-custom-all-reduce" in emulator_args:
+        notes.append("TP > 1: vLLM's custom all-reduce is off (--disable-custom-all-reduce, added by the "
+                     "emulator: its IPC buffers and device flags are not emulated); all-reduces go through "
+                     "NCCL and are timed by the collective predictor")
     if s.replicas > 1:
         notes.append(f"{s.replicas} replicas behind revati's round-robin HTTP router (no health checks, "
                      "no load awareness); each replica has its own sidecar and virtual node")
@@ -181,6 +196,8 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
             (out / "bench.cmd").write_text("vllm bench serve " + " ".join(lp.args) + "\n")
             bench_rc = _run_bench(lp, s.gpu, timewarp, out, prog, console, timekeeper, bench_timeout_s, s.workload.seed)
     finally:
+        if governor is not None:
+            governor.stop()
         if timekeeper is not None:
             timekeeper.stop()
     t_end = time.monotonic()
@@ -210,6 +227,11 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         "jumped_s": timekeeper.stats.jumped_ns / 1e9 if timekeeper else None,
         "dilation": em.dilation,
         "dilation_effective": _dilation(spec) if em.timewarp else None,
+        "host_contention": em.hostContention if em.timewarp else None,
+        "host_cores": governor.cores if governor else None,
+        "contention_factor": governor.stats.as_dict() if governor else None,
+        "shim_steps": total_stats.get("steps"),
+        "graph_launches": total_stats.get("graph_launches"),
         "predictor": {
             "source": em.predictor,
             "duration_source": total_stats.get("duration_source"),
@@ -229,6 +251,7 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         "topology": {"tensor_parallel_size": s.tensorParallelSize, "pipeline_parallel_size": s.pipelineParallelSize,
                      "replicas": s.replicas, "router": s.replicas > 1},
         "engine_args": s.engine.cli_args(),
+        "emulator_engine_args": emulator_args,
         "load_generator": {"tool": "vllm bench serve", "dataset": lp.dataset, "num_prompts": lp.num_prompts,
                            "command": "vllm bench serve " + " ".join(lp.args)},
         "trace": trace_events or None,
@@ -263,7 +286,7 @@ def _run_bench(lp: loadgen.LoadPlan, gpu: str, timewarp, out: Path, prog: Progre
     prog.total = lp.num_prompts
     with open(log_path, "w") as log:
         proc = subprocess.Popen([str(VENV_BIN / "vllm"), "bench", "serve", *lp.args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, process_group=0)
         try:
             with Bar(TextColumn("[bold]requests"), BarColumn(), MofNCompleteColumn(),
                      TextColumn("{task.fields[clock]}"), console=console, transient=False) as bar:

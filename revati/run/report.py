@@ -194,7 +194,15 @@ def summary_table(report: dict) -> str:
                            f"{_fmt(e.get('virtual_s'), '.1f')} / {_fmt(e.get('wall_s'), '.1f')} / "
                            f"{_fmt(e.get('speedup'), '.2f')}x"))
     out.append(line.format("Clock jumps:", _fmt(e.get("jumps"), "d") if e.get("jumps") is not None else "-"))
-    out.append(line.format("Dilation:", e.get("dilation")))
+    dil = e.get("dilation")
+    if e.get("dilation_effective") is not None and dil != e.get("dilation_effective"):
+        dil = f"{dil} (used {e['dilation_effective']:g})"
+    out.append(line.format("Dilation:", dil))
+    if e.get("host_contention"):
+        cf = e.get("contention_factor") or {}
+        extra = (f", {e.get('host_cores')} cores, clock slowed {cf.get('mean_factor', 1):.2f}x on average"
+                 if e["host_contention"] == "compensate" and cf else "")
+        out.append(line.format("Host contention:", f"{e['host_contention']}{extra}"))
     pred = e.get("predictor", {})
     out.append(line.format("Predictor:", f"{pred.get('source')} (shim cache hit rate "
                                          f"{_fmt(pred.get('shim_cache_hit_rate'), '.2%')}, coverage "

@@ -157,10 +157,17 @@ class Emulation(_Strict):
     predictor: str = Field(default="sidecar", description="sidecar (trained models), roofline, or constant:<n>{ns,us,ms,s}.")
     dilation: Union[Literal["auto"], float] = Field(default="auto", description="CPU time counts 1/dilation; auto calibrates.")
     trace: bool = Field(default=False, description="Write a Perfetto trace of the virtual GPU timelines.")
-    timewarp: bool = Field(default=False,
+    timewarp: bool = Field(default=True,
                            description="Run every process on the causal virtual clock (the Timekeeper): "
-                                       "predicted GPU time and idle waits cost no wall time. Off: "
-                                       "latencies include this machine's CPU time.")
+                                       "predicted GPU time and idle waits cost no wall time, CPU work "
+                                       "costs its CPU time / dilation. Off: latencies are this "
+                                       "machine's wall clock (a debugging mode).")
+
+    hostContention: Literal["compensate", "count"] = Field(
+        default="compensate",
+        description="compensate: CPU work costs its CPU time even when this host has fewer free cores than "
+                    "the deployment has busy threads (the clock slows while tasks queue for a core); "
+                    "count: queueing for a core counts as CPU time too.")
 
     @field_validator("predictor")
     @classmethod

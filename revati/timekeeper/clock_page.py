@@ -10,12 +10,13 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 MAGIC = 0x4B434F4C43565254  # b"TRVCLOCK" read as a little-endian u64
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 PAGE_SIZE = 4096
 SOCK_MAX = 108
 FLAG_ACTIVE = 1
@@ -36,7 +37,9 @@ FIELDS: dict[str, tuple[int, str]] = {
     "timekeeper_pid": (80, "<i"),
     "protocol_version": (84, "<I"),
     "sock_path": (88, f"{SOCK_MAX}s"),
-    "reserved": (88 + SOCK_MAX, f"{PAGE_SIZE - 88 - SOCK_MAX}s"),
+    "pad0": (196, "<I"),
+    "base_dilation_ppm": (200, "<q"),
+    "reserved": (208, f"{PAGE_SIZE - 208}s"),
 }
 
 
@@ -69,6 +72,7 @@ class ClockPage:
     def __init__(self, path: str | os.PathLike, *, writer: bool = False):
         self.path = Path(path)
         self.writer = writer
+        self._wlock = threading.Lock()  # the Timekeeper's jumps and the governor's re-anchors
         fd = os.open(self.path, os.O_RDWR if writer else os.O_RDONLY)
         try:
             self._mm = mmap.mmap(fd, PAGE_SIZE, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writer else 0))
@@ -96,6 +100,7 @@ class ClockPage:
         page._put("r0_ns", mono)
         page._put("offset_ns", mono)
         page._put("dilation_ppm", int(round(dilation * 1_000_000)))
+        page._put("base_dilation_ppm", int(round(dilation * 1_000_000)))
         page._put("realtime_delta_ns", rt - mono)
         page._put("boottime_delta_ns", boot - mono)
         page._put("timekeeper_pid", os.getpid())
@@ -135,18 +140,37 @@ class ClockPage:
         seq, so a torn 8-byte store is never used.
         """
         assert self.writer
-        s = self.snapshot()
-        now = s.virtual(real_ns_now())
-        skip = target_ns - now
-        if skip <= 0:
-            return 0
-        seq = self.get("seq")
-        self._put("seq", seq + 1)
-        self._put("offset_ns", s.offset_ns + skip)
-        self._put("epoch", self.get("epoch") + 1)
-        self._put("jumped_ns", self.get("jumped_ns") + skip)
-        self._put("seq", seq + 2)
-        return skip
+        with self._wlock:
+            s = self.snapshot()
+            now = s.virtual(real_ns_now())
+            skip = target_ns - now
+            if skip <= 0:
+                return 0
+            seq = self.get("seq")
+            self._put("seq", seq + 1)
+            self._put("offset_ns", s.offset_ns + skip)
+            self._put("epoch", self.get("epoch") + 1)
+            self._put("jumped_ns", self.get("jumped_ns") + skip)
+            self._put("seq", seq + 2)
+            return skip
+
+    def set_dilation(self, dilation_ppm: int) -> None:
+        """Re-anchors the clock at now (V continues without a step) and runs it at dilation_ppm
+        from here on; never below the base dilation the page was created with."""
+        assert self.writer
+        dilation_ppm = max(int(dilation_ppm), self.get("base_dilation_ppm"))
+        with self._wlock:
+            s = self.snapshot()
+            if dilation_ppm == s.dilation_ppm:
+                return
+            seq = self.get("seq")
+            self._put("seq", seq + 1)
+            r = real_ns_now()  # after seq is odd: see rv_clock_page_now in the C header
+            v = s.virtual(r)
+            self._put("r0_ns", r)
+            self._put("offset_ns", v)
+            self._put("dilation_ppm", dilation_ppm)
+            self._put("seq", seq + 2)
 
     def close(self, *, unlink: bool | None = None) -> None:
         if self.writer:

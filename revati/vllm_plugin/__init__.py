@@ -48,7 +48,28 @@ def register() -> None:
         from revati.vllm_plugin import patches
 
         patches.install()
+        _flush_shim_at_exit()
         _registered = True
+
+
+def _flush_shim_at_exit() -> None:
+    """Makes the shim write its stats and trace when this process ends.
+
+    vLLM's engine core and workers are multiprocessing children, which end in os._exit(): no
+    atexit handlers, no library destructors, so the shim's exit-time write never happens and
+    the run's last second of figures would be lost. multiprocessing runs its finalizers first.
+    """
+    import atexit
+    import ctypes
+    import multiprocessing.util
+
+    try:
+        flush = ctypes.CDLL(None).revati_flush  # the preloaded shim's symbols are global
+    except (OSError, AttributeError):
+        return
+    flush.restype = None
+    atexit.register(flush)
+    multiprocessing.util.Finalize(None, flush, exitpriority=0)
 
 
 def seam_status() -> dict[str, str]:

@@ -6,6 +6,9 @@
  *   V = (R - r0_ns) * 1e6 / dilation_ppm + offset_ns      (virtual CLOCK_MONOTONIC, ns)
  *
  * where R is the real CLOCK_MONOTONIC. Only the Timekeeper moves offset_ns, and only forward.
+ * dilation_ppm is the configured dilation (base_dilation_ppm) times the host's CPU
+ * oversubscription, which the Timekeeper's governor re-anchors (r0_ns, offset_ns) as it
+ * changes (revati/timekeeper/governor.py); it never goes below base_dilation_ppm.
  * The other virtual clocks are fixed distances from V: CLOCK_REALTIME = V + realtime_delta_ns,
  * CLOCK_BOOTTIME = V + boottime_delta_ns (both sampled once when the page is created).
  *
@@ -20,7 +23,7 @@
 #include <stdint.h>
 
 #define RV_CLOCK_MAGIC 0x4b434f4c43565254ULL /* "TRVCLOCK" read as little-endian bytes */
-#define RV_CLOCK_LAYOUT_VERSION 1u
+#define RV_CLOCK_LAYOUT_VERSION 2u
 #define RV_CLOCK_PAGE_SIZE 4096u
 #define RV_CLOCK_SOCK_MAX 108u /* sizeof(sockaddr_un.sun_path) */
 
@@ -41,14 +44,16 @@ typedef struct rv_clock_page {
   int32_t timekeeper_pid;      /*  80 */
   uint32_t protocol_version;   /*  84: wire protocol spoken on sock_path */
   char sock_path[RV_CLOCK_SOCK_MAX]; /* 88: the Timekeeper's AF_UNIX SOCK_SEQPACKET socket */
-  uint8_t reserved[RV_CLOCK_PAGE_SIZE - 196];
+  uint32_t pad0;               /* 196 */
+  int64_t base_dilation_ppm;   /* 200: the configured dilation; dilation_ppm >= it (0: unset) */
+  uint8_t reserved[RV_CLOCK_PAGE_SIZE - 208];
 } rv_clock_page;
 
 _Static_assert(sizeof(rv_clock_page) == RV_CLOCK_PAGE_SIZE, "clock page is one page");
 
 /* One consistent snapshot of the fields a clock read needs. */
 typedef struct rv_clock_snap {
-  int64_t r0_ns, offset_ns, dilation_ppm;
+  int64_t r0_ns, offset_ns, dilation_ppm, base_dilation_ppm;
 } rv_clock_snap;
 
 static inline void rv_clock_page_read(const volatile rv_clock_page *p, rv_clock_snap *s) {
@@ -58,8 +63,27 @@ static inline void rv_clock_page_read(const volatile rv_clock_page *p, rv_clock_
     s->r0_ns = p->r0_ns;
     s->offset_ns = p->offset_ns;
     s->dilation_ppm = p->dilation_ppm;
+    s->base_dilation_ppm = p->base_dilation_ppm;
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (__atomic_load_n(&p->seq, __ATOMIC_RELAXED) == a) return;
+  }
+}
+
+/* Virtual monotonic ns now, with the real clock read inside the seqlock: the writer re-anchors
+ * (r0_ns, offset_ns, dilation_ppm) at a real time it reads after making seq odd, so a reading
+ * that straddles a change of rate retries instead of extrapolating the old rate past the anchor
+ * (which could run ahead of the new one: time would step back). */
+static inline int64_t rv_clock_page_now(const volatile rv_clock_page *p, int64_t (*real_now)(void)) {
+  for (;;) {
+    uint64_t a = __atomic_load_n(&p->seq, __ATOMIC_ACQUIRE);
+    if (a & 1) { __builtin_ia32_pause(); continue; }
+    int64_t r0 = p->r0_ns, off = p->offset_ns, dil = p->dilation_ppm;
+    int64_t r = real_now();
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&p->seq, __ATOMIC_RELAXED) != a) continue;
+    int64_t d = r - r0;
+    if (dil != 1000000) d = (int64_t)((__int128)d * 1000000 / dil);
+    return d + off;
   }
 }
 
@@ -70,10 +94,14 @@ static inline int64_t rv_clock_virtual(const rv_clock_snap *s, int64_t r) {
   return d + s->offset_ns;
 }
 
-/* Real ns that virtual span v takes when nothing jumps. */
+/* Real ns that virtual span v takes at least when nothing jumps: at the base dilation, the
+ * fastest the governor lets the clock run. A timed wait sleeps that long and re-checks, so it
+ * wakes early (and waits again) when the clock runs slower, never late when it speeds up. */
 static inline int64_t rv_clock_real_span(const rv_clock_snap *s, int64_t v) {
-  if (s->dilation_ppm == 1000000) return v;
-  return (int64_t)((__int128)v * s->dilation_ppm / 1000000);
+  int64_t d = s->base_dilation_ppm > 0 && s->base_dilation_ppm < s->dilation_ppm ? s->base_dilation_ppm
+                                                                                  : s->dilation_ppm;
+  if (d == 1000000) return v;
+  return (int64_t)((__int128)v * d / 1000000);
 }
 
 #endif

@@ -163,6 +163,8 @@ __attribute__((constructor)) static void rv_ctor(void) { rv_ensure_init(); }
 
 /* Writes REVATI_STATS_FILE.<pid>.json for processes that issued GPU work. Called at exit and
  * periodically (see rv_periodic_flush): a process killed by a signal still leaves its figures. */
+uint64_t rv_steps_seen_total(void); /* predictor_client.c */
+
 void rv_write_stats(void) {
   const char *stats = rv_stats_path;
   uint64_t total = 0;
@@ -191,20 +193,25 @@ void rv_write_stats(void) {
               (unsigned long long)pe, (unsigned long long)mns, (unsigned long long)uns);
       fprintf(f, ", \"graph_launches\": %llu, \"graph_nodes_replayed\": %llu, \"stub_hits\": %llu, "
                  "\"copies_real_bytes\": %llu, \"copies_dropped_bytes\": %llu, \"peak_device_bytes\": %llu, "
-                 "\"host_rss_bytes\": %llu, \"jumps\": %llu}\n",
+                 "\"host_rss_bytes\": %llu, \"jumps\": %llu, \"steps\": %llu}\n",
               (unsigned long long)rv_global_stats.graph_launches,
               (unsigned long long)rv_global_stats.graph_nodes_replayed,
               (unsigned long long)rv_stub_hits_total(),
               (unsigned long long)rv_global_stats.copies_real_bytes,
               (unsigned long long)rv_global_stats.copies_dropped_bytes,
               (unsigned long long)(rv_num_visible ? rv_devices[0].peak_used : 0),
-              (unsigned long long)rv_host_rss_bytes(), (unsigned long long)rv_global_stats.jumps);
+              (unsigned long long)rv_host_rss_bytes(), (unsigned long long)rv_global_stats.jumps,
+              (unsigned long long)rv_steps_seen_total());
       fclose(f);
     }
   }
 }
 
-__attribute__((destructor)) static void rv_dtor(void) {
+/* Writes the stats and flushes the trace now. The vLLM plugin calls it at process exit, since
+ * multiprocessing children end in _exit() and never reach the destructor below. */
+RV_EXPORT void revati_flush(void) {
   if (rv_trace_on) rv_trace_flush();
   rv_write_stats();
 }
+
+__attribute__((destructor)) static void rv_dtor(void) { revati_flush(); }

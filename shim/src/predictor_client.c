@@ -43,12 +43,17 @@ RV_EXPORT void revati_set_model(int num_heads, int num_kv_heads, int head_dim, i
   rv_model_info = (rv_model){num_heads, num_kv_heads, head_dim, hidden, intermediate, 1};
 }
 
+/* Steps handed over by the semantic layer: the report checks that the stats cover the run. */
+static uint64_t rv_steps_seen;
+uint64_t rv_steps_seen_total(void) { return __atomic_load_n(&rv_steps_seen, __ATOMIC_RELAXED); }
+
 RV_EXPORT void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode,
                                int64_t prefill_tokens, int64_t prefill_kv_sum, int64_t prefill_kv_max,
                                int64_t prefill_pairs, int64_t decode_kv_sum, int64_t decode_kv_max) {
   pthread_mutex_lock(&rv_lock);
   rv_cur_step = (rv_step){num_tokens, num_reqs, num_prefill, num_decode, prefill_tokens,
                           prefill_kv_sum, prefill_kv_max, prefill_pairs, decode_kv_sum, decode_kv_max};
+  rv_steps_seen++;
   pthread_mutex_unlock(&rv_lock);
   rv_periodic_flush(); /* once per step at most every second: serving steps sync on events, not streams */
 }

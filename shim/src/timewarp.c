@@ -77,11 +77,7 @@ int64_t rv_tw_real_mono(void) {
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-int64_t rv_tw_now(void) {
-  rv_clock_snap s;
-  rv_clock_page_read(tw_page, &s);
-  return rv_clock_virtual(&s, rv_tw_real_mono());
-}
+int64_t rv_tw_now(void) { return rv_clock_page_now(tw_page, rv_tw_real_mono); }
 
 int64_t rv_tw_real_span(int64_t v) {
   rv_clock_snap s;

@@ -10,7 +10,8 @@
   X(magic, 0, 8) X(layout_version, 8, 4) X(flags, 12, 4) X(seq, 16, 8) X(r0_ns, 24, 8)            \
   X(offset_ns, 32, 8) X(dilation_ppm, 40, 8) X(realtime_delta_ns, 48, 8)                          \
   X(boottime_delta_ns, 56, 8) X(epoch, 64, 8) X(jumped_ns, 72, 8) X(timekeeper_pid, 80, 4)        \
-  X(protocol_version, 84, 4) X(sock_path, 88, 108) X(reserved, 196, 3900)
+  X(protocol_version, 84, 4) X(sock_path, 88, 108) X(pad0, 196, 4) \
+  X(base_dilation_ppm, 200, 8) X(reserved, 208, 3888)
 
 int main(int argc, char **argv) {
   int fails = 0;

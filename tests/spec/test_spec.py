@@ -88,9 +88,14 @@ def test_crd_schema_is_structural_and_covers_the_spec():
     assert "systemPromptLen" in ds["properties"] and "inputLen" in ds["properties"]
 
 
-def test_timewarp_is_an_emulation_switch_off_by_default():
-    assert load_spec(REPO / "examples" / "default.yaml").spec.emulation.timewarp is False
-    assert spec_from_dict(_with("spec.emulation.timewarp", True)).spec.emulation.timewarp is True
+def test_timewarp_and_host_contention_are_emulation_switches_on_by_default():
+    em = load_spec(REPO / "examples" / "default.yaml").spec.emulation
+    assert em.timewarp is True and em.hostContention == "compensate"
+    assert spec_from_dict(_with("spec.emulation.timewarp", False)).spec.emulation.timewarp is False
+    assert spec_from_dict(_with("spec.emulation.hostContention", "count")).spec.emulation.hostContention == "count"
+    with pytest.raises(SpecError) as exc:
+        spec_from_dict(_with("spec.emulation.hostContention", "ignore"))
+    assert any(p.startswith("spec.emulation.hostContention:") for p in exc.value.problems)
     with pytest.raises(SpecError) as exc:
         spec_from_dict(_with("spec.emulation.timewarp", "sometimes"))
     assert any(p.startswith("spec.emulation.timewarp:") for p in exc.value.problems)
