@@ -26,7 +26,7 @@ Ref = tuple[Key, int]  # (key, a): end(key) + a
 OP_NAMES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "send", "recv", "all_to_all")
 OP_JOIN = 255
 # Resolved ends kept for arrivals that still refer to them; older ones are dropped per channel.
-_KEEP_RESOLVED = 200_000
+_KEEP_RESOLVED = 100_000
 
 
 def comm_hex(comm: int) -> str:

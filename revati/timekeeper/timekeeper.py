@@ -71,6 +71,9 @@ class TimekeeperStats:
     actors_seen: int = 0
     processes_seen: int = 0
     samples: int = 0
+    arrive_msgs: int = 0  # ARRIVE messages (a batch per graph replay, one per eager call)
+    resolve_asks: int = 0  # RESOLVE requests answered at once (queries, ends already known)
+    resolve_waits: int = 0  # RESOLVE requests that waited for a rank
 
 
 @dataclass
@@ -421,6 +424,7 @@ class Timekeeper:
     def _arrive(self, a: Actor, body: list) -> None:
         """ARRIVE [count, arrival * count] (protocol.py), in order: later arrivals of a batch
         may refer to earlier ones."""
+        self.stats.arrive_msgs += 1
         count, i, done = int(body[0]), 1, []
         for _ in range(count):
             comm, chan, seq, op, nparts, slot, dur, b, nrefs = body[i:i + 9]
@@ -438,8 +442,10 @@ class Timekeeper:
         keys = [(body[k], body[k + 1], body[k + 2]) for k in range(2, len(body) - 2, 3)]
         ends = [self.collectives.end(k) for k in keys]
         if not wait or all(e is not None for e in ends):
+            self.stats.resolve_asks += 1
             self._send(a, MsgType.RESOLVED, [req] + [-1 if e is None else e for e in ends])
             return
+        self.stats.resolve_waits += 1
         a.resolving = (req, keys)
         for k, e in zip(keys, ends):
             if e is None:
@@ -651,14 +657,14 @@ class Timekeeper:
         """Reads what actors sent since the last select. True if it changed an actor's state
         (a WAIT or RUN, an ARRIVE that answered a thread waiting for a collective, a new or
         closed connection): the samples no longer tell whether a jump is safe."""
-        gen = self._gen
+        gen, joined = self._gen, False
         for key, _ in self._sel.select(0):
             if key.data == "actor":
                 self._read(key.fileobj)
             elif key.data == "listen":
                 self._accept()
-                gen -= 1
-        return gen != self._gen
+                joined = True
+        return joined or gen != self._gen
 
     def _jump(self, waiting: list[Actor]) -> None:
         if self._unread_input():

@@ -28,7 +28,10 @@ def open_clock(args, clock):
         print(f"revati: time warp: {virt:.3f} virtual s in {wall:.3f} wall s "
               f"({virt / wall if wall else 0:.2f} virtual s per wall s); {st.jumps} jumps "
               f"({st.jumps / wall if wall else 0:.0f}/s) skipping {st.jumped_ns / 1e9:.3f} s; "
-              f"{st.processes_seen} processes, {st.actors_seen} actors", file=sys.stderr)
+              f"{st.processes_seen} processes, {st.actors_seen} actors"
+              + (f"; {clock.collectives.resolved} collectives resolved across ranks ({st.arrive_msgs} "
+                 f"ARRIVE messages, {st.resolve_waits} RESOLVE waits, {st.resolve_asks} answered at once)"
+                 if clock.collectives.resolved else ""), file=sys.stderr)
 
     atexit.register(summary)
     return clock

@@ -32,6 +32,7 @@ lib.cudaStreamBeginCapture.argtypes = [P, ctypes.c_int]
 lib.cudaStreamEndCapture.argtypes = [P, ctypes.POINTER(P)]
 lib.cudaGraphInstantiate.argtypes = [ctypes.POINTER(P), P, ctypes.c_ulonglong]
 lib.cudaGraphLaunch.argtypes = [P, P]
+lib.ncclSend.argtypes = lib.ncclRecv.argtypes = [P, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, P, P]
 s = socket.socket(fileno=fd)
 uid = UniqueId()
 if rank == 0:
@@ -73,6 +74,16 @@ if mode in ("eager", "die", "hang"):
     all_reduce()  # right after: its arrival follows the first one's pending end
     lib.cudaStreamSynchronize(stream)
     out["eager"] = [t0, time.monotonic_ns()]
+if mode == "p2p":  # a send and a receive between the two ranks, grouped: they start together
+    barrier()
+    t0 = time.monotonic_ns()
+    work(nk)
+    assert lib.ncclGroupStart() == 0
+    assert lib.ncclSend(buf, 1024, 7, 1 - rank, comm, stream) == 0
+    assert lib.ncclRecv(buf, 1024, 7, 1 - rank, comm, stream) == 0
+    assert lib.ncclGroupEnd() == 0
+    lib.cudaStreamSynchronize(stream)
+    out["p2p"] = [t0, time.monotonic_ns()]
 if mode == "graph":
     g, x = P(), P()
     assert lib.cudaStreamBeginCapture(stream, 0) == 0
@@ -164,6 +175,23 @@ def test_all_reduce_in_a_replayed_graph_ends_agree_across_ranks(timekeeper, tmp_
     assert end == colls[0]["end"] + 28 * MS
     for p in (p0, p1):
         assert end <= p["graph"][1] <= end + SLACK
+
+
+def test_grouped_send_recv_pairs_start_together_and_agree(timekeeper, tmp_path):
+    """ncclGroupStart; send to the peer; receive from it; ncclGroupEnd, after 5 vs 10 ms of
+    GPU work: each pair (0 -> 1, 1 -> 0) ends at max(arrivals) + 1 ms, both calls of a rank's
+    group arrive at the same time (the group's start), and the stream goes on after both."""
+    (p0, p1), trace = _run_pair(timekeeper, tmp_path, "p2p")
+    pairs = _check_resolved(trace, [p0["pid"], p1["pid"]], 2)
+    # arrivals are [rank 0's, rank 1's]: a rank's send and receive both arrive at its group's start
+    assert pairs[0]["arrivals"] == pairs[1]["arrivals"]
+    assert pairs[0]["end"] == pairs[1]["end"]
+    for r, (p, nk) in enumerate(((p0, 5), (p1, 10))):
+        t0 = p["p2p"][0]
+        assert t0 + nk * MS <= pairs[0]["arrivals"][r] <= t0 + nk * MS + SLACK
+    end = pairs[0]["end"]
+    for p in (p0, p1):
+        assert end <= p["p2p"][1] <= end + SLACK
 
 
 PAIR = r'''
