@@ -11,10 +11,17 @@ sidecar's (receive, decode, validate, predict, reply), not the Python client's. 
   prefill  attention prefill chunks never seen before (memoised 2^(1/128) buckets: a new
            bucket is a batched model call)
 Each workload runs --repeat times; the median is printed with the spread, and the sidecar's
-STATS show how many ops went to the model.
+STATS show how many ops went to the model. The load average is printed before and after.
+
+Before/after on a loaded host: --baseline DIR starts a second sidecar from an older tree and
+alternates the two run by run (new, old, new, old ...), so both see the same load. DIR must
+hold an older `revati` package with its sidecar as `revati/sidecar`, e.g.
+  git archive <rev> revati sidecar | tar -x -C /tmp/base && mv /tmp/base/sidecar /tmp/base/revati/
+It runs with PYTHONPATH=DIR (only that directory, never the repo root) and this checkout's
+profiles (REVATI_PROFILES_DIR).
 
 Run:  .venv/bin/python benchmarks/bench_sidecar.py [--gpu h100-sxm] [--batch 1024] [--seconds 3]
-      [--repeat 5]
+      [--repeat 5] [--baseline DIR] [--workloads hot,grid,fresh,prefill]
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from revati.sidecar import SidecarClient
 from revati.sidecar.protocol import MsgType, pack, type_frame, unpack
@@ -35,6 +44,18 @@ def _serve(ep: str, gpu: str) -> None:
     from revati.sidecar.server import serve
 
     serve(ep, gpu)
+
+
+def _start_baseline(ep: str, gpu: str, tree: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+    env.setdefault("REVATI_PROFILES_DIR", str(Path(__file__).resolve().parents[1] / "profiles"))
+    code = ("import sys; from revati.sidecar.server import serve; "
+            "serve(sys.argv[1], sys.argv[2])")
+    return subprocess.Popen([sys.executable, "-c", code, ep, gpu], env=env, cwd=tree)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _run(client: SidecarClient, payloads: list[bytes], nops: int, seconds: float,
@@ -61,12 +82,23 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--baseline", default=None,
+                    help="directory holding an older revati package to alternate with")
+    ap.add_argument("--workloads", default="hot,grid,fresh,prefill")
     a = ap.parse_args()
-    ep = f"ipc://{tempfile.mkdtemp()}/bench.sock"
+    tmp = tempfile.mkdtemp()
+    ep = f"ipc://{tmp}/bench.sock"
     proc = mp.get_context("spawn").Process(target=_serve, args=(ep, a.gpu), daemon=True)
     proc.start()
     client = SidecarClient(ep, timeout_s=600)
     client.hello(a.gpu)
+    sides = {"new": client}
+    base_proc = None
+    if a.baseline:
+        bep = f"ipc://{tmp}/baseline.sock"
+        base_proc = _start_baseline(bep, a.gpu, a.baseline)
+        sides["baseline"] = SidecarClient(bep, timeout_s=600)
+        sides["baseline"].hello(a.gpu)
     B = a.batch
     shapes = [(12288, 4096), (4096, 4096), (28672, 4096), (4096, 14336)]
     hot = [{"op": "gemm", "m": 1 + j % 512, "n": shapes[j % 4][0], "k": shapes[j % 4][1]}
@@ -104,29 +136,47 @@ def main() -> None:
         return out
 
     print(f"preparing payloads ({nreq} requests per workload) ...", flush=True)
-    work = {"hot": [pack({"ops": hot})],
-            "grid": [pack({"ops": grid(i)}) for i in range(nreq)],
-            "fresh": [pack({"ops": fresh(i)}) for i in range(nreq)],
-            "prefill": [pack({"ops": prefill(i)}) for i in range(min(nreq, 200))]}
-    client.predict(hot)  # warm the cache
+    builders = {"hot": lambda: [pack({"ops": hot})],
+                "grid": lambda: [pack({"ops": grid(i)}) for i in range(nreq)],
+                "fresh": lambda: [pack({"ops": fresh(i)}) for i in range(nreq)],
+                "prefill": lambda: [pack({"ops": prefill(i)}) for i in range(min(nreq, 200))]}
+    work = {name: builders[name]() for name in a.workloads.split(",")}
+    for c in sides.values():
+        c.predict(hot)  # warm the cache
     print(f"sidecar throughput on {os.cpu_count()} CPUs, gpu={a.gpu}, batch={B}, "
-          f"{a.seconds:g} s x {a.repeat} runs per workload:")
+          f"{a.seconds:g} s x {a.repeat} runs per workload"
+          + (f", alternating with the baseline {a.baseline}" if a.baseline else "")
+          + f"; load average {_load()}:", flush=True)
     for name, payloads in work.items():
-        rates = []
-        idx = 0
-        before = client.stats()["predictor"]
+        rates: dict[str, list[float]] = {s: [] for s in sides}
+        idx = {s: 0 for s in sides}
+        before = {s: c.stats()["predictor"] for s, c in sides.items()}
         for _ in range(a.repeat):
-            rate, idx = _run(client, payloads, B, a.seconds, idx)
-            rates.append(rate)
-        after = client.stats()["predictor"]
-        ops = after["ops"] - before["ops"]
-        model = after["model"] - before["model"]
-        print(f"  {name:8s} median {statistics.median(rates):10,.0f} predictions/s "
-              f"(runs {', '.join(f'{r / 1000:.0f}k' for r in rates)}); "
-              f"{ops:,} ops, {model:,} through the model")
+            for side, c in sides.items():
+                rate, idx[side] = _run(c, payloads, B, a.seconds, idx[side])
+                rates[side].append(rate)
+        for side, c in sides.items():
+            after = c.stats()["predictor"]
+            ops = after["ops"] - before[side]["ops"]
+            model = after["model"] - before[side]["model"]
+            label = f"{name}" if len(sides) == 1 else f"{name} {side}"
+            print(f"  {label:17s} median {statistics.median(rates[side]):10,.0f} predictions/s "
+                  f"(runs {', '.join(f'{r / 1000:.0f}k' for r in rates[side])}); "
+                  f"{ops:,} ops, {model:,} through the model", flush=True)
+        if len(sides) > 1:
+            print(f"  {name}: new / baseline median = "
+                  f"{statistics.median(rates['new']) / statistics.median(rates['baseline']):.2f}"
+                  f" (load average now {_load()})", flush=True)
+    print(f"load average at the end {_load()}")
     print("reproduce: .venv/bin/python benchmarks/bench_sidecar.py "
-          f"--gpu {a.gpu} --batch {B} --seconds {a.seconds:g} --repeat {a.repeat}")
-    client.close()
+          f"--gpu {a.gpu} --batch {B} --seconds {a.seconds:g} --repeat {a.repeat}"
+          + (f" --baseline {a.baseline}" if a.baseline else "")
+          + (f" --workloads {a.workloads}" if a.workloads != "hot,grid,fresh,prefill" else ""))
+    for c in sides.values():
+        c.close()
+    if base_proc is not None:
+        base_proc.terminate()
+        base_proc.wait(10)
     proc.terminate()
     proc.join(10)
     sys.stdout.flush()

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from revati.predictor.descriptor import DESCRIPTOR_VERSION, DescriptorError, normalize
+from revati.predictor.descriptor import DESCRIPTOR_VERSION, DescriptorError, normalize_batch
 from revati.predictor.predictor import Predictor
 from revati.sidecar.protocol import (
     PROTOCOL_VERSION, MsgType, error_payload, pack, type_frame, unpack)
@@ -151,12 +151,10 @@ class SidecarServer:
             if not isinstance(ops, list):
                 return [_ERROR, error_payload("bad_payload",
                                               "PREDICT payload must be {'ops': [descriptor, ...]}")]
-            parts = []
-            for i, op in enumerate(ops):
-                try:
-                    parts.append(normalize(op))
-                except DescriptorError as e:
-                    return [_ERROR, error_payload("bad_op", f"ops[{i}]: {e}")]
+            try:
+                parts = normalize_batch(ops)
+            except DescriptorError as e:  # the message names the first bad op: "ops[i]: ..."
+                return [_ERROR, error_payload("bad_op", str(e))]
             us = self.predictor.predict_parts(parts)
             self.counters["predicted_ops"] += len(us)
             out: dict[str, Any] = {"us": us}

@@ -251,28 +251,42 @@ class FamilyGrids:
         reasons: dict[str, int] = {}
         if family == "attention_prefill":
             return self._lookup_prefill(keys)
-        groups: dict[tuple, list[int]] = {}
-        coords: list[tuple] = [()] * n
+        # NOTE: coordinates and validity for the whole batch with numpy; only the grouping
+        # by shape (a dict of Python tuples) stays per key.
+        cols = list(zip(*keys))
         if family == "collective":
-            for i, (kind, nbytes, ranks, rpn, topo) in enumerate(keys):
-                if nbytes and nbytes >= 1:
-                    groups.setdefault((kind, ranks, rpn, topo), []).append(i)
-                    coords[i] = (math.log2(nbytes),)
+            nbytes = np.array(cols[1], dtype=np.float64)
+            valid = nbytes >= 1
+            coords = np.log2(np.maximum(nbytes, 1.0))[:, None]
+            shapes = list(zip(cols[0], cols[2], cols[3], cols[4]))
         elif family == "attention_decode":
-            for i, k in enumerate(keys):
-                b, q, s, mx, pairs = k[0], k[1], k[2], k[3], k[4]
-                if q == b and b >= 1 and s >= b and abs(pairs - s) <= 1e-9 * s:
-                    mean = s / b
-                    groups.setdefault(k[5:], []).append(i)
-                    coords[i] = (math.log2(b), math.log2(mean), math.log2(max(mx / mean, 1.0)))
-        else:  # small ops
-            for i, (t, h, nbytes, dt) in enumerate(keys):
-                if t and h and nbytes and nbytes % t == 0:
-                    groups.setdefault((h, nbytes // t, dt), []).append(i)
-                    coords[i] = (math.log2(t),)
-                elif nbytes and nbytes >= 1:
-                    groups.setdefault((None, None, dt), []).append(i)
-                    coords[i] = (math.log2(nbytes),)
+            b, q, s_, mx, pairs = (np.array(cols[i], dtype=np.float64) for i in range(5))
+            valid = (q == b) & (b >= 1) & (s_ >= b) & (np.abs(pairs - s_) <= 1e-9 * s_)
+            bb = np.maximum(b, 1.0)
+            mean = np.maximum(s_, 1.0) / bb
+            coords = np.column_stack([np.log2(bb), np.log2(mean),
+                                      np.log2(np.maximum(mx / mean, 1.0))])
+            shapes = list(zip(*cols[5:]))
+        else:  # small ops: (tokens, hidden, bytes, dtype); tokens/hidden may be None
+            t = np.array(cols[0], dtype=np.float64)
+            h = np.array(cols[1], dtype=np.float64)
+            nb = np.array(cols[2], dtype=np.float64)
+            ti = np.nan_to_num(t, nan=0.0)
+            per_tok = (ti > 0) & (np.nan_to_num(h, nan=0.0) > 0) & (nb > 0)
+            per_tok &= np.mod(nb, np.where(per_tok, ti, 1.0)) == 0
+            valid = per_tok | (nb >= 1)
+            coords = np.log2(np.where(per_tok, np.maximum(ti, 1.0), np.maximum(nb, 1.0)))[:, None]
+            dts = cols[3]
+            shapes = [(hh, nbb // tt, d) if pt else (None, None, d) for tt, hh, nbb, d, pt in
+                      zip(cols[0], cols[1], cols[2], dts, per_tok.tolist())]
+        groups: dict[tuple, list[int]] = {}
+        for i in np.nonzero(valid)[0].tolist():
+            sh = shapes[i]
+            g = groups.get(sh)
+            if g is None:
+                groups[sh] = [i]
+            else:
+                g.append(i)
         for shape, idx in groups.items():
             if family == "collective":
                 g = self._collective(shape)
@@ -281,7 +295,7 @@ class FamilyGrids:
             else:
                 g = self._small(family, shape)
             ii = np.asarray(idx)
-            x = np.array([coords[i] for i in idx], dtype=np.float64)
+            x = coords[ii]
             v, inside, e = g.lookup(x)
             if family == "collective" and not g.reasons and not g.above.any():
                 # a measured curve: the edge value below it, slope-1 in log-log above it

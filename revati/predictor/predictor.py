@@ -26,15 +26,14 @@ Lookup order for one op part (family, key):
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from revati.predictor import paths
-from revati.predictor.descriptor import DescriptorError, normalize
+from revati.predictor.descriptor import normalize_batch
 from revati.predictor.features import SPECS, attention_ideal, columns_from_keys
 from revati.predictor.flash_attention import fa_prefill_us
 from revati.predictor.grids import FamilyGrids, cache_tag
@@ -134,6 +133,7 @@ class Predictor:
         self.stats = PredictorStats()
         self._cache: dict[tuple[str, tuple], float] = {}
         self._grids: dict[tuple, list[float]] = {}
+        self._grid_arrays: dict[tuple, np.ndarray] = {}
         self.kernel_proxy_models = kernel_proxy_models or {}
         # "min": min(data, FA model); "only": no prefill data, the FA model; None: the data
         self.fa_prefill: str | None = None
@@ -219,7 +219,9 @@ class Predictor:
         us = self._model_gemm(keys, count=False)
         nb = len(M_BUCKET_LIST)
         for i, shape in enumerate(shapes):
-            self._grids[shape] = monotone_grid(us[i * nb:(i + 1) * nb]).tolist()
+            g = monotone_grid(us[i * nb:(i + 1) * nb])
+            self._grids[shape] = g.tolist()
+            self._grid_arrays[shape] = g
 
     def _model_gemm(self, keys: list[tuple], count: bool = True) -> np.ndarray:
         """GEMM durations from the model path, with dtype/proxy scaling."""
@@ -250,29 +252,6 @@ class Predictor:
                 self.stats.fallback("gemm", "proxy_gpu", len(keys))
         return us
 
-    def _gemm_from_grid(self, key: tuple) -> float | None:
-        m, n, k, d, b = key
-        if m <= 0 or n <= 0 or k <= 0:
-            return 0.0
-        shape = (n, k, d, b)
-        grid = self._grids.get(shape)
-        if grid is None:
-            if self._gemm_model()[0] is None:
-                return None
-            self._build_grids([shape])
-            grid = self._grids[shape]
-        if m > M_BUCKET_LIST[-1]:
-            return None
-        if d not in HALF_DTYPES:
-            self.stats.fallback("gemm", "dtype_proxy")
-        if "gemm" not in self.models:
-            self.stats.fallback("gemm", "proxy_gpu")
-        # NOTE: a step lookup (the value of the first bucket >= m), not an interpolation:
-        # GEMM time is a staircase in m whose steps sit just past multiples of the CTA tile
-        # (64/128/256 rows, all bucket boundaries), e.g. n = k = 4096 on H100: 49 us at
-        # m = 1024, 65 us at m = 1040; interpolating 1024..1056 put half the step at 1040.
-        return grid[bisect.bisect_left(M_BUCKET_LIST, m)]
-
     # ---- prediction ----
 
     def predict_us(self, ops: Iterable[dict]) -> list[float]:
@@ -281,45 +260,105 @@ class Predictor:
         Raises:
             DescriptorError: for a malformed descriptor; the message names its index and field.
         """
-        parts_of: list[list[tuple[str, tuple]]] = []
-        for i, op in enumerate(ops):
-            try:
-                parts_of.append(normalize(op))
-            except DescriptorError as e:
-                raise DescriptorError(f"ops[{i}]: {e}") from None
-        return self.predict_parts(parts_of)
+        return self.predict_parts(normalize_batch(ops if isinstance(ops, list) else list(ops)))
 
     def predict_parts(self, parts_of: list[list[tuple[str, tuple]]]) -> list[float]:
-        """Like predict_us, for already-normalised ops (lists of (family, key) parts)."""
-        cache = self._cache
+        """Like predict_us, for already-normalised ops (lists of (family, key) parts).
+
+        NOTE: batched a family at a time: the exact-key cache is read for the whole batch,
+        the misses are grouped by family and each family's grid (or model) is looked up once
+        for all its keys with numpy; only dict/tuple work stays per part.
+        """
+        n = len(parts_of)
         stats = self.stats
-        out = [0.0] * len(parts_of)
-        pending: dict[str, list[tuple[int, tuple]]] = defaultdict(list)
-        for i, parts in enumerate(parts_of):
-            stats.ops += 1
-            for part in parts:
-                stats.by_family[part[0]] += 1
-                v = cache.get(part)
-                if v is not None:
-                    stats.cache_hits += 1
-                    out[i] += v
-                    continue
-                if part[0] == "gemm":
-                    v = self._gemm_from_grid(part[1])
-                    if v is not None:
-                        stats.grid_hits += 1
-                        cache[part] = v
-                        out[i] += v
-                        continue
-                pending[part[0]].append((i, part[1]))
-        for family, items in pending.items():
-            keys = [k for _, k in items]
-            us = self._predict_family(family, keys)
-            for (i, key), v in zip(items, us):
-                v = float(v)
-                cache[(family, key)] = v
-                out[i] += v
+        stats.ops += n
+        if all(len(p) == 1 for p in parts_of):
+            flat = [p[0] for p in parts_of]
+            owner = None
+        else:
+            flat, owner = [], []
+            for i, parts in enumerate(parts_of):
+                flat.extend(parts)
+                owner.extend([i] * len(parts))
+        fams = [p[0] for p in flat]
+        by_family = stats.by_family
+        for f, c in Counter(fams).items():
+            by_family[f] += c
+        cache = self._cache
+        vals = list(map(cache.get, flat))
+        miss = [j for j, v in enumerate(vals) if v is None]
+        stats.cache_hits += len(flat) - len(miss)
+        if miss:
+            pending: dict[str, list[int]] = {}
+            for j in miss:
+                g = pending.get(fams[j])
+                if g is None:
+                    pending[fams[j]] = [j]
+                else:
+                    g.append(j)
+            for family, js in pending.items():
+                keys = [flat[j][1] for j in js]
+                if family == "gemm":
+                    us = self._gemm_batch(keys)
+                else:
+                    us = self._predict_family(family, keys)
+                for j, v in zip(js, np.asarray(us, dtype=np.float64).tolist()):
+                    vals[j] = v
+                    cache[flat[j]] = v
+        if owner is None:
+            return vals
+        out = [0.0] * n
+        for i, v in zip(owner, vals):
+            out[i] += v
         return out
+
+    def _gemm_batch(self, keys: list[tuple]) -> np.ndarray:
+        """GEMM keys through the m-grid of their weight shape (built on first use), a shape
+        at a time; above the grid or without a model, the model path."""
+        n = len(keys)
+        us = np.zeros(n)
+        if self._gemm_model()[0] is None:
+            return self._predict_family("gemm", keys)
+        groups: dict[tuple, list[int]] = {}
+        for j, (m, nn, k, d, b) in enumerate(keys):
+            if m <= 0 or nn <= 0 or k <= 0:
+                continue  # an empty GEMM: 0 us, a grid hit
+            shape = (nn, k, d, b)
+            g = groups.get(shape)
+            if g is None:
+                groups[shape] = [j]
+            else:
+                g.append(j)
+        new = [s for s in groups if s not in self._grid_arrays]
+        if new:
+            self._build_grids(new)
+        model_js: list[int] = []
+        hits = n
+        last = M_BUCKET_LIST[-1]
+        own = "gemm" in self.models
+        for shape, js in groups.items():
+            m = np.array([keys[j][0] for j in js], dtype=np.float64)
+            ok = m <= last
+            ii = np.asarray(js)
+            if not ok.all():
+                model_js.extend(ii[~ok].tolist())
+                ii, m = ii[ok], m[ok]
+                hits -= int((~ok).sum())
+            # NOTE: a step lookup (the value of the first bucket >= m), not an
+            # interpolation: GEMM time is a staircase in m whose steps sit just past multiples
+            # of the CTA tile (64/128/256 rows, all bucket boundaries), e.g. n = k = 4096 on
+            # H100: 49 us at m = 1024, 65 us at m = 1040; interpolating put half the step at
+            # 1040.
+            us[ii] = self._grid_arrays[shape][np.searchsorted(M_BUCKETS, m, side="left")]
+            if len(ii):
+                if shape[2] not in HALF_DTYPES:
+                    self.stats.fallback("gemm", "dtype_proxy", len(ii))
+                if not own:
+                    self.stats.fallback("gemm", "proxy_gpu", len(ii))
+        self.stats.grid_hits += hits
+        if model_js:
+            us[model_js] = self._predict_family("gemm", [keys[j] for j in model_js])
+        return us
 
     def _predict_family(self, family: str, keys: list[tuple]) -> np.ndarray:
         if family == "memcpy":

@@ -77,3 +77,16 @@ def test_many_clients_and_request_id(endpoint):
     finally:
         for c in clients:
             c.close()
+
+
+def test_bad_op_in_a_mixed_batch_names_the_first_bad_index(client):
+    # the batched validation redoes a failing batch op by op: the first bad op is named
+    ops = [{"op": "norm", "tokens": 8, "hidden": 4096},
+           {"op": "collective", "kind": "all_reduce", "bytes": 1024, "ranks": 8},
+           {"op": "attention", "phase": "decode", "batch_size": 2, "kv_len_sum": 100,
+            "num_heads": 8, "head_dim": 128},
+           {"op": "norm", "tokens": -1, "hidden": 4096},
+           {"op": "gemm", "m": 1, "n": 1}]
+    with pytest.raises(SidecarError, match=r"ops\[3\].*'tokens'"):
+        client.predict(ops)
+    assert len(client.predict(ops[:3])) == 3
