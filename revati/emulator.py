@@ -154,7 +154,9 @@ def start_governor(timekeeper) -> "object | None":
     """Starts the contention governor on a Timekeeper's clock page (revati/timekeeper/governor.py)."""
     from revati.timekeeper.governor import ContentionGovernor
 
-    return ContentionGovernor(timekeeper.page).start()
+    actors = timekeeper._actors  # read-only from the governor's thread: a snapshot per sample
+
+    return ContentionGovernor(timekeeper.page, lambda: {a.pid for a in list(actors.values()) if a.pid}).start()
 
 
 def shared_timekeeper(clock: str | os.PathLike | None = None, dilation: float = 1.0,

@@ -229,7 +229,7 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         "dilation_effective": _dilation(spec) if em.timewarp else None,
         "host_contention": em.hostContention if em.timewarp else None,
         "host_cores": governor.cores if governor else None,
-        "contention_factor": governor.stats.as_dict() if governor else None,
+        "contention_factor": {**governor.stats.as_dict(), "measure": governor.mode} if governor else None,
         "shim_steps": total_stats.get("steps"),
         "graph_launches": total_stats.get("graph_launches"),
         "predictor": {

@@ -68,6 +68,7 @@ class TimekeeperStats:
     jumps: int = 0
     jumped_ns: int = 0
     wakes: int = 0
+    overdue_wakes: int = 0  # wakes of waiters whose deadline passed while the clock ran
     actors_seen: int = 0
     processes_seen: int = 0
     samples: int = 0
@@ -339,9 +340,32 @@ class Timekeeper:
                 else:
                     self._read(key.fileobj)
             try:
+                self._wake_overdue()
                 self._try_jump()
             except Exception:  # never let one bad sample kill the clock
                 log.exception("timekeeper: quiescence check failed")
+
+    def _wake_overdue(self) -> None:
+        """Wakes WAITING actors whose deadline the running clock has passed.
+
+        A timed wait sleeps the real span its deadline is away at the rate of the moment; when
+        the clock speeds up afterwards (the contention governor lowers the dilation, or a jump
+        moved it part of the way), that real timer fires late. Waking them here bounds the
+        lateness to one tick of this loop plus the wake-up.
+        """
+        if self.page is None:
+            return
+        now = None
+        for a in self._actors.values():
+            if a.state == WAITING and a.deadline >= 0:
+                if now is None:
+                    now = self.page.now_ns()
+                if a.deadline <= now:
+                    a.state = RUNNING
+                    self._send(a, MsgType.WAKE, [a.seq, now])
+                    self.stats.wakes += 1
+                    self.stats.overdue_wakes += 1
+                    self._gen += 1
 
     def _accept(self) -> None:
         while True:

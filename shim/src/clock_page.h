@@ -94,14 +94,14 @@ static inline int64_t rv_clock_virtual(const rv_clock_snap *s, int64_t r) {
   return d + s->offset_ns;
 }
 
-/* Real ns that virtual span v takes at least when nothing jumps: at the base dilation, the
- * fastest the governor lets the clock run. A timed wait sleeps that long and re-checks, so it
- * wakes early (and waits again) when the clock runs slower, never late when it speeds up. */
+/* Real ns that virtual span v takes at the current rate when nothing jumps. If the clock
+ * speeds up meanwhile (the governor lowers dilation_ppm), a timer set from this fires late;
+ * the Timekeeper wakes waiters whose deadline has passed (Timekeeper._wake_overdue). Sleeping
+ * at the base rate instead would wake every timed waiter early and again and again while the
+ * host is oversubscribed, which oversubscribes it further. */
 static inline int64_t rv_clock_real_span(const rv_clock_snap *s, int64_t v) {
-  int64_t d = s->base_dilation_ppm > 0 && s->base_dilation_ppm < s->dilation_ppm ? s->base_dilation_ppm
-                                                                                  : s->dilation_ppm;
-  if (d == 1000000) return v;
-  return (int64_t)((__int128)v * d / 1000000);
+  if (s->dilation_ppm == 1000000) return v;
+  return (int64_t)((__int128)v * s->dilation_ppm / 1000000);
 }
 
 #endif

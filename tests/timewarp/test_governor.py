@@ -13,6 +13,7 @@ from collections import deque
 
 import pytest
 
+from revati.emulator import start_governor
 from revati.timekeeper import clock_page as cp
 from revati.timekeeper.governor import ContentionGovernor, host_cores, runnable_tasks
 from revati.timekeeper.timekeeper import Timekeeper
@@ -80,7 +81,7 @@ def _burn_ratio(host_contention: str) -> float:
     hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(host_cores())]
     try:
         with Timekeeper() as tk:
-            gov = ContentionGovernor(tk.page).start() if host_contention == "compensate" else None
+            gov = start_governor(tk) if host_contention == "compensate" else None
             try:
                 time.sleep(0.3)  # the hogs are spinning
                 (out,) = finish(spawn(tk, BURN), timeout=60)
@@ -103,4 +104,4 @@ def test_cpu_work_costs_its_cpu_time_under_host_load():
     print(f"virtual/CPU with {host_cores()} hogs: count {counted:.2f}, compensate {compensated:.2f}")
     # Other load on the host (CI neighbours) raises `counted` and is compensated too.
     assert counted > 1.3
-    assert 0.8 < compensated < 1.3 and compensated < 0.85 * counted
+    assert 0.7 < compensated < 1.3 and compensated < 0.85 * counted
