@@ -27,6 +27,7 @@ Lookup order for one op part (family, key):
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -272,15 +273,15 @@ class Predictor:
         n = len(parts_of)
         stats = self.stats
         stats.ops += n
-        if all(len(p) == 1 for p in parts_of):
-            flat = [p[0] for p in parts_of]
+        if n and parts_of and set(map(len, parts_of)) == {1}:
+            flat = list(map(itemgetter(0), parts_of))
             owner = None
         else:
             flat, owner = [], []
             for i, parts in enumerate(parts_of):
                 flat.extend(parts)
                 owner.extend([i] * len(parts))
-        fams = [p[0] for p in flat]
+        fams = list(map(itemgetter(0), flat))
         by_family = stats.by_family
         for f, c in Counter(fams).items():
             by_family[f] += c
@@ -290,21 +291,29 @@ class Predictor:
         stats.cache_hits += len(flat) - len(miss)
         if miss:
             pending: dict[str, list[int]] = {}
-            for j in miss:
-                g = pending.get(fams[j])
-                if g is None:
-                    pending[fams[j]] = [j]
-                else:
-                    g.append(j)
+            if len(set(map(fams.__getitem__, miss))) == 1:
+                pending[fams[miss[0]]] = miss
+            else:
+                for j in miss:
+                    g = pending.get(fams[j])
+                    if g is None:
+                        pending[fams[j]] = [j]
+                    else:
+                        g.append(j)
             for family, js in pending.items():
-                keys = [flat[j][1] for j in js]
+                mparts = list(map(flat.__getitem__, js))
+                keys = list(map(itemgetter(1), mparts))
                 if family == "gemm":
                     us = self._gemm_batch(keys)
                 else:
                     us = self._predict_family(family, keys)
-                for j, v in zip(js, np.asarray(us, dtype=np.float64).tolist()):
-                    vals[j] = v
-                    cache[flat[j]] = v
+                ulist = np.asarray(us, dtype=np.float64).tolist()
+                cache.update(zip(mparts, ulist))
+                if len(js) == len(vals):
+                    vals = ulist
+                else:
+                    for j, v in zip(js, ulist):
+                        vals[j] = v
         if owner is None:
             return vals
         out = [0.0] * n
