@@ -11,7 +11,10 @@ sidecar's (receive, decode, validate, predict, reply), not the Python client's. 
   prefill  attention prefill chunks never seen before (memoised 2^(1/128) buckets: a new
            bucket is a batched model call)
 Each workload runs --repeat times; the median is printed with the spread, and the sidecar's
-STATS show how many ops went to the model. The load average is printed before and after.
+STATS show how many ops went to the model. The load average is printed before and after, and
+beside the wall-clock rate the rate per CPU-second of the sidecar process (its user + system
+time from /proc): on a loaded host the process gets a share of a core, and this is what one
+core does for it.
 
 Before/after on a loaded host: --baseline DIR starts a second sidecar from an older tree and
 alternates the two run by run (new, old, new, old ...), so both see the same load. DIR must
@@ -54,6 +57,16 @@ def _start_baseline(ep: str, gpu: str, tree: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, ep, gpu], env=env, cwd=tree)
 
 
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process `pid`, all threads (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -93,12 +106,14 @@ def main() -> None:
     client = SidecarClient(ep, timeout_s=600)
     client.hello(a.gpu)
     sides = {"new": client}
+    pids = {"new": proc.pid}
     base_proc = None
     if a.baseline:
         bep = f"ipc://{tmp}/baseline.sock"
         base_proc = _start_baseline(bep, a.gpu, a.baseline)
         sides["baseline"] = SidecarClient(bep, timeout_s=600)
         sides["baseline"].hello(a.gpu)
+        pids["baseline"] = base_proc.pid
     B = a.batch
     shapes = [(12288, 4096), (4096, 4096), (28672, 4096), (4096, 14336)]
     hot = [{"op": "gemm", "m": 1 + j % 512, "n": shapes[j % 4][0], "k": shapes[j % 4][1]}
@@ -149,24 +164,38 @@ def main() -> None:
           + f"; load average {_load()}:", flush=True)
     for name, payloads in work.items():
         rates: dict[str, list[float]] = {s: [] for s in sides}
+        cpu_rates: dict[str, list[float]] = {s: [] for s in sides}
         idx = {s: 0 for s in sides}
         before = {s: c.stats()["predictor"] for s, c in sides.items()}
         for _ in range(a.repeat):
             for side, c in sides.items():
-                rate, idx[side] = _run(c, payloads, B, a.seconds, idx[side])
+                c0 = _cpu_s(pids[side])
+                rate, i0 = _run(c, payloads, B, a.seconds, idx[side])
+                c1 = _cpu_s(pids[side])
                 rates[side].append(rate)
+                if c0 is not None and c1 is not None and c1 > c0:
+                    # predictions per CPU-second of the sidecar process: what one core does
+                    # for it, whatever share of a core the host's load leaves it
+                    cpu_rates[side].append((i0 - idx[side]) * B / (c1 - c0))
+                idx[side] = i0
         for side, c in sides.items():
             after = c.stats()["predictor"]
             ops = after["ops"] - before[side]["ops"]
             model = after["model"] - before[side]["model"]
             label = f"{name}" if len(sides) == 1 else f"{name} {side}"
+            cpu = (f"; per sidecar CPU-second median {statistics.median(cpu_rates[side]):,.0f}"
+                   if cpu_rates[side] else "")
             print(f"  {label:17s} median {statistics.median(rates[side]):10,.0f} predictions/s "
-                  f"(runs {', '.join(f'{r / 1000:.0f}k' for r in rates[side])}); "
+                  f"(runs {', '.join(f'{r / 1000:.0f}k' for r in rates[side])}){cpu}; "
                   f"{ops:,} ops, {model:,} through the model", flush=True)
         if len(sides) > 1:
+            cpu = ""
+            if cpu_rates["new"] and cpu_rates["baseline"]:
+                cpu = (f", per CPU-second "
+                       f"{statistics.median(cpu_rates['new']) / statistics.median(cpu_rates['baseline']):.2f}")
             print(f"  {name}: new / baseline median = "
                   f"{statistics.median(rates['new']) / statistics.median(rates['baseline']):.2f}"
-                  f" (load average now {_load()})", flush=True)
+                  f"{cpu} (load average now {_load()})", flush=True)
     print(f"load average at the end {_load()}")
     print("reproduce: .venv/bin/python benchmarks/bench_sidecar.py "
           f"--gpu {a.gpu} --batch {B} --seconds {a.seconds:g} --repeat {a.repeat}"
