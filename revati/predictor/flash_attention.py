@@ -3,8 +3,9 @@
 Why: the shipped prefill profiles time slower kernels than the one vLLM 0.32 runs (H100:
 LLMServingSim, ~7% of dense BF16 peak at 2-4k tokens; A100: Vidur, ~13-19%; see
 docs/predictor.md section 6). Where a GPU's data is demonstrably slower than this model
-(`slow_prefill_rule`), the Predictor serves min(data model, this model) and counts the keys
-this model wins as the fallback `fa_analytic`; L40S, which has no attention data at all, is
+(`slow_kernel_ratio`, decisions in predictor.SLOW_PREFILL_DATA), the Predictor serves
+min(data model, this model) and counts the keys where that departs from the data as the
+fallback `fa_analytic`; L40S, which has no attention data at all, is
 served by this model alone (also `fa_analytic`).
 
 The model (per op, vectorised; everything per GPU after tensor parallelism):
@@ -133,9 +134,14 @@ def fa_params(version: str) -> FaParams:
 
 
 def fa_version(p: Peaks) -> str:
+    return _fa_version(p.key)
+
+
+@cache
+def _fa_version(gpu: str) -> str:
     from revati.catalog import get_gpu, load_catalog
 
-    cc = get_gpu(p.key).cc_major if p.key in load_catalog() else 8
+    cc = get_gpu(gpu).cc_major if gpu in load_catalog() else 8
     return FA_VERSION_BY_CC_MAJOR.get(cc, "fa2")
 
 
@@ -157,8 +163,8 @@ def fa_prefill_us(p: Peaks, c: dict[str, np.ndarray], version: str | None = None
     # Split-KV: with fewer tiles than SMs, the keys of a tile are split across CTAs (FA's
     # num_splits heuristic, which vLLM leaves on auto), at most one split per key block.
     nb_max = np.maximum(c["kv_len_max"] / BLOCK, 1.0)
-    splits = np.clip(np.floor(p.sm_count / np.maximum(groups * T, 1.0)), 1.0,
-                     np.minimum(nb_max, MAX_SPLITS))
+    splits = np.minimum(np.maximum(np.floor(p.sm_count / np.maximum(groups * T, 1.0)), 1.0),
+                        np.maximum(np.minimum(nb_max, MAX_SPLITS), 1.0))
     block_flops = 4.0 * BLOCK * BLOCK * hd
     rate = tf * 1e6  # FLOP per us
     thru = groups * (kblocks + prm.c * T) * block_flops / (rate * prm.e)
