@@ -1,12 +1,13 @@
 """The run-time Predictor: op descriptors in, microseconds out.
 
-Lookup order for one op part (family, key):
+Lookup order for one op part (family, key), a whole batch at a time (predict_parts):
   1. the exact-key cache (a dict; the shim caches too, so the sidecar mostly sees misses);
-  2. for GEMMs, the bucketed m-grid of the op's weight shape (n, k, dtype, batch): the model
-     evaluated once on M_BUCKETS, made non-decreasing by isotonic regression in log space
-     (monotone_grid), then linearly interpolated in m. Grids of the trained shapes are built at load; a new shape's grid is
-     built on its first query. NOTE: the isotonic fit is what guarantees that a GEMM with more
-     rows is never predicted faster, for any weight shape;
+  2. the bucketed grid of the family: for GEMMs the m-grid of the op's weight shape
+     (n, k, dtype, batch), the model evaluated once on M_BUCKETS, made non-decreasing by
+     isotonic regression in log space (monotone_grid) and looked up as a step (the first
+     bucket >= m); grids of the trained shapes are built at load, a new shape's on its first
+     query. NOTE: the isotonic fit is what guarantees that a GEMM with more rows is never
+     predicted faster, for any weight shape. Other families: grids.FamilyGrids;
   3. the family model, batched, with out-of-range sizes clipped and rescaled by the roofline
      (counted as "extrapolated");
   4. fallbacks, each counted by family and reason:
@@ -20,7 +21,7 @@ Lookup order for one op part (family, key):
                      (flash_attention.py): where the prefill data of this GPU measured a
                      slower kernel than vLLM's (SLOW_PREFILL_DATA, decided by
                      flash_attention.slow_kernel_ratio), the served time is
-                     min(data model, FA model) and the keys the FA model wins are counted; a
+                     min(data model, FA model), counted where it departs from the data; a
                      GPU with no prefill data at all (L40S) is served by the FA model alone
 """
 
