@@ -75,6 +75,7 @@ class TimekeeperStats:
     arrive_msgs: int = 0  # ARRIVE messages (a batch per graph replay, one per eager call)
     resolve_asks: int = 0  # RESOLVE requests answered at once (queries, ends already known)
     resolve_waits: int = 0  # RESOLVE requests that waited for a rank
+    aborted_jumps: int = 0  # quiescent samples voided by a message read just before the jump
 
 
 @dataclass
@@ -263,6 +264,9 @@ class Timekeeper:
         self._c_baseline = False
         self.collectives = CollectiveTable()
         self._resolve_waiters: dict[Key, list[Actor]] = {}
+        # Bumped whenever a thread may have become runnable (a RUN, a new or closed connection,
+        # a RESOLVED sent): unread input that does not bump it cannot invalidate a jump.
+        self._woken = 0
         self._rbuf = bytearray(1 << 20)
 
     # ------------------------------------------------------------------ lifecycle
@@ -374,6 +378,7 @@ class Timekeeper:
             except BlockingIOError:
                 return
             conn.setblocking(False)
+            self._woken += 1
             self._actors[conn.fileno()] = Actor(conn)
             self._sel.register(conn, selectors.EVENT_READ, "actor")
 
@@ -382,6 +387,7 @@ class Timekeeper:
         self._actors.pop(a.conn.fileno(), None)
         a.conn.close()
         self._gen += 1
+        self._woken += 1
         a.resolving = None
         if a.greeted and not any(o.pid == a.pid for o in self._actors.values()):
             self.collectives.dead.add(a.pid)  # the process left: its ranks will never arrive
@@ -424,6 +430,7 @@ class Timekeeper:
                     self._drop(a)
                     return
                 a.pid, a.tid, a.greeted = int(body[1]), int(body[2]), True
+                self._woken += 1
                 self.collectives.dead.discard(a.pid)  # (an exec'ed process joins again)
                 self.stats.actors_seen += 1
                 if not any(o.pid == a.pid for o in self._actors.values() if o is not a):
@@ -436,6 +443,7 @@ class Timekeeper:
             elif t == MsgType.RUN:
                 if a.state == WAITING and a.seq == int(body[0]):
                     a.state = RUNNING
+                    self._woken += 1
             elif t == MsgType.COMM:
                 self.collectives.comm(int(body[0]), int(body[1]), int(body[2]), a.pid)
             elif t == MsgType.RESOLVE:
@@ -467,6 +475,7 @@ class Timekeeper:
         ends = [self.collectives.end(k) for k in keys]
         if not wait or all(e is not None for e in ends):
             self.stats.resolve_asks += 1
+            self._woken += 1
             self._send(a, MsgType.RESOLVED, [req] + [-1 if e is None else e for e in ends])
             return
         self.stats.resolve_waits += 1
@@ -487,6 +496,7 @@ class Timekeeper:
                     a.resolving = None
                     self._send(a, MsgType.RESOLVED, [req] + ends)
                     self._gen += 1
+                    self._woken += 1
 
     def _collective_waits(self) -> list[tuple[Actor, list[Key]]]:
         """Each thread waiting for a collective's end, with the collectives that hold it up."""
@@ -678,20 +688,24 @@ class Timekeeper:
                 pass
 
     def _unread_input(self) -> bool:
-        """Reads what actors sent since the last select. True if it changed an actor's state
-        (a WAIT or RUN, an ARRIVE that answered a thread waiting for a collective, a new or
-        closed connection): the samples no longer tell whether a jump is safe."""
-        gen, joined = self._gen, False
+        """Reads what actors sent since the last select (a thread may send a message and block
+        between the select and the samples). True if that may have made a thread runnable (a
+        RUN, an ARRIVE or RESOLVE answered, a new or closed connection): the samples no longer
+        tell whether a jump is safe. A WAIT only adds a deadline to the jump's choice."""
+        woken = self._woken
         for key, _ in self._sel.select(0):
             if key.data == "actor":
                 self._read(key.fileobj)
             elif key.data == "listen":
                 self._accept()
-                joined = True
-        return joined or gen != self._gen
+        return woken != self._woken
 
     def _jump(self, waiting: list[Actor]) -> None:
         if self._unread_input():
+            self.stats.aborted_jumps += 1
+            return
+        waiting = [a for a in self._actors.values() if a.greeted and a.state == WAITING and a.deadline >= 0]
+        if not waiting:
             return
         # Lazy deadlines (idle ticks, REVATI_TIMEWARP_LAZY) are never the target while a firm
         # one is pending; the jump that passes them wakes them.

@@ -30,7 +30,7 @@ def open_clock(args, clock):
               f"({st.jumps / wall if wall else 0:.0f}/s) skipping {st.jumped_ns / 1e9:.3f} s; "
               f"{st.processes_seen} processes, {st.actors_seen} actors"
               + (f"; {clock.collectives.resolved} collectives resolved across ranks ({st.arrive_msgs} "
-                 f"ARRIVE messages, {st.resolve_waits} RESOLVE waits, {st.resolve_asks} answered at once)"
+                 f"ARRIVE messages, {st.resolve_waits} RESOLVE waits, {st.resolve_asks} answered at once); {st.aborted_jumps} jumps voided by late messages"
                  if clock.collectives.resolved else ""), file=sys.stderr)
 
     atexit.register(summary)
