@@ -37,7 +37,13 @@ def free_port() -> int:
 # of per task, which the contention governor (revati/timekeeper/governor.py) assumes.
 
 
-def _kill_tree(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+def _kill_tree(proc: subprocess.Popen, grace_s: float = 20.0, leader_only: bool = False) -> None:
+    """SIGTERM, then after grace_s SIGKILL to the process group of proc.
+
+    leader_only: the SIGTERM goes to the leader alone, which stops its own children: a running
+    vllm serve terminates its engine core, which drains and exits. A second SIGTERM from us
+    would reach the engine core after it restored the default handler and kill it mid-teardown
+    (before its shim wrote its stats). During start-up the whole group gets it at once."""
     if proc.poll() is not None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # orphans of an exited leader
@@ -45,10 +51,10 @@ def _kill_tree(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
             pass
         return
     try:
-        # SIGTERM to the leader only: it stops its own children (vllm serve terminates its
-        # engine core, which then drains and exits). A second SIGTERM from us would reach the
-        # engine core after it restored the default handler and kill it mid-teardown.
-        os.kill(proc.pid, signal.SIGTERM)
+        if leader_only:
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace_s)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
@@ -134,6 +140,7 @@ def _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, t
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
     url = f"http://127.0.0.1:{port}"
+    ready = False
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:
@@ -150,9 +157,10 @@ def _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, t
                 raise ServerFailed(f"vllm serve did not become healthy in {startup_timeout_s:.0f} s; "
                                    f"see {log_path}:\n{tail(log_path)}")
             time.sleep(1.0)
+        ready = True
         yield Server(url, proc.pid, log_path)
     finally:
-        _kill_tree(proc)
+        _kill_tree(proc, leader_only=ready)
         log.close()
 
 
