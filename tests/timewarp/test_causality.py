@@ -117,7 +117,9 @@ def test_sleeping_producer_and_polling_consumer(timekeeper):
     msgs = [t for kind, t in events if kind == "msg"]
     assert len(msgs) == 5
     for s_, m in zip(sent, msgs):
-        assert s_ <= m < s_ + 0.003  # received when sent, on one clock
+        # Received when sent, on one clock; the slack is the consumer's wake-up latency under host
+        # load, which counts as virtual time (docs/timewarp.md: 4.8 ms seen in a loaded full run).
+        assert s_ <= m < s_ + 0.010
     # Between two messages (1 s apart) the consumer's 300 ms polls time out 3 times, each
     # exactly 300 ms after the previous event.
     for (_, t1), (kind, t2) in zip(events, events[1:]):
