@@ -346,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("path")
     mg.set_defaults(func=cmd_trace_merge)
 
+    from revati.run import roles  # `revati role replica|router|loadgen`: the Kubernetes pods' commands
+
+    roles.add_parser(sub)
+
     sc = sub.add_parser("sidecar", help="run the prediction sidecar (ZeroMQ ROUTER, msgpack)")
     sc.add_argument("--endpoint", required=True, help="e.g. ipc:///tmp/revati.sock or tcp://127.0.0.1:5555")
     sc.add_argument("--gpu", default=DEFAULT_GPU)

@@ -127,6 +127,13 @@ def vllm_server(
             yield server
 
 
+def vllm_serve_command(model: str, *, host: str, port: int, serve_args: list[str] | None = None) -> list[str]:
+    """The `vllm serve` command line of an emulated server (`revati run`'s replicas and the
+    Kubernetes replica pods' `revati role replica`): dummy weights, then the given flags."""
+    return [str(VENV_BIN / "vllm"), "serve", model, "--load-format", "dummy", "--host", host,
+            "--port", str(port), *(serve_args or [])]
+
+
 @contextmanager
 def _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, trace, stats,
                  startup_timeout_s, sidecar, timewarp=False) -> Iterator[Server]:
@@ -134,8 +141,7 @@ def _vllm_server(model, gpu, serve_args, port, log_path, env_extra, predictor, t
     env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats, sidecar=sidecar,
                        timewarp=timewarp)
     env.update(env_extra or {})
-    cmd = [str(VENV_BIN / "vllm"), "serve", model, "--load-format", "dummy", "--host", "127.0.0.1",
-           "--port", str(port), *(serve_args or [])]
+    cmd = vllm_serve_command(model, host="127.0.0.1", port=port, serve_args=serve_args)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)

@@ -96,6 +96,82 @@ def _dilation(spec: EmulatedDeployment) -> float:
 
 
 @dataclass
+class ServePlan:
+    """How every replica of a spec is served: shared by `revati run` and `revati role replica`."""
+
+    model: str                 # what `vllm serve` is given (catalog id or a local config folder)
+    tokenizer: str             # what the load generator tokenizes with
+    serve_args: list[str]      # every `vllm serve` flag after the model, emulator's included
+    emulator_args: list[str]   # the flags the emulator adds (reported)
+    per_replica: int           # GPUs per replica (TP x PP)
+
+
+def serve_plan(s) -> ServePlan:
+    """The model folder/tokenizer and `vllm serve` flags of a DeploymentSpec's replicas."""
+    resolved = models.resolve(s.model)
+    tokenizer = str(resolved.tokenizer or resolved.model)
+    serve_args = [*(["--tokenizer", str(resolved.tokenizer)] if resolved.tokenizer else []),
+                  "--tensor-parallel-size", str(s.tensorParallelSize),
+                  "--pipeline-parallel-size", str(s.pipelineParallelSize),
+                  *s.engine.cli_args()]
+    given = set(s.engine.args)
+    emulator_args: list[str] = []
+    # The engine drains and exits on SIGTERM instead of being force-killed, so every process's
+    # shim writes its final stats (the report's predictor figures) at exit.
+    if "shutdown-timeout" not in given:
+        emulator_args += ["--shutdown-timeout", "10"]
+    if s.tensorParallelSize > 1 and "disable-custom-all-reduce" not in given:
+        emulator_args.append("--disable-custom-all-reduce")
+    serve_args += emulator_args
+    return ServePlan(str(resolved.model), tokenizer, serve_args, emulator_args,
+                     s.tensorParallelSize * s.pipelineParallelSize)
+
+
+def spec_notes(spec: EmulatedDeployment, emulator_args: list[str]) -> list[str]:
+    """The report notes that follow from the spec alone."""
+    s = spec.spec
+    em = s.emulation
+    notes: list[str] = []
+    if em.dilation == "auto":
+        notes.append("dilation 'auto' is not calibrated yet: 1.0 is used (CPU work counts at its wall time)"
+                     if em.timewarp else "dilation has no effect without the time warp")
+    if not em.timewarp:
+        notes.append("time warp OFF: every latency and throughput below is measured on this machine's "
+                     "wall clock; it includes the CPU time of the real vLLM stack running here and the "
+                     "predicted GPU time is not substituted for it. Do not read them as GPU predictions.")
+    if "--disable-custom-all-reduce" in emulator_args:
+        notes.append("TP > 1: vLLM's custom all-reduce is off (--disable-custom-all-reduce, added by the "
+                     "emulator: its IPC buffers and device flags are not emulated); all-reduces go through "
+                     "NCCL and are timed by the collective predictor")
+    if s.replicas > 1:
+        notes.append(f"{s.replicas} replicas behind revati's round-robin HTTP router (no health checks, "
+                     "no load awareness); each replica has its own sidecar and virtual node")
+    return notes
+
+
+def deployment_block(s, plan: ServePlan, lp: loadgen.LoadPlan) -> dict:
+    """The report's description of what was emulated (a part of its emulation block)."""
+    return {
+        "gpu": s.gpu, "gpu_name": get_gpu(s.gpu).name, "num_gpus": plan.per_replica * s.replicas,
+        "model": s.model,
+        "topology": {"tensor_parallel_size": s.tensorParallelSize, "pipeline_parallel_size": s.pipelineParallelSize,
+                     "replicas": s.replicas, "router": s.replicas > 1},
+        "engine_args": s.engine.cli_args(),
+        "emulator_engine_args": plan.emulator_args,
+        "load_generator": {"tool": "vllm bench serve", "dataset": lp.dataset, "num_prompts": lp.num_prompts,
+                           "command": "vllm bench serve " + " ".join(lp.args)},
+    }
+
+
+def bench_env(gpu: str, timewarp, seed: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `vllm bench serve` under the emulator."""
+    env = emulator_env(gpu, timewarp=timewarp, base=base)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONHASHSEED"] = str(seed)  # timed_trace seeds prompt tokens from hash(str)
+    return env
+
+
+@dataclass
 class RunResult:
     report: dict
     out: Path
@@ -117,23 +193,12 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
     spec_dir = spec_path.parent if spec_path else Path.cwd()
     (out / "spec.resolved.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
-    resolved = models.resolve(s.model)
-    tokenizer = str(resolved.tokenizer or resolved.model)
+    sp = serve_plan(s)
+    tokenizer = sp.tokenizer
     gpu = get_gpu(s.gpu)
-    per_replica = s.tensorParallelSize * s.pipelineParallelSize
-    serve_args = [*(["--tokenizer", str(resolved.tokenizer)] if resolved.tokenizer else []),
-                  "--tensor-parallel-size", str(s.tensorParallelSize),
-                  "--pipeline-parallel-size", str(s.pipelineParallelSize),
-                  *s.engine.cli_args()]
-    given = set(s.engine.args)
-    emulator_args: list[str] = []
-    # The engine drains and exits on SIGTERM instead of being force-killed, so every process's
-    # shim writes its final stats (the report's predictor figures) at exit.
-    if "shutdown-timeout" not in given:
-        emulator_args += ["--shutdown-timeout", "10"]
-    if s.tensorParallelSize > 1 and "disable-custom-all-reduce" not in given:
-        emulator_args.append("--disable-custom-all-reduce")
-    serve_args += emulator_args
+    per_replica = sp.per_replica
+    serve_args = sp.serve_args
+    emulator_args = sp.emulator_args
     # Validate the workload before anything starts (model name and URL are filled in below).
     loadgen.plan(s, base_url="http://-", model="-", tokenizer=tokenizer, result_dir=out, spec_dir=spec_dir)
 
@@ -146,20 +211,7 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         if em.hostContention == "compensate":
             governor = start_governor(timekeeper)
     timewarp = timekeeper if timekeeper is not None else False
-    if em.dilation == "auto":
-        notes.append("dilation 'auto' is not calibrated yet: 1.0 is used (CPU work counts at its wall time)"
-                     if em.timewarp else "dilation has no effect without the time warp")
-    if not em.timewarp:
-        notes.append("time warp OFF: every latency and throughput below is measured on this machine's "
-                     "wall clock; it includes the CPU time of the real vLLM stack running here and the "
-                     "predicted GPU time is not substituted for it. Do not read them as GPU predictions.")
-    if "--disable-custom-all-reduce" in emulator_args:
-        notes.append("TP > 1: vLLM's custom all-reduce is off (--disable-custom-all-reduce, added by the "
-                     "emulator: its IPC buffers and device flags are not emulated); all-reduces go through "
-                     "NCCL and are timed by the collective predictor")
-    if s.replicas > 1:
-        notes.append(f"{s.replicas} replicas behind revati's round-robin HTTP router (no health checks, "
-                     "no load awareness); each replica has its own sidecar and virtual node")
+    notes += spec_notes(spec, emulator_args)
 
     sidecar_stats: list[dict] = [{} for _ in range(s.replicas)]
     step_logs = [out / f"steps.replica{i}.jsonl" for i in range(s.replicas)]
@@ -178,7 +230,7 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
                               f"log {out / f'server.replica{i}.log'}")
                 env_extra = {"REVATI_STEP_LOG": str(step_logs[i]), "REVATI_NODE_NAME": f"replica{i}"}
                 server = stack.enter_context(vllm_server(
-                    str(resolved.model), gpu=s.gpu, serve_args=serve_args, log_path=out / f"server.replica{i}.log",
+                    sp.model, gpu=s.gpu, serve_args=serve_args, log_path=out / f"server.replica{i}.log",
                     env_extra=env_extra, predictor=em.predictor, trace=traces[i],
                     stats=str(out / "stats"), startup_timeout_s=startup_timeout_s,
                     sidecar_stats=sidecar_stats[i], timewarp=timewarp))
@@ -246,14 +298,7 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         "predicted_gpu_ms_by_family": {k: v / 1e6 for k, v in sorted(total_stats["family_ns"].items(),
                                                                        key=lambda kv: -kv[1]) if v},
         "predicted_gpu_ms_by_kind": {k: v / 1e6 for k, v in total_stats["busy_ns"].items() if v},
-        "gpu": s.gpu, "gpu_name": gpu.name, "num_gpus": per_replica * s.replicas,
-        "model": s.model,
-        "topology": {"tensor_parallel_size": s.tensorParallelSize, "pipeline_parallel_size": s.pipelineParallelSize,
-                     "replicas": s.replicas, "router": s.replicas > 1},
-        "engine_args": s.engine.cli_args(),
-        "emulator_engine_args": emulator_args,
-        "load_generator": {"tool": "vllm bench serve", "dataset": lp.dataset, "num_prompts": lp.num_prompts,
-                           "command": "vllm bench serve " + " ".join(lp.args)},
+        **deployment_block(s, sp, lp),
         "trace": trace_events or None,
         "versions": report.versions(),
         "notes": notes,
@@ -279,9 +324,7 @@ def _run_bench(lp: loadgen.LoadPlan, gpu: str, timewarp, out: Path, prog: Progre
                timeout_s: float, seed: int) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
 
-    env = emulator_env(gpu, timewarp=timewarp)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONHASHSEED"] = str(seed)  # timed_trace seeds prompt tokens from hash(str)
+    env = bench_env(gpu, timewarp, seed)
     log_path = out / "bench.log"
     prog.total = lp.num_prompts
     with open(log_path, "w") as log:
