@@ -239,7 +239,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_sidecar(args: argparse.Namespace) -> int:
     from revati.sidecar import serve
 
-    serve(args.endpoint, args.gpu)
+    relay = None
+    if args.coordinator:
+        from revati.timekeeper.multihost_cli import start_relay
+
+        relay = start_relay(args)
+    try:
+        serve(args.endpoint, args.gpu)
+    finally:
+        if relay is not None:
+            relay.stop()
     return 0
 
 
@@ -256,9 +265,24 @@ def cmd_trace_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crds(args: argparse.Namespace) -> int:
+    from revati.spec.crds import all_crds, crd_yaml, write_crds
+
+    if args.out:
+        for path in write_crds(args.out):
+            print(f"revati: wrote {path}")
+    else:
+        sys.stdout.write("---\n".join(crd_yaml(crd) for crd in all_crds()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="revati", description="GPU-free time-warp emulator for LLM serving.")
     sub = p.add_subparsers(dest="cmd", required=True)
+
+    cr = sub.add_parser("crds", help="print (or write) the Kubernetes CRDs generated from the spec models")
+    cr.add_argument("--out", default=None, help="write one YAML per CRD into this folder (e.g. charts/revati/crds)")
+    cr.set_defaults(func=cmd_crds)
 
     g = sub.add_parser("gpus", help="list the virtual GPU catalog")
     g.set_defaults(func=cmd_gpus)
@@ -353,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("sidecar", help="run the prediction sidecar (ZeroMQ ROUTER, msgpack)")
     sc.add_argument("--endpoint", required=True, help="e.g. ipc:///tmp/revati.sock or tcp://127.0.0.1:5555")
     sc.add_argument("--gpu", default=DEFAULT_GPU)
+    from revati.timekeeper import multihost_cli
+
+    multihost_cli.add_relay_args(sc, required=False)  # the pod's relay to the coordinator, if given
     sc.set_defaults(func=cmd_sidecar)
+    multihost_cli.add_parsers(sub)
     return p
 
 
