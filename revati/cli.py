@@ -239,7 +239,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_sidecar(args: argparse.Namespace) -> int:
     from revati.sidecar import serve
 
-    serve(args.endpoint, args.gpu)
+    relay = None
+    if args.coordinator:
+        from revati.timekeeper.multihost_cli import start_relay
+
+        relay = start_relay(args)
+    try:
+        serve(args.endpoint, args.gpu)
+    finally:
+        if relay is not None:
+            relay.stop()
     return 0
 
 
@@ -368,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("sidecar", help="run the prediction sidecar (ZeroMQ ROUTER, msgpack)")
     sc.add_argument("--endpoint", required=True, help="e.g. ipc:///tmp/revati.sock or tcp://127.0.0.1:5555")
     sc.add_argument("--gpu", default=DEFAULT_GPU)
+    from revati.timekeeper import multihost_cli
+
+    multihost_cli.add_relay_args(sc, required=False)  # the pod's relay to the coordinator, if given
     sc.set_defaults(func=cmd_sidecar)
+    multihost_cli.add_parsers(sub)
     return p
 
 

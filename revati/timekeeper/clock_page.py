@@ -81,8 +81,11 @@ class ClockPage:
 
     @classmethod
     def create(cls, path: str | os.PathLike, *, sock_path: str, protocol_version: int,
-               dilation: float = 1.0) -> "ClockPage":
-        """Creates the page with V equal to the real monotonic clock now (offset = r0)."""
+               dilation: float = 1.0, start_ns: int | None = None,
+               realtime_delta_ns: int | None = None) -> "ClockPage":
+        """Creates the page with V equal to the real monotonic clock now (offset = r0), or to
+        start_ns (a relay's page starts at its coordinator's virtual time, whose realtime delta
+        it takes too, so every host reads the same virtual clocks)."""
         p = Path(path)
         if len(sock_path.encode()) >= SOCK_MAX:
             raise ValueError(f"socket path longer than {SOCK_MAX - 1} bytes: {sock_path}")
@@ -98,10 +101,10 @@ class ClockPage:
         page._put("seq", 1)
         page._put("layout_version", LAYOUT_VERSION)
         page._put("r0_ns", mono)
-        page._put("offset_ns", mono)
+        page._put("offset_ns", mono if start_ns is None else start_ns)
         page._put("dilation_ppm", int(round(dilation * 1_000_000)))
         page._put("base_dilation_ppm", int(round(dilation * 1_000_000)))
-        page._put("realtime_delta_ns", rt - mono)
+        page._put("realtime_delta_ns", rt - mono if realtime_delta_ns is None else realtime_delta_ns)
         page._put("boottime_delta_ns", boot - mono)
         page._put("timekeeper_pid", os.getpid())
         page._put("protocol_version", protocol_version)

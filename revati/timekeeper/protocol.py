@@ -21,6 +21,26 @@ the top of shim/src/timewarp.c.
   RESOLVED 0x13 TK -> shim  [req, end * n]             virtual ns, -1 for not resolved yet
   ERROR   0x7F  TK -> shim  {"error": str, "code": str}, then the TK closes the connection
 
+Between a host's Relay and the deployment's Coordinator (multihost.py), over TCP, each message
+framed by a 4-byte big-endian length. gpid = host_id << 22 | pid.
+  R_HELLO    0x20 relay -> coord  [version, host name]
+  R_WELCOME  0x21 coord -> relay  [version, host_id, virtual now_ns, realtime of now_ns, realtime_delta_ns,
+                                   boottime_delta_ns, dilation_ppm]
+  R_QUIET    0x22 relay -> coord  [seen, firm, lazy]   the host is quiescent; its earliest firm and
+                                                       lazy deadlines (-1: none); seen = R_JUMP and
+                                                       R_RESOLVED messages it has handled
+  R_BUSY     0x23 relay -> coord  []                   the last R_QUIET no longer holds
+  R_PREPARE  0x24 coord -> relay  [token]              confirm with a fresh sample
+  R_READY    0x25 relay -> coord  [token, ok]
+  R_JUMP     0x26 coord -> relay  [token, target_ns, realtime_ns]   every host's clock reads target
+                                                       at real time realtime_ns; it wakes its due
+  R_GONE     0x27 relay -> coord  [gpid]               a process left
+  R_COMM     0x28 relay -> coord  [gpid, comm, nranks, rank]
+  R_ARRIVE   0x29 relay -> coord  [gpid, ARRIVE payload]
+  R_RESOLVE  0x2A relay -> coord  [gpid, rid, wait, (comm, chan, seq) * n]
+  R_RESOLVED 0x2B coord -> relay  [rid, end * n]
+  R_DEADLOCK 0x2C coord -> relay  [message]            the deployment is deadlocked: report, kill
+
 Comm ids are 64-bit hashes sent as signed integers. See revati/timekeeper/collectives.py.
 """
 
@@ -44,6 +64,19 @@ class MsgType(enum.IntEnum):
     ARRIVE = 0x11
     RESOLVE = 0x12
     RESOLVED = 0x13
+    R_HELLO = 0x20
+    R_WELCOME = 0x21
+    R_QUIET = 0x22
+    R_BUSY = 0x23
+    R_PREPARE = 0x24
+    R_READY = 0x25
+    R_JUMP = 0x26
+    R_GONE = 0x27
+    R_COMM = 0x28
+    R_ARRIVE = 0x29
+    R_RESOLVE = 0x2A
+    R_RESOLVED = 0x2B
+    R_DEADLOCK = 0x2C
     ERROR = 0x7F
 
 

@@ -280,13 +280,16 @@ class Timekeeper:
         self._listener.bind(self.sock_path)
         self._listener.listen(256)
         self._listener.setblocking(False)
-        self.page = ClockPage.create(self.page_path, sock_path=self.sock_path,
-                                     protocol_version=PROTOCOL_VERSION, dilation=self.dilation)
+        self.page = self._create_page()
         self._sel.register(self._listener, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._busy_loop, name="revati-timekeeper", daemon=True)
         self._thread.start()
         return self
+
+    def _create_page(self) -> ClockPage:
+        return ClockPage.create(self.page_path, sock_path=self.sock_path,
+                                protocol_version=PROTOCOL_VERSION, dilation=self.dilation)
 
     def stop(self) -> None:
         """Stops the loop and removes the page and the socket. Idempotent."""
@@ -341,6 +344,8 @@ class Timekeeper:
                     self._accept()
                 elif key.data == "wake":
                     self._wake_r.recv(64)
+                elif callable(key.data):  # a subclass's extra link (multihost.py)
+                    key.data()
                 else:
                     self._read(key.fileobj)
             try:
@@ -390,8 +395,11 @@ class Timekeeper:
         self._woken += 1
         a.resolving = None
         if a.greeted and not any(o.pid == a.pid for o in self._actors.values()):
-            self.collectives.dead.add(a.pid)  # the process left: its ranks will never arrive
-            self._check_lost_ranks()
+            self._process_left(a.pid)
+
+    def _process_left(self, pid: int) -> None:
+        self.collectives.dead.add(pid)  # the process left: its ranks will never arrive
+        self._check_lost_ranks()
 
     def _send(self, a: Actor, t: MsgType, payload) -> None:
         try:
@@ -445,13 +453,17 @@ class Timekeeper:
                     a.state = RUNNING
                     self._woken += 1
             elif t == MsgType.COMM:
-                self.collectives.comm(int(body[0]), int(body[1]), int(body[2]), a.pid)
+                self._comm(a, body)
             elif t == MsgType.RESOLVE:
                 self._resolve(a, body)
             else:
                 self._send(a, MsgType.ERROR, {"error": f"unexpected message type {t}", "code": "bad_type"})
 
     # ------------------------------------------------------------- collectives
+
+    def _comm(self, a: Actor, body: list) -> None:
+        """COMM [comm, nranks, rank]: a.pid is a rank of an NCCL communicator."""
+        self.collectives.comm(int(body[0]), int(body[1]), int(body[2]), a.pid)
 
     def _arrive(self, a: Actor, body: list) -> None:
         """ARRIVE [count, arrival * count] (protocol.py), in order: later arrivals of a batch

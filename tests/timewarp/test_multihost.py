@@ -1,0 +1,177 @@
+"""Multi-host virtual time (issue 6): a Coordinator and one Relay per host over TCP. Each test
+puts processes on different relays ("hosts"; here on 127.0.0.1) and checks what the
+single-host Timekeeper tests check: one causal clock, jumps across hosts, collectives resolved
+across hosts. tests/run/test_netns_multihost.py runs vLLM with its ranks in separate network
+namespaces."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from revati.timekeeper.multihost import Coordinator, Relay, global_pid, parse_address, split_pid
+from tests.timewarp._timewarp import finish, spawn
+from tests.timewarp.test_causality import PING
+from tests.timewarp.test_collectives import MS, RANK, SLACK, _check_resolved
+
+
+class RelayProcess:
+    """`revati relay` in its own process, as on a real host (its /proc scanner's state is
+    per process). env() puts a process on its clock, like Timekeeper.env()."""
+
+    def __init__(self, coord: Coordinator, d: Path, name: str):
+        self.dir, self.name = d, name
+        self.stats_file = d / "stats.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "revati.cli", "relay", "--coordinator", f"127.0.0.1:{coord.address[1]}",
+             "--dir", str(d), "--host-name", name, "--stats-file", str(self.stats_file)],
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (d / "clock").exists():
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            assert time.monotonic() < deadline, "relay did not start"
+            time.sleep(0.02)
+
+    def env(self) -> dict[str, str]:
+        return {"REVATI_TIMEWARP": "1", "REVATI_CLOCK": str(self.dir / "clock")}
+
+    def stop(self) -> tuple[dict, str]:
+        """SIGTERM; returns (its counters, its stderr)."""
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        return json.loads(self.stats_file.read_text()), err
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    """A coordinator and two relays (hosts "a" and "b")."""
+    with Coordinator(("127.0.0.1", 0)) as coord:
+        relays = []
+        try:
+            for name in ("a", "b"):
+                d = tmp_path / name
+                d.mkdir()
+                relays.append(RelayProcess(coord, d, name))
+            yield coord, relays
+        finally:
+            for r in relays:
+                if r.proc.poll() is None:
+                    r.stop()
+
+
+SLEEPER = r'''
+import json, sys, time
+t0, w0 = time.monotonic(), time.perf_counter()
+time.sleep(float(sys.argv[1]))
+print(json.dumps({"t0": t0, "t1": time.monotonic(), "rt": time.time()}))
+'''
+
+
+def test_sleeps_on_two_hosts_jump_together(hosts):
+    """A 30 s and a 60 s sleep on different hosts end at 30 and 60 virtual s in a few wall s:
+    neither host jumps past the other's earlier deadline."""
+    coord, (ra, rb) = hosts
+    t_wall = time.monotonic()
+    pa = spawn(ra, SLEEPER, "30")
+    pb = spawn(rb, SLEEPER, "60")
+    a, b = (json.loads(o) for o in finish(pa, pb, timeout=60))
+    wall = time.monotonic() - t_wall
+    assert 30 <= a["t1"] - a["t0"] < 30.5
+    assert 60 <= b["t1"] - b["t0"] < 60.5
+    # One clock: the hosts' start times are within the processes' start-up of each other.
+    assert abs(a["t0"] - b["t0"]) < 5
+    assert wall < 30, wall
+    assert coord.stats.jumps >= 2
+    assert ra.stop()[0]["jumps"] >= 1 and rb.stop()[0]["jumps"] >= 1
+
+
+def test_ping_pong_across_hosts(hosts):
+    """test_causality's ping-pong (10 ms of GPU work on one side, 20 ms on the other, a blocking
+    socket between them) with the two processes on different hosts."""
+    coord, (ra, rb) = hosts
+    a, b = socket.socketpair()
+    rounds = 5
+    ping = spawn(ra, PING, "ping", str(a.fileno()), "10", str(rounds), pass_fds=(a.fileno(),),
+                 REVATI_PREDICTOR="constant:1ms")
+    pong = spawn(rb, PING, "pong", str(b.fileno()), "20", str(rounds), pass_fds=(b.fileno(),),
+                 REVATI_PREDICTOR="constant:1ms")
+    a.close()
+    b.close()
+    p, q = (json.loads(o) for o in finish(ping, pong, timeout=120))
+    slack = 0.02
+    for i in range(rounds):
+        sent, got = p["log"][2 * i][1], q["log"][2 * i][1]
+        replied, back = q["log"][2 * i + 1][1], p["log"][2 * i + 1][1]
+        assert sent <= got < sent + slack
+        assert 0.020 <= replied - got < 0.020 + slack
+        assert replied <= back < replied + slack
+    # A jump needs a PREPARE round trip to every relay on top of the quiescence samples, so
+    # some 10-20 ms waits expire in real time first (exact either way: see the timings above).
+    assert coord.stats.jumps >= 1
+
+
+@pytest.mark.parametrize("mode,n", [("eager", 2), ("graph", 6)])
+def test_collectives_across_hosts(hosts, tmp_path, mode, n):
+    """test_collectives' two NCCL ranks on different hosts: every collective ends at
+    max(arrivals) + 1 ms on both, resolved by the coordinator."""
+    coord, relays = hosts
+    trace = tmp_path / "trace.json"
+    a, b = socket.socketpair()
+    env = {"REVATI_PREDICTOR": "constant:1ms", "REVATI_TRACE": str(trace)}
+    procs = [spawn(relays[r], RANK, str(r), str(sk.fileno()), str((5, 10)[r]), mode, pass_fds=(sk.fileno(),),
+                   **env) for r, sk in enumerate((a, b))]
+    a.close()
+    b.close()
+    p0, p1 = (json.loads(o) for o in finish(*procs, timeout=120))
+    colls = _check_resolved(trace, [p0["pid"], p1["pid"]], n)
+    if mode == "eager":
+        for r, (p, nk) in enumerate(((p0, 5), (p1, 10))):
+            assert p["eager"][0] + nk * MS <= colls[0]["arrivals"][r] <= p["eager"][0] + nk * MS + SLACK
+        assert p0["eager"][1] >= p1["eager"][0] + 12 * MS  # rank 0 waited for rank 1's work
+    assert coord.collectives.resolved >= n
+    assert coord.stats.resolves >= 1
+
+
+def test_a_lost_rank_on_another_host_is_a_deadlock(hosts, tmp_path):
+    """Rank 1 (host b) dies before its all-reduce; rank 0 (host a) waits for it: the coordinator
+    declares the deadlock naming the lost rank and host a's relay kills rank 0."""
+    coord, relays = hosts
+    a, b = socket.socketpair()
+    env = {"REVATI_PREDICTOR": "constant:1ms"}
+    procs = [spawn(relays[r], RANK, str(r), str(sk.fileno()), "5", ("eager", "die")[r], pass_fds=(sk.fileno(),),
+                   **env) for r, sk in enumerate((a, b))]
+    a.close()
+    b.close()
+    t0 = time.monotonic()
+    for p in procs:
+        p.communicate(timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert procs[1].returncode == -9 and procs[0].returncode == -9
+    assert coord.deadlock and "lacks rank 1" in coord.deadlock and "host 2" in coord.deadlock
+    stats, err = relays[0].stop()
+    assert stats["deadlock"] and "Threads on host a" in stats["deadlock"] and "lacks rank 1" in err
+
+
+def test_addresses_and_pids():
+    assert parse_address("coord:7070") == ("coord", 7070)
+    assert parse_address("10.0.0.1") == ("10.0.0.1", 7070)
+    for bad in ("coord:x", ":7070", "coord:0"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+    assert split_pid(global_pid(3, 4_000_000)) == (3, 4_000_000)
+
+
+def test_relay_without_coordinator_fails_clearly(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    with pytest.raises(ConnectionError, match=f"cannot reach the coordinator at 127.0.0.1:{port}"):
+        Relay(("127.0.0.1", port), run_dir=tmp_path, connect_timeout_s=0.5).start()
