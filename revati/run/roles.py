@@ -260,15 +260,18 @@ class BenchRun:
     wall_s: float | None        # the load phase on the wall clock
 
 
-def run_bench(args: list[str], env: dict[str, str], out: Path, timeout_s: float) -> BenchRun:
-    """Runs `vllm bench serve ARGS`, echoing its lines to stdout and into out/bench.log.
+def run_bench(args: list[str], env: dict[str, str], out: Path, timeout_s: float,
+              command: list[str] | None = None) -> BenchRun:
+    """Runs `vllm bench serve ARGS` (or command + ARGS), echoing its lines to stdout and into
+    out/bench.log; its result is out/bench.json.
 
     The load phase runs from bench's "Starting main benchmark run" to its result table."""
     from revati.serving import VENV_BIN, _kill_tree
 
     (out / "bench.json").unlink(missing_ok=True)
     log = open(out / "bench.log", "wb")
-    proc = subprocess.Popen([str(VENV_BIN / "vllm"), "bench", "serve", *args], env=env, stdout=subprocess.PIPE,
+    command = command or [str(VENV_BIN / "vllm"), "bench", "serve"]
+    proc = subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, process_group=0)
     start = end = None
     text = b""
