@@ -429,6 +429,9 @@ def loadgen_main(spec_path: str, target: str, out: str | os.PathLike = DEFAULT_O
     spec_dir = Path(spec_path).resolve().parent
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    (out / "spec.resolved.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     check_timewarp_env(spec, os.environ)
     plan = serve_plan(spec)
     try:
@@ -464,7 +467,7 @@ def loadgen_main(spec_path: str, target: str, out: str | os.PathLike = DEFAULT_O
     print(report.summary_table(rep))
     for note in rep["emulation"].get("notes", []):
         print(f"note: {note}")
-    print(f"revati role loadgen: wrote report.json, requests.jsonl to {out}")
+    print(f"revati role loadgen: wrote report.json, requests.jsonl, spec.resolved.yaml to {out}")
     sys.stderr.flush()
     print(line, flush=True)  # the LAST stdout line: the operator parses it from the pod log
     return 0 if rep.get("completed") == lp.num_prompts and not rep.get("failed") else 1

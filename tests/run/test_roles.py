@@ -397,6 +397,7 @@ def test_loadgen_report_line_from_a_bench_result(tmp_path, monkeypatch, capsys):
     rows = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[2]["start_s"] == 1.0
     assert (out / "bench.cmd").read_text().startswith("vllm bench serve --backend vllm")
+    assert yaml.safe_load((out / "spec.resolved.yaml").read_text())["spec"]["slo"]["tpotMs"]["p99"] == 10
 
 
 def test_loadgen_fails_clearly_when_the_target_never_answers(tmp_path, monkeypatch, capsys):
