@@ -148,7 +148,9 @@ def _union(node: dict, options: list[dict], defs: dict) -> dict:
     else:  # e.g. engine args (string, number or boolean), dilation ("auto" or a number)
         merged = {"x-kubernetes-preserve-unknown-fields": True}
     merged = {**merged, **node}
-    if len(non_null) < len(options):
+    if len(non_null) < len(options) and "enum" not in merged:
+        # An enum would have to list null too; without nullable the API server prunes a null
+        # (as if the field were absent), which is what None means here.
         merged["nullable"] = True
     return merged
 

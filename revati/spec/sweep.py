@@ -277,7 +277,7 @@ def _child_row(sweep_spec: SweepSpec, child: dict) -> dict:
     spec = child_spec(sweep_spec, child.get("params") or {})
     n = gpus(spec)
     price = sweep_spec.prices.get(_gpu_of(spec))
-    return {
+    row = {
         "name": child["name"],
         "params": copy.deepcopy(child.get("params") or {}),
         "phase": child.get("phase"),
@@ -286,6 +286,7 @@ def _child_row(sweep_spec: SweepSpec, child: dict) -> dict:
         "meetsSlo": meets_slo(sweep_spec.effective_slo(), child.get("phase"), child.get("metrics")),
         "metrics": copy.deepcopy(child.get("metrics")),
     }
+    return {k: v for k, v in row.items() if v is not None}  # absent, not null (e.g. no phase yet)
 
 
 def pareto_front(rows: list[dict]) -> list[str]:
@@ -307,7 +308,7 @@ def pareto_front(rows: list[dict]) -> list[str]:
 
 def _order(row: dict, position: int) -> tuple:
     """Sort key: cost, then p99 TPOT (missing last), then expansion position."""
-    cost = row["costPerHour"] if row["costPerHour"] is not None else math.inf
+    cost = row.get("costPerHour", math.inf)
     tpot = _latency(row.get("metrics"), "tpotMs", "p99")
     return (cost, math.inf if tpot is None else tpot, position)
 
@@ -317,7 +318,8 @@ def rank(sweep_spec: SweepSpec | dict, children: list[dict]) -> dict:
 
     children: [{name, params, phase, metrics}] (metrics as in EmulatedDeployment status).
     Returns {children, cheapest, pareto, ranking, progress}:
-    - children: each with gpus, costPerHour (gpus x prices[gpu]) and meetsSlo;
+    - children: each with gpus, costPerHour (gpus x prices[gpu]) and meetsSlo (keys whose
+      value would be None, e.g. the phase of a child not created yet, are left out);
     - cheapest: {name, params, gpus, costPerHour} of the lowest-cost child that meets the SLO
       (ties: lower p99 TPOT, then the earlier child), None if none does;
     - pareto: see pareto_front;
@@ -328,14 +330,14 @@ def rank(sweep_spec: SweepSpec | dict, children: list[dict]) -> dict:
     if not isinstance(sweep_spec, SweepSpec):
         sweep_spec = SweepSpec.model_validate(dict(sweep_spec))
     rows = [_child_row(sweep_spec, c) for c in children]
-    done = [(i, r) for i, r in enumerate(rows) if r["phase"] == "Succeeded"]
+    done = [(i, r) for i, r in enumerate(rows) if r.get("phase") == "Succeeded"]
     ranked = sorted(done, key=lambda ir: (not ir[1]["meetsSlo"], _order(ir[1], ir[0])))
     meeting = [r for _, r in ranked if r["meetsSlo"]]
     cheapest = None
     if meeting:
         best = meeting[0]
         cheapest = {k: copy.deepcopy(best[k]) for k in ("name", "params", "gpus", "costPerHour")}
-    finished = sum(1 for r in rows if r["phase"] in FINISHED)
+    finished = sum(1 for r in rows if r.get("phase") in FINISHED)
     return {
         "children": rows,
         "cheapest": cheapest,

@@ -221,6 +221,9 @@ def test_sweep_children_and_statuses_validate():
     results = [{"name": c.name, "params": c.params, "phase": "Succeeded", "metrics": status["metrics"]}
                for c in children]
     assert problems(emulation_sweep_crd(), {**EMS, "status": {"phase": "Succeeded", **rank(sweep.spec, results)}}) == []
+    early = [{"name": c.name, "params": c.params, "phase": None, "metrics": None} for c in children]
+    early[0].update(phase="Running")
+    assert problems(emulation_sweep_crd(), {**EMS, "status": {"phase": "Running", **rank(sweep.spec, early)}}) == []
 
 
 # -- generated, structural, in sync --------------------------------------------------------
@@ -266,6 +269,7 @@ def test_schemas_are_structural(crd):
         for key in ("exclusiveMinimum", "exclusiveMaximum", "nullable"):
             assert isinstance(node.get(key, False), bool), (path, key)
         assert node.get("exclusiveMinimum") is not True or "minimum" in node, path
+        assert not (node.get("nullable") and None not in node.get("enum", [None])), path  # null must pass
         if "default" in node:  # the API server requires defaults to validate against their schema
             assert node["default"] is not None, path
             OAS30Validator(node).validate(node["default"])
