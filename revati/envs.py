@@ -26,6 +26,14 @@ ENV_VARS: dict[str, str] = {
     "REVATI_TIMEWARP_LAZY": "thread-name prefixes whose poll timeouts are idle ticks the time warp may coalesce (default gloo_tcp_loop).",
     "REVATI_CLOCK": "path of the Timekeeper's shared-memory clock page (set with REVATI_TIMEWARP).",
     "REVATI_CACHE_DIR": "cache for tokenizers and the offline model hub (default ~/.cache/revati).",
+    "REVATI_OPERATOR_RUNTIME_IMAGE": "operator: image of the engine, coordinator, router and loadgen containers "
+                                     "(default ghcr.io/revati-dev/revati-runtime:0.1.0).",
+    "REVATI_OPERATOR_SIDECAR_IMAGE": "operator: image of the per-pod predictor/relay sidecar "
+                                     "(default ghcr.io/revati-dev/revati-sidecar:0.1.0).",
+    "REVATI_OPERATOR_SHIM_IMAGE": "operator: image of the init container that copies the shim into the pod "
+                                  "(default ghcr.io/revati-dev/revati-shim:0.1.0).",
+    "REVATI_OPERATOR_RESYNC_SECONDS": "operator: period of the safety-net reconcile timer of unfinished "
+                                      "EmulatedDeployments and EmulationSweeps (default 30; events drive the rest).",
 }
 
 
