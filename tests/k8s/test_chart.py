@@ -376,3 +376,10 @@ def test_examples_validate_against_the_generated_crds():
     # helm installs crds/ as they are: --include-crds renders both.
     out = manifests(template(None, "--include-crds").stdout)
     assert {o["spec"]["names"]["kind"] for o in out if o["kind"] == "CustomResourceDefinition"} >= set(crds)
+
+
+def test_default_images_equal_the_operators_defaults(rendered):
+    manifests = pytest.importorskip("revati.operator.manifests")
+    env = {e["name"]: e["value"] for e in _operator_container(rendered["default"])["env"]}
+    for key, image in manifests.DEFAULT_IMAGES.items():
+        assert env[f"REVATI_OPERATOR_{key.upper()}_IMAGE"] == image

@@ -350,3 +350,40 @@ def test_hadolint_ignores_only_with_reasons():
     for rule in config.get("ignored", []):
         i = text.index(f"- {rule}")
         assert f"{rule} (" in text[:i], f"{rule} is ignored without a reason"
+
+
+def test_images_fit_the_operators_pods():
+    """The pods the operator builds (its pure build_* functions) for the chart's example run in
+    these images: the user, HOME, the shim folder and each container's program match."""
+    manifests = pytest.importorskip("revati.operator.manifests")
+    cr = yaml.safe_load((REPO / "charts" / "revati" / "examples" / "emulateddeployment.yaml").read_text())
+    cr["metadata"].update(namespace="ns", uid="00000000-0000-0000-0000-000000000000", generation=1)
+    images = manifests.Images(runtime="runtime", sidecar="sidecar", shim="shim")
+    programs = {"runtime": {"revati"}, "sidecar": {"revati"}, "shim": {"cp"}}  # on the image's PATH
+    envs = {}
+    for name in NAMES:
+        final = parse(dockerfile(name))[-1]
+        text = " ".join(a for w, a in final if w == "ENV")
+        envs[name] = dict(re.findall(r"(\w+)=(\S+)", text))
+    seen = set()
+    for obj in manifests.build_all(cr, images):
+        spec = (obj.get("spec", {}).get("template", {}).get("spec") if obj["kind"] in ("Deployment", "Job")
+                else obj.get("spec") if obj["kind"] == "Pod" else None)
+        if spec is None:
+            continue
+        pod_sc = spec.get("securityContext", {})
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            image = c["image"]
+            seen.add(image)
+            assert c["command"][0] in programs[image], f"{c['name']}: {c['command'][0]} is not in the {image} image"
+            user = {**pod_sc, **c.get("securityContext", {})}.get("runAsUser")
+            assert user == 10001, f"{c['name']} runs as {user}; the images' user is 10001"
+            cenv = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if image != "shim":
+                if "HOME" in cenv:
+                    assert cenv["HOME"] == envs[image]["HOME"]
+                if "REVATI_SHIM_DIR" in cenv:
+                    assert cenv["REVATI_SHIM_DIR"] == envs[image]["REVATI_SHIM_DIR"]
+            else:  # the init container copies the shim image's folder
+                assert c["command"][2] == "/opt/revati/shim/."
+    assert seen == {"runtime", "sidecar", "shim"}
