@@ -290,7 +290,7 @@ def test_schema_is_closed_at_every_object_level():
             assert k in sch["properties"], f"values.yaml key {path}{k} is not in values.schema.json"
             sub = sch["properties"][k]
             if "$ref" in sub:
-                sub = schema["$defs"][sub["$ref"].rsplit("/", 1)[1]]
+                sub = schema["definitions"][sub["$ref"].rsplit("/", 1)[1]]
             assert sub.get("description"), f"{path}{k} has no description in the schema"
             if isinstance(v, dict) and v and "properties" in sub:
                 declared(v, sub, f"{path}{k}.")
