@@ -383,3 +383,12 @@ def test_default_images_equal_the_operators_defaults(rendered):
     env = {e["name"]: e["value"] for e in _operator_container(rendered["default"])["env"]}
     for key, image in manifests.DEFAULT_IMAGES.items():
         assert env[f"REVATI_OPERATOR_{key.upper()}_IMAGE"] == image
+
+
+def test_bring_your_own_rbac_and_service_account():
+    objs = manifests(template(None, "--set", "rbac.create=false", "--set", "serviceAccount.create=false",
+                              "--set", "serviceAccount.name=ops-revati").stdout)
+    assert _kinds(objs) == ["Deployment"]
+    assert _the(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-revati"
+    p = template(None, "--set", "serviceAccount.create=false", check=False)
+    assert p.returncode != 0 and "serviceAccount.name is required" in p.stderr
