@@ -370,7 +370,10 @@ def reconcile_deployment(ns: str, name: str, logger: logging.Logger | None = Non
         for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
             failed = pod_failure(pod)
             if failed:
-                step.phase("Failed", *failed)
+                reason, message = failed
+                if reason == "PodFailed" and pod["metadata"].get("labels", {}).get(mf.LABEL_COMPONENT) == "loadgen":
+                    reason = "LoadgenFailed"
+                step.phase("Failed", reason, message)
                 step.commit(k)
                 return "Failed"
 
@@ -627,15 +630,18 @@ def delete_children(ns: str, name: str, uid: str | None, logger: logging.Logger 
     k = kube()
     sel = f"{mf.LABEL_DEPLOYMENT}={name},{mf.LABEL_MANAGED_BY}=revati-operator"
     n = 0
-    for kind in ("Job", "Deployment", "Service", "ConfigMap", "Pod"):
-        for obj in k.list(kind, ns, sel):
-            refs = obj["metadata"].get("ownerReferences") or []
-            ours = any(r.get("uid") == uid for r in refs)
-            foreign = any(r.get("kind") == mf.KIND and r.get("uid") != uid for r in refs)
-            if foreign and not ours:
-                continue
-            if k.delete(kind, ns, obj["metadata"]["name"]):
-                n += 1
+    # Under the reconcile lock: a reconcile that read the CR before its deletion finishes first
+    # (it could otherwise re-create what is deleted here); later ones see deletionTimestamp.
+    with _lock("emd", ns, name):
+        for kind in ("Job", "Deployment", "Service", "ConfigMap", "Pod"):
+            for obj in k.list(kind, ns, sel):
+                refs = obj["metadata"].get("ownerReferences") or []
+                ours = any(r.get("uid") == uid for r in refs)
+                foreign = any(r.get("kind") == mf.KIND and r.get("uid") != uid for r in refs)
+                if foreign and not ours:
+                    continue
+                if k.delete(kind, ns, obj["metadata"]["name"]):
+                    n += 1
     logger.info(f"deleted {n} object(s) of {name}")
     return n
 

@@ -251,7 +251,17 @@ class ApiServer(kmock.KubernetesEmulator):
                                             content_type="text/plain")
             if request.method == enums.method.PUT:
                 raise _error(405, "MethodNotAllowed", "PUT (replace) is not emulated; use PATCH")
-            if request.action in (enums.action.LIST, enums.action.WATCH, enums.action.FETCH):
+            if request.action == enums.action.FETCH and request.subresource in (None, "status"):
+                info = self._info(res)
+                async with self._lock:
+                    obj = self._live(self._key(request, info))
+                    if obj is None:
+                        raise _error(404, "NotFound", f'{res.plural} "{request.name}" not found')
+                    body = copy.deepcopy(obj.raw)
+                return aiohttp.web.json_response(body)
+            if request.action == enums.action.LIST:
+                return aiohttp.web.json_response(await self._serve_list(request))
+            if request.action == enums.action.WATCH:
                 self._info(res)
         return await super()._handle(request)
 
@@ -542,9 +552,10 @@ def revati_crds() -> list[dict]:
 
 # --- fixtures --------------------------------------------------------------------------------
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[MockCluster]:
-    """A fresh in-memory API server with both CRDs applied and the test namespace created."""
+    """A fresh in-memory API server (one per test module) with both CRDs applied and the test
+    namespace created. Tests of a module share it (and the operator): each uses its own names."""
     c = MockCluster().start()
     try:
         import kubernetes
@@ -562,7 +573,7 @@ def cluster() -> Iterator[MockCluster]:
         c.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def api(cluster: MockCluster):
     """A real kubernetes ApiClient configured against the mock server."""
     import kubernetes
@@ -573,18 +584,20 @@ def api(cluster: MockCluster):
         yield client
 
 
-@pytest.fixture
-def kubeconfig(cluster: MockCluster, tmp_path, monkeypatch) -> str:
-    path = tmp_path / "kubeconfig.yaml"
+@pytest.fixture(scope="module")
+def kubeconfig(cluster: MockCluster, tmp_path_factory) -> Iterator[str]:
+    """A kubeconfig file for the mock server, in $KUBECONFIG (as kopf and the operator read it)."""
+    path = tmp_path_factory.mktemp("kube") / "kubeconfig.yaml"
     path.write_text(yaml.safe_dump(cluster.kubeconfig(NAMESPACE)))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return str(path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KUBECONFIG", str(path))
+        mp.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield str(path)
 
 
 @contextlib.contextmanager
 def run_operator(namespace: str = NAMESPACE, extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
-    """The REAL operator process body: `kopf run --standalone -m revati.operator.handlers`."""
+    """The REAL operator: `kopf run --standalone -m revati.operator.handlers --namespace NS`."""
     from kopf.testing import KopfRunner
 
     args = ["run", "--standalone", "-m", "revati.operator.handlers", "--namespace", namespace, "--verbose",
@@ -593,15 +606,16 @@ def run_operator(namespace: str = NAMESPACE, extra_args: tuple[str, ...] = ()) -
         yield runner
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def operator(kubeconfig: str):
+    """The operator, running for the whole module against the module's mock cluster."""
     with run_operator() as runner:
         yield runner
     assert runner.exit_code == 0, runner.output
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-             interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
+             interval: float = 0.1) -> Any:
     """Polls predicate until it returns a truthy value; fails with `what` after timeout seconds."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None

@@ -18,6 +18,7 @@ from revati.operator import manifests as mf
 from tests.k8s.conftest import NAMESPACE, raw, wait_for  # noqa: F401 (fixtures come from conftest)
 
 GROUP, VERSION, EMD, EMS = "revati.dev", "v1alpha1", "emulateddeployments", "emulationsweeps"
+TERMINAL = ("Succeeded", "Failed")
 
 SPEC = {
     "model": "meta-llama/Llama-3.1-8B",
@@ -89,7 +90,7 @@ class Cluster:
                                                           "image": "x", "imageID": "", "state": {"running": {}}}]})
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def kc(api) -> Cluster:
     return Cluster(api)
 
@@ -102,12 +103,60 @@ def expected_objects(n: str, replicas: int) -> set[tuple[str, str]]:
     return out
 
 
+def objects_of(kc: Cluster, n: str) -> dict[tuple[str, str], dict]:
+    """Objects that belong to deployment n: its label, or its name prefix, or an owner reference to it."""
+    return {key: obj for key, obj in kc.objects().items()
+            if obj["metadata"].get("labels", {}).get(mf.LABEL_DEPLOYMENT) == n
+            or key[1].startswith(f"{n}-")
+            or any(r.get("name") == n for r in obj["metadata"].get("ownerReferences") or [])}
+
+
+def versions(objs: dict) -> dict:
+    return {key: obj["metadata"]["resourceVersion"] for key, obj in objs.items()}
+
+
+def condition(cr: dict, ctype: str) -> dict:
+    return next(c for c in (cr.get("status") or {}).get("conditions") or [] if c["type"] == ctype)
+
+
+def start(kc: Cluster, name: str, spec: dict | None = None) -> dict:
+    cr = kc.apply(emd(name, spec))
+    wait_for(lambda: kc.phase(name) == "Starting", what=f"{name}: phase Starting")
+    return cr
+
+
+def run_loadgen(kc: Cluster, cluster, name: str, log: str, exit_code: int = 0, message: str = "") -> None:
+    """Plays the Job controller and the kubelet: a pod from the Job's template, its log, its exit."""
+    job = raw(kc.batch.read_namespaced_job, f"{name}-loadgen", NAMESPACE)
+    tmpl = job["spec"]["template"]
+    pod_name = f"{name}-loadgen-x7k2q"
+    raw(kc.core.create_namespaced_pod, NAMESPACE, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name, "labels": dict(tmpl["metadata"]["labels"], **{"job-name": job["metadata"]["name"]}),
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"],
+                                          "uid": job["metadata"]["uid"], "controller": True,
+                                          "blockOwnerDeletion": True}]},
+        "spec": tmpl["spec"]})
+    cluster.set_pod_log(NAMESPACE, pod_name, log)
+    ok = exit_code == 0
+    kc.set_pod_status(pod_name, {
+        "phase": "Succeeded" if ok else "Failed",
+        "containerStatuses": [{"name": "loadgen", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+                               "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if ok else "Error",
+                                                        "message": message}}}]})
+    cond = {"type": "Complete" if ok else "Failed", "status": "True", "reason": "Completed" if ok else "BackoffLimitExceeded",
+            "message": "" if ok else "Job has reached the specified backoff limit"}
+    raw(kc.batch.patch_namespaced_job_status, f"{name}-loadgen", NAMESPACE,
+        {"status": {"succeeded" if ok else "failed": 1, "conditions": [cond]}},
+        _content_type="application/merge-patch+json")
+
+
+# --- tests -----------------------------------------------------------------------------------
+
 def test_apply_creates_exactly_the_expected_objects_with_owner_references(operator, kc):
-    cr = kc.apply(emd("demo"))
-    want = expected_objects("demo", 2)
-    wait_for(lambda: kc.phase("demo") == "Starting", what="phase Starting")
-    objs = kc.objects()
-    assert set(objs) == want
+    cr = start(kc, "demo")
+    objs = objects_of(kc, "demo")
+    assert set(objs) == expected_objects("demo", 2)
     uid = cr["metadata"]["uid"]
     for (kind, name), obj in objs.items():
         refs = obj["metadata"]["ownerReferences"]
@@ -116,10 +165,220 @@ def test_apply_creates_exactly_the_expected_objects_with_owner_references(operat
         assert obj["metadata"]["labels"][mf.LABEL_DEPLOYMENT] == "demo"
     status = kc.get("demo")["status"]
     assert status["gpus"] == 2
-    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "False"
+    assert condition(kc.get("demo"), "Ready")["status"] == "False"
+    assert condition(kc.get("demo"), "SpecValid")["status"] == "True"
     # The spec ConfigMap holds the CR as a revati run spec.
     spec = yaml.safe_load(objs[("ConfigMap", "demo-spec")]["data"]["spec.yaml"])
     assert spec["kind"] == "EmulatedDeployment" and spec["spec"] == SPEC
-    # The CR carries kopf's finalizer, so deletion runs the cleanup handler.
+    # No pod asks for a GPU.
+    pod = objs[("Pod", "demo-replica-0")]
+    for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+        assert set(c["resources"]["requests"]) == {"cpu", "memory"} == set(c["resources"]["limits"])
+    # The CR carries the operator's finalizer, so deletion runs the cleanup handler.
     wait_for(lambda: "revati.dev/cleanup" in kc.get("demo")["metadata"].get("finalizers", []),
-             what="kopf's finalizer on the CR")
+             what="the operator's finalizer on the CR")
+
+
+def test_reconcile_twice_changes_nothing_and_existing_objects_are_adopted(operator, kc, cluster):
+    from revati.operator import handlers
+
+    # An object left over (no owner) before the CR exists: the operator adopts it, not duplicates it.
+    raw(kc.core.create_namespaced_config_map, NAMESPACE,
+        {"metadata": {"name": "adopt-spec"}, "data": {"spec.yaml": "stale"}})
+    cr = start(kc, "adopt", dict(SPEC, replicas=1))
+    cm = raw(kc.core.read_namespaced_config_map, "adopt-spec", NAMESPACE)
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
+    assert yaml.safe_load(cm["data"]["spec.yaml"])["metadata"]["name"] == "adopt"
+    assert set(objects_of(kc, "adopt")) == expected_objects("adopt", 1)
+
+    before = versions(objects_of(kc, "adopt"))
+    status_before = kc.get("adopt")["status"]
+    assert handlers.reconcile_deployment(NAMESPACE, "adopt") == "Starting"
+    assert handlers.reconcile_deployment(NAMESPACE, "adopt") == "Starting"
+    # An event on the CR makes the running operator reconcile too.
+    raw(kc.custom.patch_namespaced_custom_object, GROUP, VERSION, NAMESPACE, EMD, "adopt",
+        {"metadata": {"annotations": {"test/poke": "1"}}}, _content_type="application/merge-patch+json")
+    wait_for(lambda: kc.get("adopt")["metadata"]["annotations"].get("test/poke") == "1", what="the poke")
+    assert versions(objects_of(kc, "adopt")) == before
+    assert kc.get("adopt")["status"] == status_before
+
+
+def test_ready_replicas_move_to_running_and_a_report_to_succeeded(operator, kc, cluster):
+    start(kc, "happy")
+    kc.make_ready("happy-replica-0")
+    # One of two replicas Ready: still Starting, the condition counts.
+    wait_for(lambda: condition(kc.get("happy"), "ReplicasReady")["message"] == "1/2 replica pods Ready",
+             what="ReplicasReady 1/2")
+    assert kc.phase("happy") == "Starting"
+    assert ("Job", "happy-loadgen") not in objects_of(kc, "happy")
+    kc.make_ready("happy-replica-1")
+    wait_for(lambda: kc.phase("happy") == "Running", what="phase Running")
+    job = objects_of(kc, "happy")[("Job", "happy-loadgen")]
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["metadata"]["ownerReferences"][0]["name"] == "happy"
+
+    log = "starting\nREVATI_REPORT {\"completed\": 1}\nprogress 100%\nREVATI_REPORT " + json.dumps(
+        REPORT, separators=(",", ":")) + "\n"
+    run_loadgen(kc, cluster, "happy", log)
+    wait_for(lambda: kc.phase("happy") == "Succeeded", what="phase Succeeded")
+    st = kc.get("happy")["status"]
+    assert st["reportConfigMap"] == "happy-report"
+    assert st["metrics"] == {"ttftMs": {"p50": 41.0, "p99": 88.5}, "tpotMs": {"p50": 9.1, "p99": 12.7},
+                             "e2elMs": {"p50": 330.0, "p99": 480.2}, "requestThroughput": 3.9,
+                             "outputThroughput": 124.8, "goodput": 3.5, "completed": 20, "failed": 0}
+    assert (st["virtualSeconds"], st["wallSeconds"], st["speedup"]) == (5.2, 26.0, 0.2)
+    assert condition(kc.get("happy"), "Ready")["status"] == "True"
+    cm = raw(kc.core.read_namespaced_config_map, "happy-report", NAMESPACE)
+    assert json.loads(cm["data"]["report.json"]) == REPORT  # the LAST REVATI_REPORT line
+    assert cm["metadata"]["ownerReferences"][0]["name"] == "happy"
+
+
+def test_deadlocked_replica_fails_with_the_emulators_message(operator, kc):
+    start(kc, "stuck", dict(SPEC, replicas=1))
+    message = ("revati: time warp: deadlock: every thread on the 1 host(s) waits for another with no timer "
+               "pending (virtual t=12.5 s)")
+    kc.set_pod_status("stuck-replica-0", {
+        "phase": "Failed",
+        "containerStatuses": [{"name": "engine", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+                               "state": {"terminated": {"exitCode": 3, "reason": "Error", "message": message}}}]})
+    wait_for(lambda: kc.phase("stuck") == "Failed", what="phase Failed")
+    failed = condition(kc.get("stuck"), "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "EmulatedDeadlock"
+    assert message in failed["message"] and "stuck-replica-0" in failed["message"]
+    assert "exit code 3" in failed["message"]
+
+
+def test_failed_loadgen_and_missing_report_fail_the_run(operator, kc, cluster):
+    start(kc, "crash", dict(SPEC, replicas=1))
+    kc.make_ready("crash-replica-0")
+    wait_for(lambda: kc.phase("crash") == "Running", what="phase Running")
+    run_loadgen(kc, cluster, "crash", "Traceback ...\nConnectionError: router unreachable\n", exit_code=1,
+                message="ConnectionError: router unreachable")
+    wait_for(lambda: kc.phase("crash") == "Failed", what="phase Failed")
+    failed = condition(kc.get("crash"), "Failed")
+    assert failed["reason"] == "LoadgenFailed" and "router unreachable" in failed["message"]
+
+    start(kc, "mute", dict(SPEC, replicas=1))
+    kc.make_ready("mute-replica-0")
+    wait_for(lambda: kc.phase("mute") == "Running", what="phase Running")
+    run_loadgen(kc, cluster, "mute", "no report here\n")
+    wait_for(lambda: kc.phase("mute") == "Failed", what="phase Failed")
+    assert condition(kc.get("mute"), "Failed")["reason"] == "NoReport"
+
+
+def test_invalid_spec_fails_with_a_condition_naming_the_fields(operator, kc):
+    bad = dict(SPEC, tensorParallelSize=16, gpu="h100-sxm")
+    bad["workload"] = dict(SPEC["workload"], numPrompts=0)
+    kc.apply(emd("typo", bad))
+    wait_for(lambda: kc.phase("typo") == "Failed", what="phase Failed")
+    failed = condition(kc.get("typo"), "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "workload.numPrompts" in failed["message"]
+    assert not objects_of(kc, "typo")  # nothing was created
+
+
+def test_deletion_cleans_up(operator, kc, cluster):
+    start(kc, "gone")
+    kc.make_ready("gone-replica-0")
+    kc.make_ready("gone-replica-1")
+    wait_for(lambda: kc.phase("gone") == "Running", what="phase Running")
+    assert ("Job", "gone-loadgen") in objects_of(kc, "gone")
+    run_loadgen(kc, cluster, "gone", "REVATI_REPORT " + json.dumps(REPORT) + "\n")
+    wait_for(lambda: kc.phase("gone") == "Succeeded", what="phase Succeeded")
+    assert ("ConfigMap", "gone-report") in objects_of(kc, "gone")
+    kc.delete("gone")
+    wait_for(lambda: not any(c["metadata"]["name"] == "gone" for c in kc.list_crs()), what="the CR gone")
+    try:
+        wait_for(lambda: not objects_of(kc, "gone"), what="every object of the deployment gone")
+    except AssertionError:
+        raise AssertionError(f"left over: {sorted(objects_of(kc, 'gone'))}") from None
+
+
+# --- EmulationSweep ------------------------------------------------------------------------
+
+def sweep_body(name: str) -> dict:
+    base = dict(SPEC, replicas=1)
+    base.pop("slo")
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "EmulationSweep",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"base": base,
+                     "grid": {"tensorParallelSize": [1, 2], "workload.arrival.requestRate": [2, 4]},
+                     "slo": {"ttftMs": {"p99": 500}, "tpotMs": {"p99": 50}},
+                     "prices": {"h100-sxm": 2.0},
+                     "maxParallel": 2}}
+
+
+def finish_child(kc: Cluster, name: str, phase: str, metrics: dict | None) -> None:
+    """Plays a finished emulation: the child's status as the operator would write it."""
+    wait_for(lambda: kc.phase(name) == "Starting", what=f"{name}: Starting")
+    status = {"phase": phase}
+    if metrics:
+        status["metrics"] = metrics
+    raw(kc.custom.patch_namespaced_custom_object_status, GROUP, VERSION, NAMESPACE, EMD, name,
+        {"status": status}, _content_type="application/merge-patch+json")
+
+
+def test_sweep_creates_children_in_bounded_parallel_and_ranks_them(operator, kc):
+    sweep = kc.apply(sweep_body("sw"), EMS)
+    names = [f"sw-{i}" for i in range(4)]
+
+    def children() -> dict[str, dict]:
+        return {c["metadata"]["name"]: c for c in kc.list_crs() if c["metadata"]["name"] in names}
+
+    def unfinished() -> int:
+        return sum(1 for c in children().values() if (c.get("status") or {}).get("phase") not in TERMINAL)
+
+    wait_for(lambda: set(children()) == {"sw-0", "sw-1"}, what="the first maxParallel=2 children")
+    for c in children().values():
+        assert c["metadata"]["ownerReferences"][0]["uid"] == sweep["metadata"]["uid"]
+        assert c["metadata"]["labels"]["revati.dev/sweep"] == "sw"
+    assert children()["sw-1"]["spec"]["workload"]["arrival"]["requestRate"] == 4
+    assert children()["sw-1"]["spec"]["slo"] == {"ttftMs": {"p99": 500}, "tpotMs": {"p99": 50}}
+    wait_for(lambda: kc.phase("sw", EMS) == "Running", what="sweep Running")
+
+    results = {
+        "sw-0": ("Succeeded", {"ttftMs": {"p99": 200.0}, "tpotMs": {"p99": 30.0}, "outputThroughput": 100.0,
+                            "completed": 20}),
+        "sw-1": ("Succeeded", {"ttftMs": {"p99": 900.0}, "tpotMs": {"p99": 40.0}, "outputThroughput": 180.0,
+                            "completed": 20}),
+        "sw-2": ("Succeeded", {"ttftMs": {"p99": 150.0}, "tpotMs": {"p99": 20.0}, "outputThroughput": 190.0,
+                            "completed": 20}),
+        "sw-3": ("Failed", None),
+    }
+    finish_child(kc, "sw-0", *results["sw-0"])
+    wait_for(lambda: "sw-2" in children(), what="sw-2 after sw-0 finished")
+    assert "sw-3" not in children() and unfinished() <= 2
+    finish_child(kc, "sw-1", *results["sw-1"])
+    wait_for(lambda: "sw-3" in children(), what="sw-3 after sw-1 finished")
+    assert unfinished() <= 2
+    finish_child(kc, "sw-2", *results["sw-2"])
+    finish_child(kc, "sw-3", *results["sw-3"])
+    wait_for(lambda: kc.phase("sw", EMS) == "Succeeded", what="sweep Succeeded")
+
+    st = kc.get("sw", EMS)["status"]
+    assert st["progress"] == "4/4"
+    assert [c["name"] for c in st["children"]] == names
+    rows = {c["name"]: c for c in st["children"]}
+    assert rows["sw-0"]["params"] == {"tensorParallelSize": 1, "workload.arrival.requestRate": 2}
+    assert [rows[n]["gpus"] for n in names] == [1, 1, 2, 2]
+    assert [rows[n]["costPerHour"] for n in names] == [2.0, 2.0, 4.0, 4.0]
+    assert [rows[n]["meetsSlo"] for n in names] == [True, False, True, False]
+    assert st["cheapest"] == {"name": "sw-0", "params": {"tensorParallelSize": 1, "workload.arrival.requestRate": 2},
+                              "gpus": 1, "costPerHour": 2.0}
+    assert st["pareto"] == ["sw-2"]
+    assert st["ranking"] == ["sw-0", "sw-2", "sw-1"]
+
+    # Deleting the sweep deletes its children (and, through them, their objects).
+    kc.delete("sw", EMS)
+    wait_for(lambda: not children() and not any(c["metadata"]["name"] == "sw" for c in kc.list_crs(EMS)),
+             what="the sweep and its children gone")
+    wait_for(lambda: not any(objects_of(kc, n) for n in names), what="the children's objects gone")
+
+
+def test_invalid_sweep_fails_naming_the_field(operator, kc):
+    body = sweep_body("badsw")
+    body["spec"]["grid"] = {"tensorParalelSize": [1, 2]}
+    kc.apply(body, EMS)
+    wait_for(lambda: kc.phase("badsw", EMS) == "Failed", what="sweep Failed")
+    failed = condition(kc.get("badsw", EMS), "Failed")
+    assert failed["reason"] == "InvalidSpec" and "tensorParalelSize" in failed["message"]
