@@ -123,10 +123,28 @@ def run_spec_dict(cr: dict) -> dict:
             "metadata": out_meta, "spec": cr.get("spec")}
 
 
+#: Service names are DNS-1035 labels: at most 63 characters, starting with a letter.
+_SERVICE_NAME_MAX = 63
+
+
 def validate(cr: dict) -> EmulatedDeployment:
-    """Validates the CR's spec with the same models as ``revati run``. Raises SpecError."""
+    """Validates the CR's spec with the same models as ``revati run``, and that the names of
+    its objects are valid Service names. Raises SpecError."""
     name = (cr.get("metadata") or {}).get("name", "<unnamed>")
-    return spec_from_dict(run_spec_dict(cr), source=f"EmulatedDeployment {name}")
+    source = f"EmulatedDeployment {name}"
+    model = spec_from_dict(run_spec_dict(cr), source=source)
+    longest = max([coordinator_name(name), router_name(name), loadgen_name(name),
+                   replica_name(name, model.spec.replicas - 1)], key=len)
+    problems = []
+    if len(longest) > _SERVICE_NAME_MAX:
+        problems.append(f"metadata.name: too long: the object name {longest!r} would have {len(longest)} "
+                        f"characters, more than {_SERVICE_NAME_MAX}; use at most "
+                        f"{_SERVICE_NAME_MAX - (len(longest) - len(name))} characters")
+    if not name[:1].isalpha():
+        problems.append("metadata.name: must start with a letter (the operator names Services after it)")
+    if problems:
+        raise SpecError(source, problems)
+    return model
 
 
 def _model(cr: dict | EmulatedDeployment) -> EmulatedDeployment:
@@ -594,7 +612,8 @@ def status_from_report(report: dict) -> dict:
         return {k: v for k, v in (("p50", _num(report.get(f"p50_{metric}_ms"))),
                                   ("p99", _num(report.get(f"p99_{metric}_ms")))) if v is not None}
 
-    metrics: dict[str, Any] = {"ttftMs": pair("ttft"), "tpotMs": pair("tpot"), "e2elMs": pair("e2el")}
+    metrics: dict[str, Any] = {k: v for k, v in (("ttftMs", pair("ttft")), ("tpotMs", pair("tpot")),
+                                                  ("e2elMs", pair("e2el"))) if v}
     for key, src in (("requestThroughput", "request_throughput"), ("outputThroughput", "output_throughput"),
                      ("goodput", "request_goodput"), ("completed", "completed"), ("failed", "failed")):
         v = _num(report.get(src))
