@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from revati.operator import manifests as mf
+from revati.spec.crds import EmulatedDeploymentStatus, EmulationSweepStatus
 from tests.k8s.conftest import NAMESPACE, raw, wait_for  # noqa: F401 (fixtures come from conftest)
 
 GROUP, VERSION, EMD, EMS = "revati.dev", "v1alpha1", "emulateddeployments", "emulationsweeps"
@@ -228,6 +229,7 @@ def test_ready_replicas_move_to_running_and_a_report_to_succeeded(operator, kc, 
                              "outputThroughput": 124.8, "goodput": 3.5, "completed": 20, "failed": 0}
     assert (st["virtualSeconds"], st["wallSeconds"], st["speedup"]) == (5.2, 26.0, 0.2)
     assert condition(kc.get("happy"), "Ready")["status"] == "True"
+    EmulatedDeploymentStatus.model_validate(st)  # the CRD's status schema (unknown fields are errors)
     cm = raw(kc.core.read_namespaced_config_map, "happy-report", NAMESPACE)
     assert json.loads(cm["data"]["report.json"]) == REPORT  # the LAST REVATI_REPORT line
     assert cm["metadata"]["ownerReferences"][0]["name"] == "happy"
@@ -245,6 +247,7 @@ def test_deadlocked_replica_fails_with_the_emulators_message(operator, kc):
     failed = condition(kc.get("stuck"), "Failed")
     assert failed["status"] == "True" and failed["reason"] == "EmulatedDeadlock"
     assert message in failed["message"] and "stuck-replica-0" in failed["message"]
+    EmulatedDeploymentStatus.model_validate(kc.get("stuck")["status"])
     assert "exit code 3" in failed["message"]
 
 
@@ -367,6 +370,7 @@ def test_sweep_creates_children_in_bounded_parallel_and_ranks_them(operator, kc)
                               "gpus": 1, "costPerHour": 2.0}
     assert st["pareto"] == ["sw-2"]
     assert st["ranking"] == ["sw-0", "sw-2", "sw-1"]
+    EmulationSweepStatus.model_validate(st)
 
     # Deleting the sweep deletes its children (and, through them, their objects).
     kc.delete("sw", EMS)
