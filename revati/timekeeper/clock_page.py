@@ -73,6 +73,7 @@ class ClockPage:
         self.path = Path(path)
         self.writer = writer
         self._wlock = threading.Lock()  # the Timekeeper's jumps and the governor's re-anchors
+        self._held: "tuple[int, Snapshot] | None" = None  # hold(): (seq before, the mapping)
         fd = os.open(self.path, os.O_RDWR if writer else os.O_RDONLY)
         try:
             self._mm = mmap.mmap(fd, PAGE_SIZE, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writer else 0))
@@ -156,6 +157,75 @@ class ClockPage:
             self._put("jumped_ns", self.get("jumped_ns") + skip)
             self._put("seq", seq + 2)
             return skip
+
+    def anchor(self, r0_ns: int, offset_ns: int) -> int:
+        """Sets V = (R - r0_ns) / dilation + offset_ns from now on, if that is forward of V now
+        (else leaves the page as it is). Returns the skip (ns). A relay places a jump this way:
+        the result does not depend on when it runs, unlike jump_to(a value computed earlier)."""
+        assert self.writer
+        with self._wlock:
+            s = self.snapshot()
+            r = real_ns_now()
+            d = r - r0_ns
+            if s.dilation_ppm != 1_000_000:
+                d = d * 1_000_000 // s.dilation_ppm
+            skip = d + offset_ns - s.virtual(r)
+            if skip <= 0:
+                return 0
+            seq = self.get("seq")
+            self._put("seq", seq + 1)
+            self._put("r0_ns", r0_ns)
+            self._put("offset_ns", offset_ns)
+            self._put("epoch", self.get("epoch") + 1)
+            self._put("jumped_ns", self.get("jumped_ns") + skip)
+            self._put("seq", seq + 2)
+            return skip
+
+    def hold(self) -> None:
+        """Makes the page unreadable (its seq odd) until release(): every reader, in every
+        process, waits. A relay holds its host's page while a cross-host jump is decided, so no
+        thread can read the old time after another host has moved on (multihost.py)."""
+        assert self.writer
+        with self._wlock:
+            if self._held is not None:
+                return
+            seq = self.get("seq")
+            self._held = (seq, self.snapshot_unlocked())
+            self._put("seq", seq + 1)
+
+    def release(self, r0_ns: int | None = None, offset_ns: int | None = None) -> int:
+        """Ends hold(); with (r0_ns, offset_ns), first moves the page as anchor() does (forward
+        only). Returns the skip (ns)."""
+        assert self.writer
+        with self._wlock:
+            if self._held is None:
+                return 0
+            seq, s = self._held
+            self._held = None
+            skip = 0
+            if r0_ns is not None:
+                r = real_ns_now()
+                d = r - r0_ns
+                if s.dilation_ppm != 1_000_000:
+                    d = d * 1_000_000 // s.dilation_ppm
+                skip = d + offset_ns - s.virtual(r)
+                if skip > 0:
+                    self._put("r0_ns", r0_ns)
+                    self._put("offset_ns", offset_ns)
+                    self._put("epoch", self.get("epoch") + 1)
+                    self._put("jumped_ns", self.get("jumped_ns") + skip)
+                else:
+                    skip = 0
+            self._put("seq", seq + 2)
+            return skip
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def snapshot_unlocked(self) -> Snapshot:
+        """The mapping as stored, for the writer (which knows no write is under way)."""
+        return Snapshot(self.get("r0_ns"), self.get("offset_ns"), self.get("dilation_ppm"))
 
     def set_dilation(self, dilation_ppm: int) -> None:
         """Re-anchors the clock at now (V continues without a step) and runs it at dilation_ppm

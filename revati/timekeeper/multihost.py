@@ -12,8 +12,10 @@ neither exists, so the deployment's clock is split in two levels:
 - the **Coordinator** (`revati coordinator`, the coordinator pod) owns the deployment's clock
   and the collective table. It jumps only when every relay is quiet, in two phases: PREPARE
   asks every relay to confirm with a fresh /proc sample that nothing ran since its report
-  (READY); then JUMP moves every host's page to the same target and each relay wakes its due
-  actors in (deadline, kind, pid, tid) order.
+  (READY) and holds its clock page (readers wait) until JUMP moves every host's page to the same
+  target; each relay then wakes its due actors in (deadline, kind, pid, tid) order. A thread
+  woken on a host that moved first cannot make a host that has not moved yet read the old time:
+  nothing there can read the clock until it has moved. ABORT releases the pages unmoved.
 
 Causality: a host can only be woken by its own deadlines, by a collective's end (RESOLVED, sent
 by the coordinator and counted: a QUIET is only believed once the relay has seen every such
@@ -61,6 +63,19 @@ def global_pid(host_id: int, pid: int) -> int:
 
 def split_pid(gpid: int) -> tuple[int, int]:
     return gpid >> PID_BITS, gpid & ((1 << PID_BITS) - 1)
+
+
+def realtime_offset() -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC (ns), from the tightest of a few paired reads (a read
+    preempted between its two clocks would misplace every jump by the preemption)."""
+    best = None
+    for _ in range(5):
+        m0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        rt = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if best is None or m1 - m0 < best[0]:
+            best = (m1 - m0, rt - (m0 + m1) // 2)
+    return best[1]
 
 
 def parse_address(text: str, default_port: int = 7070) -> tuple[str, int]:
@@ -300,14 +315,16 @@ class Coordinator:
             if int(body[1]):
                 h.ready = int(body[0])
             elif self._prepare and int(body[0]) == self._prepare[0]:
-                self._prepare = None
-                self.stats.aborted += 1
-        elif t == MsgType.R_COMM:
-            self.collectives.comm(int(body[1]), int(body[2]), int(body[3]), int(body[0]))
-        elif t == MsgType.R_ARRIVE:
-            self._arrive(int(body[0]), body[1])
-        elif t == MsgType.R_RESOLVE:
-            self._resolve(h, body)
+                self._abort()
+        elif t in (MsgType.R_COMM, MsgType.R_ARRIVE, MsgType.R_RESOLVE):
+            # A process that exec'ed (ip netns exec, sh, env ...) left and came back under its pid.
+            self.collectives.dead.discard(int(body[0]))
+            if t == MsgType.R_COMM:
+                self.collectives.comm(int(body[1]), int(body[2]), int(body[3]), int(body[0]))
+            elif t == MsgType.R_ARRIVE:
+                self._arrive(int(body[0]), body[1])
+            else:
+                self._resolve(h, body)
         elif t == MsgType.R_GONE:
             self.collectives.dead.add(int(body[0]))
             self._check_lost_ranks()
@@ -375,21 +392,18 @@ class Coordinator:
 
     def _decide(self) -> None:
         if self.deadlock or not self._hosts:
-            self._prepare = None
+            if self._prepare is not None:
+                self._abort()
             return
         hosts = list(self._hosts.values())
         valid = all(h.quiet is not None and h.quiet[0] == h.sent for h in hosts)
         if self._prepare is not None:
             token, target, t0 = self._prepare
-            if not valid:
-                self._prepare = None
-                self.stats.aborted += 1
+            if not valid or time.monotonic() - t0 > self.prepare_timeout_s:
+                self._abort()
             elif all(h.ready == token for h in hosts):
                 self._prepare = None
                 self._commit(token, target)
-            elif time.monotonic() - t0 > self.prepare_timeout_s:
-                self._prepare = None
-                self.stats.aborted += 1
             return
         if not valid:
             self._stall_since = None
@@ -414,6 +428,9 @@ class Coordinator:
             h.link.send(MsgType.R_PREPARE, [self._token])
 
     def _commit(self, token: int, target: int) -> None:
+        """Every host holds its page since its READY; JUMP moves and releases it, then wakes the
+        host's due threads. A thread woken on a host that moved first and reaching one that has
+        not yet can read no time there until it has moved (ClockPage.hold)."""
         skip = self.page.jump_to(target)
         if skip:
             self.stats.jumps += 1
@@ -424,13 +441,20 @@ class Coordinator:
             h.quiet = None
             h.link.send(MsgType.R_JUMP, [token, target, anchor])
 
+    def _abort(self) -> None:
+        token = self._prepare[0]
+        self._prepare = None
+        self.stats.aborted += 1
+        for h in self._hosts.values():
+            h.link.send(MsgType.R_ABORT, [token])
+
     def _realtime_of(self, v: int) -> int:
         """The real CLOCK_REALTIME (ns) at which this page read (or reads) virtual v: hosts place
         a jump by it, so their pages agree to within their real clocks' offset, whatever the
         delivery time of the jump."""
         s = self.page.snapshot()
         mono = s.r0_ns + (v - s.offset_ns) * s.dilation_ppm // 1_000_000
-        return mono + time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return mono + realtime_offset()
 
     def _declare_deadlock(self, message: str) -> None:
         self.deadlock = message
@@ -467,6 +491,8 @@ class Relay(Timekeeper):
         self._remote: dict[int, tuple[Actor, int]] = {}  # rid -> (actor, its req)
         self._rid = 0
         self._quiet_seen = False
+        self._held: "tuple[int, float] | None" = None  # (token, since): our page is held for a jump
+        self.hold_timeout_s = 1.0
 
     # ------------------------------------------------------------- lifecycle
 
@@ -487,7 +513,7 @@ class Relay(Timekeeper):
         _, self.host_id, now, anchor, rt_delta, boot_delta, dil_ppm = welcome
         self.dilation = dil_ppm / 1e6
         # The page starts at the coordinator's virtual time (Timekeeper.start creates it).
-        self._page_start = (self._virtual_at_now(int(now), int(anchor)), int(rt_delta), int(boot_delta))
+        self._page_start = (int(now), int(anchor), int(rt_delta))
         super().start()
         self._sel.register(self._up.sock, selectors.EVENT_READ, self._read_upstream)
         return self
@@ -507,9 +533,11 @@ class Relay(Timekeeper):
         raise ConnectionError("revati relay: no WELCOME from the coordinator")
 
     def _create_page(self) -> ClockPage:
-        now, rt_delta, _ = self._page_start
-        return ClockPage.create(self.page_path, sock_path=self.sock_path, protocol_version=PROTOCOL_VERSION,
+        now, anchor, rt_delta = self._page_start
+        page = ClockPage.create(self.page_path, sock_path=self.sock_path, protocol_version=PROTOCOL_VERSION,
                                 dilation=self.dilation, start_ns=now, realtime_delta_ns=rt_delta)
+        page.anchor(anchor - realtime_offset(), now)  # exactly the coordinator's clock, however late
+        return page
 
     def stop(self) -> None:
         super().stop()
@@ -554,12 +582,20 @@ class Relay(Timekeeper):
         for t, body in self._up.receive():
             if t == MsgType.R_PREPARE:
                 ok = self._still_quiet()
+                if ok:
+                    self.page.hold()
+                    self._held = (int(body[0]), time.monotonic())
                 self._up.send(MsgType.R_READY, [int(body[0]), int(ok)])
                 if not ok:
                     self._unreport()
             elif t == MsgType.R_JUMP:
                 self._seen += 1
-                self._jump_here(int(body[1]), int(body[2]))
+                self._move_page(int(body[0]), int(body[2]), int(body[1]))
+                self._wake_due(int(body[1]))
+            elif t == MsgType.R_ABORT:
+                if self._held is not None and self._held[0] == int(body[0]):
+                    self.page.release()
+                    self._held = None
             elif t == MsgType.R_RESOLVED:
                 self._seen += 1
                 a, req = self._remote.pop(int(body[0]), (None, 0))
@@ -597,17 +633,21 @@ class Relay(Timekeeper):
         self.stats.samples += 1
         return scan.quiet(parr, len(pids), earr, len(exempt)) == 0
 
-    def _virtual_at_now(self, v: int, anchor_realtime: int) -> int:
-        """The coordinator's page read v at real time anchor: what it reads now (the clock ran
-        at the deployment's dilation since)."""
-        elapsed = max(0, time.clock_gettime_ns(time.CLOCK_REALTIME) - anchor_realtime)
-        return v + elapsed * 1_000_000 // int(round(self.dilation * 1e6))
-
-    def _jump_here(self, target: int, anchor_realtime: int) -> None:
-        skip = self.page.jump_to(self._virtual_at_now(target, anchor_realtime))
+    def _move_page(self, token: int, anchor_realtime: int, target: int) -> None:
+        # The page reads target at the local monotonic instant of the coordinator's anchor.
+        r0 = anchor_realtime - realtime_offset()
+        if self._held is not None and self._held[0] == token:
+            skip = self.page.release(r0, target)
+        else:  # held too long and released, or a host that joined during the round
+            self.page.release()
+            skip = self.page.anchor(r0, target)
+            self.stats.late_jumps += 1
+        self._held = None
         if skip:
             self.stats.jumps += 1
             self.stats.jumped_ns += skip
+
+    def _wake_due(self, target: int) -> None:
         due = sorted((a for a in self._actors.values()
                       if a.greeted and a.state == WAITING and 0 <= a.deadline <= target),
                      key=lambda a: (a.deadline, a.kind, a.pid, a.tid))
@@ -632,7 +672,18 @@ class Relay(Timekeeper):
 
     # ------------------------------------------------------------ quiescence
 
+    def _wake_overdue(self) -> None:
+        if self._held is None:  # (reading a held page would wait for ourselves)
+            super()._wake_overdue()
+
     def _try_jump(self) -> None:
+        if self._held is not None:
+            if time.monotonic() - self._held[1] < self.hold_timeout_s:
+                return
+            log.warning("relay: no JUMP or ABORT %.1f s after READY; releasing the clock", self.hold_timeout_s)
+            self.page.release()
+            self._held = None
+            self._unreport()
         if self._up is None or self._up.closed:
             return super()._try_jump() if self._up is None else None
         samples, self._quiet_seen = self.stats.samples, False

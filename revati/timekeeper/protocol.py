@@ -32,8 +32,10 @@ framed by a 4-byte big-endian length. gpid = host_id << 22 | pid.
   R_BUSY     0x23 relay -> coord  []                   the last R_QUIET no longer holds
   R_PREPARE  0x24 coord -> relay  [token]              confirm with a fresh sample
   R_READY    0x25 relay -> coord  [token, ok]
+  R_READY    (ok: the relay holds its clock page, readers wait, until R_JUMP or R_ABORT)
   R_JUMP     0x26 coord -> relay  [token, target_ns, realtime_ns]   every host's clock reads target
-                                                       at real time realtime_ns; it wakes its due
+                                                       at real time realtime_ns; release, wake the due
+  R_ABORT    0x2D coord -> relay  [token]              release the page unmoved
   R_GONE     0x27 relay -> coord  [gpid]               a process left
   R_COMM     0x28 relay -> coord  [gpid, comm, nranks, rank]
   R_ARRIVE   0x29 relay -> coord  [gpid, ARRIVE payload]
@@ -77,6 +79,7 @@ class MsgType(enum.IntEnum):
     R_RESOLVE = 0x2A
     R_RESOLVED = 0x2B
     R_DEADLOCK = 0x2C
+    R_ABORT = 0x2D
     ERROR = 0x7F
 
 

@@ -76,6 +76,7 @@ class TimekeeperStats:
     resolve_asks: int = 0  # RESOLVE requests answered at once (queries, ends already known)
     resolve_waits: int = 0  # RESOLVE requests that waited for a rank
     aborted_jumps: int = 0  # quiescent samples voided by a message read just before the jump
+    late_jumps: int = 0  # relays: cross-host jumps applied after the page's hold had timed out
 
 
 @dataclass
