@@ -10,7 +10,8 @@ EmulatedDeployment
                                    \\-> Failed (from any of them)
 
   Pending: accepted, spec valid. Starting: the spec ConfigMap, coordinator, replica pods and
-  router exist. Running: every replica pod is Ready; the loadgen Job is created with this
+  router exist (created only once the CR carries the operator's finalizer, so that a deletion
+  always runs the cleanup). Running: every replica pod is Ready; the loadgen Job is created with this
   step. Succeeded: the Job succeeded; the loadgen pod's last `REVATI_REPORT {json}` log line
   goes to ConfigMap <n>-report and the status (metrics, virtualSeconds, speedup). Failed: a pod
   failed or a container terminated with a non-zero code (reason EmulatedDeadlock when the
@@ -357,6 +358,11 @@ def reconcile_deployment(ns: str, name: str, logger: logging.Logger | None = Non
             step.commit(k)
             return "Pending"
 
+        if FINALIZER not in (cr["metadata"].get("finalizers") or []):
+            # Objects only once deletion is sure to run our cleanup: kopf adds the finalizer (its
+            # patch may lose a race with a status patch and wait for the next event).
+            logger.debug("waiting for the finalizer before creating objects")
+            return phase
         images = mf.Images.from_env()
         for obj in mf.build_serving(cr, images):
             ensure(k, obj, logger)
@@ -397,6 +403,9 @@ def reconcile_deployment(ns: str, name: str, logger: logging.Logger | None = Non
         loadgen_pods = [p for p in pods if p["metadata"].get("labels", {}).get(mf.LABEL_COMPONENT) == "loadgen"]
         if "Failed" in conds or (js.get("failed") or 0) > 0:
             msg = (conds.get("Failed") or {}).get("message") or "the load generator Job failed"
+            # Read its pods again: the Job was read after the pod listing above.
+            loadgen_pods = [p for p in _component_pods(k, ns, name)
+                            if p["metadata"].get("labels", {}).get(mf.LABEL_COMPONENT) == "loadgen"]
             for pod in loadgen_pods:
                 failed = pod_failure(pod)
                 if failed:
@@ -499,12 +508,13 @@ def reconcile_sweep(ns: str, name: str, logger: logging.Logger | None = None) ->
 
         owner = mf.owner_reference(body)
         live = {c["metadata"]["name"]: c for c in k.list_cr(EMD, ns, f"{SWEEP_LABEL}={name}")}
+        may_create = FINALIZER in (body["metadata"].get("finalizers") or [])  # see reconcile_deployment
         unfinished = sum(1 for c in children if c.name in live
                          and (live[c.name].get("status") or {}).get("phase") not in sw.FINISHED)
         for child in children:
             if child.name in live:
                 continue
-            if unfinished >= model.spec.maxParallel:
+            if unfinished >= model.spec.maxParallel or not may_create:
                 break
             cbody = json.loads(json.dumps(child.body))
             cbody["metadata"]["namespace"] = ns
@@ -640,8 +650,16 @@ def delete_children(ns: str, name: str, uid: str | None, logger: logging.Logger 
                 foreign = any(r.get("kind") == mf.KIND and r.get("uid") != uid for r in refs)
                 if foreign and not ours:
                     continue
-                if k.delete(kind, ns, obj["metadata"]["name"]):
-                    n += 1
+                try:
+                    if k.delete(kind, ns, obj["metadata"]["name"]):
+                        n += 1
+                except ApiException as e:
+                    if e.status != 403:
+                        raise
+                    # Not allowed (e.g. pods of a Job without pod delete rights): the garbage
+                    # collector removes it through its owner references.
+                    logger.warning(f"not allowed to delete {kind} {obj['metadata']['name']}; "
+                                   "leaving it to the garbage collector")
     logger.info(f"deleted {n} object(s) of {name}")
     return n
 
@@ -675,9 +693,10 @@ def sweep_resync(namespace: str, name: str, logger: logging.Logger, **_: Any) ->
 def sweep_deleted(namespace: str, name: str, uid: str, logger: logging.Logger, **_: Any) -> None:
     def run() -> None:
         k = kube()
-        for child in k.list_cr(EMD, namespace, f"{SWEEP_LABEL}={name}"):
-            refs = child["metadata"].get("ownerReferences") or []
-            if any(r.get("uid") == uid for r in refs):
-                k.delete_cr(EMD, namespace, child["metadata"]["name"])
-                logger.info(f"deleted child {child['metadata']['name']}")
+        with _lock("ems", namespace, name):  # no reconcile creates a child while they are deleted
+            for child in k.list_cr(EMD, namespace, f"{SWEEP_LABEL}={name}"):
+                refs = child["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") == uid for r in refs):
+                    k.delete_cr(EMD, namespace, child["metadata"]["name"])
+                    logger.info(f"deleted child {child['metadata']['name']}")
     _temporary(run)

@@ -366,8 +366,9 @@ def _sidecar(model: EmulatedDeployment, n: str, images: Images) -> dict:
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": "/home/revati/.cache"},
         ],
+        # The main container starts once the clock page exists (the relay reached the coordinator).
         "startupProbe": {"exec": {"command": ["test", "-e", f"{RUN_DIR}/clock"]},
-                         "periodSeconds": 1, "failureThreshold": 120},
+                         "periodSeconds": 1, "failureThreshold": 600},
         "resources": SIDECAR_RESOURCES,
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -179,6 +179,8 @@ class ApiServer(kmock.KubernetesEmulator):
     """kmock's KubernetesEmulator with the fixes listed in the module docstring."""
 
     pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict)
+    #: Injected failures: {method, path (regex), status, times, hits}; see MockCluster.inject_fault.
+    faults: list[dict] = attrs.field(factory=list)
     _rv: Any = attrs.field(factory=lambda: itertools.count(1))
     _last_rv: int = 0
 
@@ -229,6 +231,11 @@ class ApiServer(kmock.KubernetesEmulator):
     # -- request routing ------------------------------------------------------------------
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        for f in self.faults:
+            if f["times"] > 0 and request.method.value == f["method"] and re.search(f["path"], request.url.path):
+                f["times"] -= 1
+                f["hits"] += 1
+                raise _error(f["status"], "ServiceUnavailable", "injected fault (the test asked for it)")
         res = request.resource
         if res is not None:
             # Discovery of a group (/apis/g) or a group version (/api/v1, /apis/g/v): kmock would
@@ -513,6 +520,13 @@ class MockCluster:
         async def run():
             return fn()
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def inject_fault(self, method: str, path: str, status: int = 503, times: int = 1) -> dict:
+        """The next `times` requests `method` to a path matching the regex `path` fail with `status`.
+        Returns the fault record; its "hits" counts the failures served."""
+        fault = {"method": method.upper(), "path": path, "status": status, "times": times, "hits": 0}
+        self.call(lambda: self.server.faults.append(fault))
+        return fault
 
     def set_pod_log(self, namespace: str, name: str, text: str) -> None:
         self.call(lambda: self.server.pod_logs.__setitem__((namespace, name), text))

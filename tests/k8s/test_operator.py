@@ -269,6 +269,15 @@ def test_failed_loadgen_and_missing_report_fail_the_run(operator, kc, cluster):
     assert condition(kc.get("mute"), "Failed")["reason"] == "NoReport"
 
 
+def test_temporary_api_errors_are_retried(operator, kc, cluster):
+    # The API server refuses the first creations of the spec ConfigMap and of the first replica pod.
+    cm_fault = cluster.inject_fault("POST", r"/namespaces/revati-test/configmaps$", status=503, times=2)
+    pod_fault = cluster.inject_fault("POST", r"/namespaces/revati-test/pods$", status=500, times=1)
+    start(kc, "flaky", dict(SPEC, replicas=1))
+    assert cm_fault["hits"] == 2 and pod_fault["hits"] == 1
+    assert set(objects_of(kc, "flaky")) == expected_objects("flaky", 1)
+
+
 def test_invalid_spec_fails_with_a_condition_naming_the_fields(operator, kc):
     bad = dict(SPEC, tensorParallelSize=16, gpu="h100-sxm")
     bad["workload"] = dict(SPEC["workload"], numPrompts=0)
@@ -376,7 +385,11 @@ def test_sweep_creates_children_in_bounded_parallel_and_ranks_them(operator, kc)
     kc.delete("sw", EMS)
     wait_for(lambda: not children() and not any(c["metadata"]["name"] == "sw" for c in kc.list_crs(EMS)),
              what="the sweep and its children gone")
-    wait_for(lambda: not any(objects_of(kc, n) for n in names), what="the children's objects gone")
+    try:
+        wait_for(lambda: not any(objects_of(kc, n) for n in names), what="the children's objects gone")
+    except AssertionError:
+        left = {n: sorted(objects_of(kc, n)) for n in names}
+        raise AssertionError(f"left over: {left}") from None
 
 
 def test_invalid_sweep_fails_naming_the_field(operator, kc):
