@@ -399,3 +399,29 @@ def test_invalid_sweep_fails_naming_the_field(operator, kc):
     wait_for(lambda: kc.phase("badsw", EMS) == "Failed", what="sweep Failed")
     failed = condition(kc.get("badsw", EMS), "Failed")
     assert failed["reason"] == "InvalidSpec" and "tensorParalelSize" in failed["message"]
+
+
+def test_pod_failure_reasons():
+    from revati.operator.handlers import pod_failure
+
+    def pod(**status) -> dict:
+        return {"metadata": {"name": "p"}, "status": status}
+
+    def term(code: int, reason: str = "Error", message: str = "", where: str = "state") -> dict:
+        return {"name": "engine", where: {"terminated": {"exitCode": code, "reason": reason, "message": message}}}
+
+    assert pod_failure(pod(phase="Running", containerStatuses=[{"name": "engine", "state": {"running": {}}}])) is None
+    assert pod_failure(pod(phase="Succeeded", containerStatuses=[term(0, "Completed")])) is None
+    reason, msg = pod_failure(pod(containerStatuses=[term(3)]))
+    assert reason == "EmulatedDeadlock" and "exit code 3" in msg
+    reason, msg = pod_failure(pod(containerStatuses=[term(1, message="revati: time warp: deadlock: rank 1 lost")]))
+    assert reason == "EmulatedDeadlock" and msg.endswith("revati: time warp: deadlock: rank 1 lost")
+    assert pod_failure(pod(containerStatuses=[term(137, "OOMKilled")]))[0] == "OOMKilled"
+    # A restarted container (Deployment pods restart) still fails the run: the clock is shared.
+    restarted = term(2, where="lastState")
+    restarted["state"] = {"running": {}}
+    assert pod_failure(pod(phase="Running", containerStatuses=[restarted]))[0] == "PodFailed"
+    # The sidecar and the shim init container count too.
+    assert "container shim" in pod_failure(pod(initContainerStatuses=[dict(term(1), name="shim")]))[1]
+    assert pod_failure(pod(phase="Failed", reason="Evicted", message="The node was low on memory."))[1] == (
+        "pod p failed: The node was low on memory.")
