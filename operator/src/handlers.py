@@ -277,6 +277,8 @@ def pod_failure(pod: dict) -> tuple[str, str] | None:
                 continue
             code = int(term.get("exitCode"))
             text = (term.get("message") or "").strip()
+            if len(text) > 2000:  # a log tail (FallbackToLogsOnError): its end says most
+                text = "..." + text[-2000:]
             why = term.get("reason") or "Error"
             if code == DEADLOCK_EXIT_CODE or "deadlock" in text.lower():
                 reason = "EmulatedDeadlock"
@@ -331,6 +333,43 @@ def _component_pods(k: Kube, ns: str, n: str) -> list[dict]:
     return k.list("Pod", ns, sel)
 
 
+def _is_loadgen(pod: dict) -> bool:
+    return (pod["metadata"].get("labels") or {}).get(mf.LABEL_COMPONENT) == "loadgen"
+
+
+def _read_report(k: Kube, ns: str, pod: dict) -> dict | None:
+    try:
+        return mf.parse_report(k.pod_log(ns, pod["metadata"]["name"], "loadgen"))
+    except ApiException:
+        return None
+
+
+def _keep_report(k: Kube, step: "_Step", cr: dict, report: dict, logger: logging.Logger) -> None:
+    """ConfigMap <n>-report and the status fields from a report."""
+    ensure(k, mf.build_report_configmap(cr, report), logger)
+    step.patch.update(mf.status_from_report(report))
+    step.patch["reportConfigMap"] = mf.report_configmap_name(cr["metadata"]["name"])
+
+
+def _fail(k: Kube, step: "_Step", cr: dict, pod: dict | None, reason: str, message: str,
+          logger: logging.Logger) -> str:
+    """Phase Failed. A failed loadgen pod may still have printed its report (it exits 1 when
+    requests failed): the report is kept, and the reason says RequestsFailed."""
+    if pod is not None and _is_loadgen(pod):
+        if reason == "PodFailed":
+            reason = "LoadgenFailed"
+        report = _read_report(k, cr["metadata"]["namespace"], pod)
+        if report is not None:
+            _keep_report(k, step, cr, report, logger)
+            if reason == "LoadgenFailed":
+                reason = "RequestsFailed"
+                message = (f"{report.get('failed', '?')} request(s) failed, {report.get('completed', '?')} "
+                           f"completed (report in {mf.report_configmap_name(cr['metadata']['name'])}); {message}")
+    step.phase("Failed", reason, message)
+    step.commit(k)
+    return "Failed"
+
+
 def reconcile_deployment(ns: str, name: str, logger: logging.Logger | None = None) -> str | None:
     """One reconcile step of EmulatedDeployment ns/name. Returns the phase after it."""
     logger = logger or _log
@@ -376,12 +415,7 @@ def reconcile_deployment(ns: str, name: str, logger: logging.Logger | None = Non
         for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
             failed = pod_failure(pod)
             if failed:
-                reason, message = failed
-                if reason == "PodFailed" and pod["metadata"].get("labels", {}).get(mf.LABEL_COMPONENT) == "loadgen":
-                    reason = "LoadgenFailed"
-                step.phase("Failed", reason, message)
-                step.commit(k)
-                return "Failed"
+                return _fail(k, step, cr, pod, *failed, logger)
 
         if phase == "Starting":
             want = {mf.replica_name(name, i) for i in range(model.spec.replicas)}
@@ -400,36 +434,30 @@ def reconcile_deployment(ns: str, name: str, logger: logging.Logger | None = Non
         job, _ = ensure(k, mf.build_loadgen_job(cr, images), logger)
         js = job.get("status") or {}
         conds = {c.get("type"): c for c in js.get("conditions") or [] if c.get("status") == "True"}
-        loadgen_pods = [p for p in pods if p["metadata"].get("labels", {}).get(mf.LABEL_COMPONENT) == "loadgen"]
+        loadgen_pods = [p for p in pods if _is_loadgen(p)]
         if "Failed" in conds or (js.get("failed") or 0) > 0:
             msg = (conds.get("Failed") or {}).get("message") or "the load generator Job failed"
             # Read its pods again: the Job was read after the pod listing above.
-            loadgen_pods = [p for p in _component_pods(k, ns, name)
-                            if p["metadata"].get("labels", {}).get(mf.LABEL_COMPONENT) == "loadgen"]
+            loadgen_pods = [p for p in _component_pods(k, ns, name) if _is_loadgen(p)]
             for pod in loadgen_pods:
                 failed = pod_failure(pod)
                 if failed:
-                    step.phase("Failed", failed[0] if failed[0] != "PodFailed" else "LoadgenFailed", failed[1])
-                    break
-            else:
-                step.phase("Failed", "LoadgenFailed", msg)
-            step.commit(k)
-            return "Failed"
+                    return _fail(k, step, cr, pod, *failed, logger)
+            last = sorted(loadgen_pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")[-1:]
+            return _fail(k, step, cr, last[0] if last else None, "LoadgenFailed", msg, logger)
         if "Complete" in conds or (js.get("succeeded") or 0) > 0:
             done = [p for p in loadgen_pods if (p.get("status") or {}).get("phase") == "Succeeded"] or loadgen_pods
             if not done:
                 raise kopf.TemporaryError("the loadgen Job succeeded but its pod is not listed yet", delay=2)
             pod = sorted(done, key=lambda p: p["metadata"].get("creationTimestamp") or "")[-1]
-            report = mf.parse_report(k.pod_log(ns, pod["metadata"]["name"], "loadgen"))
+            report = _read_report(k, ns, pod)
             if report is None:
                 step.phase("Failed", "NoReport",
                            f"pod {pod['metadata']['name']}: the loadgen log has no valid "
                            f"'{mf.REPORT_PREFIX.strip()} {{json}}' line")
                 step.commit(k)
                 return "Failed"
-            ensure(k, mf.build_report_configmap(cr, report), logger)
-            step.patch.update(mf.status_from_report(report))
-            step.patch["reportConfigMap"] = mf.report_configmap_name(name)
+            _keep_report(k, step, cr, report, logger)
             step.condition("LoadgenComplete", "True", "Completed", f"the load generator finished (pod "
                                                                      f"{pod['metadata']['name']})")
             m = step.patch.get("metrics") or {}

@@ -261,6 +261,20 @@ def test_failed_loadgen_and_missing_report_fail_the_run(operator, kc, cluster):
     failed = condition(kc.get("crash"), "Failed")
     assert failed["reason"] == "LoadgenFailed" and "router unreachable" in failed["message"]
 
+    # The loadgen exits 1 when requests failed, after printing its report: the report is kept.
+    start(kc, "partial", dict(SPEC, replicas=1))
+    kc.make_ready("partial-replica-0")
+    wait_for(lambda: kc.phase("partial") == "Running", what="phase Running")
+    rep = dict(REPORT, completed=17, failed=3)
+    run_loadgen(kc, cluster, "partial", "REVATI_REPORT " + json.dumps(rep) + "\n", exit_code=1,
+                message="REVATI_REPORT {...}")
+    wait_for(lambda: kc.phase("partial") == "Failed", what="phase Failed")
+    st = kc.get("partial")["status"]
+    failed = condition(kc.get("partial"), "Failed")
+    assert failed["reason"] == "RequestsFailed" and "3 request(s) failed, 17 completed" in failed["message"]
+    assert st["metrics"]["failed"] == 3 and st["reportConfigMap"] == "partial-report"
+    assert json.loads(raw(kc.core.read_namespaced_config_map, "partial-report", NAMESPACE)["data"]["report.json"]) == rep
+
     start(kc, "mute", dict(SPEC, replicas=1))
     kc.make_ready("mute-replica-0")
     wait_for(lambda: kc.phase("mute") == "Running", what="phase Running")
