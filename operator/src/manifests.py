@@ -434,11 +434,14 @@ def build_spec_configmap(cr: dict) -> dict:
 
 def build_coordinator_deployment(cr: dict, images: Images | None = None) -> dict:
     images = images or Images.from_env()
-    _model(cr)
+    model = _model(cr)
     n = cr["metadata"]["name"]
     sel = selector_labels(n, "coordinator")
+    command = ["revati", "coordinator", "--listen", f"0.0.0.0:{COORDINATOR_PORT}"]
+    if model.spec.emulation.dilation != "auto":  # a fixed dilation: CPU time counts 1/dilation
+        command += ["--dilation", str(model.spec.emulation.dilation)]
     container = _container(
-        "coordinator", images.runtime, ["revati", "coordinator", "--listen", f"0.0.0.0:{COORDINATOR_PORT}"],
+        "coordinator", images.runtime, command,
         [{"name": "HOME", "value": "/home/revati"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
         COORDINATOR_RESOURCES, with_spec=True,
         ports=[{"name": "timekeeper", "containerPort": COORDINATOR_PORT, "protocol": "TCP"}])

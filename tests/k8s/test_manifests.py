@@ -173,6 +173,10 @@ def test_coordinator_router_loadgen_and_services(cr):
     (cc,) = coord["spec"]["template"]["spec"]["containers"]
     assert cc["name"] == "coordinator" and cc["image"] == "r:1"
     assert cc["command"] == ["revati", "coordinator", "--listen", "0.0.0.0:7070"]
+    fixed = copy.deepcopy(cr)
+    fixed["spec"]["emulation"] = dict(fixed["spec"]["emulation"], dilation=2.5)
+    assert mf.build_coordinator_deployment(fixed, IMAGES)["spec"]["template"]["spec"]["containers"][0][
+        "command"][-2:] == ["--dilation", "2.5"]
     svc = objs[("Service", "llm-coordinator")]
     assert svc["spec"]["ports"] == [{"name": "timekeeper", "port": 7070, "targetPort": 7070, "protocol": "TCP"}]
 
