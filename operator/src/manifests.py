@@ -360,8 +360,11 @@ def _sidecar(model: EmulatedDeployment, n: str, images: Images) -> dict:
         "restartPolicy": "Always",
         "command": ["revati", "sidecar", "--gpu", model.spec.gpu, "--endpoint", SIDECAR_ENDPOINT,
                     "--relay", f"{coordinator_name(n)}:{COORDINATOR_PORT}", "--relay-dir", RUN_DIR],
-        "env": [{"name": "HOME", "value": "/home/revati"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        # REVATI_SHIM_DIR: the relay reads thread states with the shim folder's librevati_tk.so.
+        "env": [{"name": "HOME", "value": "/home/revati"}, {"name": "PYTHONUNBUFFERED", "value": "1"},
+                {"name": "REVATI_SHIM_DIR", "value": SHIM_DIR}],
         "volumeMounts": [
+            {"name": "shim", "mountPath": SHIM_DIR, "readOnly": True},
             {"name": "run", "mountPath": RUN_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": "/home/revati/.cache"},
@@ -382,6 +385,9 @@ def _emulated_pod_spec(model: EmulatedDeployment, n: str, images: Images, contai
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
+        # The relay in the sidecar container decides quiescence from the emulated processes'
+        # threads in /proc (and the shim says its pid): one pid namespace for the pod.
+        "shareProcessNamespace": True,
         "initContainers": [_shim_init(images), _sidecar(model, n, images)],
         "containers": [container],
         "volumes": _volumes(n),

@@ -31,7 +31,7 @@ for _group, _resources, _verbs in [
     ("revati.dev", ["emulateddeployments", "emulationsweeps"], "get list watch create patch update delete"),
     ("revati.dev", ["emulateddeployments/status", "emulationsweeps/status"], "get patch update"),
     ("revati.dev", ["emulateddeployments/finalizers", "emulationsweeps/finalizers"], "update"),
-    ("", ["pods"], "get list watch"),
+    ("", ["pods"], "get list watch create patch delete"),
     ("", ["pods/log"], "get"),
     ("", ["services", "configmaps"], "get list watch create patch update delete"),
     ("apps", ["deployments"], "get list watch create patch update delete"),

@@ -154,7 +154,11 @@ def test_replica_pod_shim_sidecar_engine(cr):
     mounts = {m["name"]: m["mountPath"] for m in engine["volumeMounts"]}
     assert mounts == {"shim": "/opt/revati/shim", "run": "/run/revati", "spec": "/etc/revati", "tmp": "/tmp",
                       "cache": "/home/revati/.cache"}
-    assert {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}["run"] == "/run/revati"
+    side_mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert side_mounts["run"] == "/run/revati"
+    # The relay reads the engine's threads in /proc (one pid namespace) with the shim's librevati_tk.so.
+    assert side_mounts["shim"] == "/opt/revati/shim" and env(sidecar)["REVATI_SHIM_DIR"] == "/opt/revati/shim"
+    assert spec["shareProcessNamespace"] is True
     vols = {v["name"]: v for v in spec["volumes"]}
     assert vols["spec"] == {"name": "spec", "configMap": {"name": "llm-spec"}}
     assert all("emptyDir" in vols[v] for v in ("shim", "run", "tmp", "cache"))

@@ -71,10 +71,11 @@ Shared by the namespaced Role(s) and, with rbac.clusterWide, the ClusterRole.
 - apiGroups: [revati.dev]
   resources: [emulateddeployments/finalizers, emulationsweeps/finalizers]
   verbs: [update]
-# Pods are created by Deployments and Jobs; the operator reads their status and the load generator's log.
+# The replicas are bare Pods the operator creates (one per replica); the router's and the load
+# generator's come from a Deployment and a Job. It reads their status and the load generator's log.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
