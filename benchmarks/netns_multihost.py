@@ -71,8 +71,12 @@ def bench_cmd(url: str, args, out: Path) -> list[str]:
 
 def serve_args(port: int, host: str) -> list[str]:
     return [str(VENV_BIN / "vllm"), "serve", MODEL, "--load-format", "dummy", "--host", host, "--port", str(port),
-            "--max-model-len", "2048", "--tensor-parallel-size", "2", "--disable-custom-all-reduce",
-            "--max-num-seqs", "32"]
+            "--max-model-len", "1024", "--tensor-parallel-size", "2", "--disable-custom-all-reduce",
+            "--max-num-seqs", "4", "--enforce-eager"]
+# NOTE: --enforce-eager: with torch.compile, a rank that finds its compiled graph in the cache
+# skips a gloo barrier (vLLM's all-reduce fusion pass asks which ranks share a node) that a
+# rank compiling afresh calls: with caches from earlier runs differing per rank, the fresh rank
+# waits 30 min (virtual) and fails. Eager steps are the same on both runs.
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -183,6 +187,7 @@ def main() -> int:
     ap.add_argument("--only", choices=("single", "multi"))
     ap.add_argument("--workdir")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop servers, remove namespaces
     why = available()
     if why:
         print(f"netns_multihost: {why}", file=sys.stderr)
