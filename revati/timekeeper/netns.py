@@ -66,8 +66,9 @@ class Hosts:
         return self
 
     def down(self) -> None:
-        for ns in self.names:
+        for i, ns in enumerate(self.names):
             _ip("netns", "del", ns, check=False)
+            _ip("link", "del", f"{self.bridge[:8]}h{i + 2}", check=False)  # (goes with its peer, lazily)
         _ip("link", "del", self.bridge, check=False)
 
     def wrap(self, ns: str, cmd: list[str]) -> list[str]:

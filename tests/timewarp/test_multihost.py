@@ -73,7 +73,13 @@ def netns_hosts(tmp_path):
     why = netns.available()
     if why:
         pytest.skip(f"network namespaces: {why}")
-    with netns.Hosts(["rv-t-a", "rv-t-b"], prefix="10.78.0", bridge="rv-brt") as hosts:
+    hosts = netns.Hosts(["rv-t-a", "rv-t-b"], prefix="10.78.0", bridge="rv-brt")
+    try:
+        hosts.up()
+    except RuntimeError as e:  # e.g. a container without CAP_SYS_ADMIN
+        hosts.down()
+        pytest.skip(f"network namespaces cannot be made here: {e}")
+    try:
         with Coordinator((hosts.gateway, 0)) as coord:
             relays = []
             try:
@@ -86,6 +92,8 @@ def netns_hosts(tmp_path):
                 for r in relays:
                     if r.proc.poll() is None:
                         r.stop()
+    finally:
+        hosts.down()
 
 
 SLEEPER = r'''
