@@ -79,18 +79,41 @@ def serve_args(port: int, host: str) -> list[str]:
 # waits 30 min (virtual) and fails. Eager steps are the same on both runs.
 
 
+def session_pids(sid: int) -> list[int]:
+    """Every process of session sid (children put themselves in process groups of their own)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.getsid(int(d)) == sid:
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
 def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each command (it forwards to its children), then SIGKILL to whatever of its
+    session is left after 60 s."""
     for p in procs:
         if p.poll() is None:
             try:
-                os.killpg(p.pid, signal.SIGTERM)
+                p.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
+    deadline = time.monotonic() + 60
     for p in procs:
         try:
-            p.wait(60)
+            p.wait(max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            pass
+        for pid in session_pids(p.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if p.poll() is None:
+            p.wait()
 
 
 def single_host(args, work: Path) -> dict:

@@ -37,6 +37,9 @@ sys.path.insert(0, str(REPO)) if str(REPO) not in sys.path else None
 from revati.operator import manifests as m  # noqa: E402
 from revati.timekeeper.netns import Hosts, available  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from netns_multihost import stop  # noqa: E402
+
 DEFAULT_SPEC = """
 apiVersion: revati.dev/v1alpha1
 kind: EmulatedDeployment
@@ -159,17 +162,7 @@ class Kubelet:
         return subprocess.run(probe, capture_output=True).returncode == 0
 
     def down(self) -> None:
-        for _, p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for _, p in self.procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop([p for _, p in self.procs])
         self.hosts.down()
 
 
