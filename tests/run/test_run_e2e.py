@@ -139,7 +139,9 @@ def test_ctrl_c_during_start_up_leaves_no_process(tmp_path):
     time.sleep(5)
     _descendants(p.pid, seen)
     p.send_signal(signal.SIGINT)
-    _wait_collecting(p, seen, 120)
+    # Each server still starting gets up to its 20 s grace; on a loaded host (a full suite run
+    # took 34 min once) 120 s was not always enough. The bound is for hangs, not speed.
+    _wait_collecting(p, seen, 300)
     log = p.stdout.read()
     assert p.returncode == 130, log[-3000:]
     assert "interrupted" in log
