@@ -57,6 +57,19 @@ class Collective:
     pids: dict[int, int] = field(default_factory=dict)  # slot -> pid of the arriving process
 
 
+def arrivals(body: list):
+    """The arrivals of an ARRIVE payload (protocol.py), in order: (key, op, participants, slot,
+    duration_ns, b, refs); later arrivals of a batch may refer to earlier ones."""
+    count, i = int(body[0]), 1
+    for _ in range(count):
+        comm, chan, seq, op, nparts, slot, dur, b, nrefs = body[i:i + 9]
+        i += 9
+        refs = [((body[i + 4 * k], body[i + 4 * k + 1], body[i + 4 * k + 2]), body[i + 4 * k + 3])
+                for k in range(nrefs)]
+        i += 4 * nrefs
+        yield (comm, chan, seq), op, nparts, slot, dur, b, refs
+
+
 class CollectiveTable:
     """Pending and resolved collectives of one deployment (one Timekeeper; not thread-safe)."""
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from revati.timekeeper.clock_page import ClockPage
-from revati.timekeeper.collectives import CollectiveTable, Key
+from revati.timekeeper.collectives import CollectiveTable, Key, arrivals
 from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
 from revati.timekeeper.timekeeper import LAZY, RUNNING, WAITING, Actor, Timekeeper, _c_scanner, describe_wait
 
@@ -334,15 +334,10 @@ class Coordinator:
     # ----------------------------------------------------------- collectives
 
     def _arrive(self, gpid: int, body: list) -> None:
-        count, i, done = int(body[0]), 1, []
-        for _ in range(count):
-            comm, chan, seq, op, nparts, slot, dur, b, nrefs = body[i:i + 9]
-            i += 9
-            refs = [((body[i + 4 * k], body[i + 4 * k + 1], body[i + 4 * k + 2]), body[i + 4 * k + 3])
-                    for k in range(nrefs)]
-            i += 4 * nrefs
-            done += self.collectives.arrive((comm, chan, seq), op, nparts, slot, dur, b, refs, gpid)
-        self.stats.arrivals += count
+        done = []
+        for arrival in arrivals(body):
+            done += self.collectives.arrive(*arrival, gpid)
+            self.stats.arrivals += 1
         for key in done:
             for w in self._waiters.pop(key, ()):
                 self._answer(w)

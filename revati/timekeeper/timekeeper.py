@@ -36,7 +36,7 @@ from typing import Callable
 from pathlib import Path
 
 from revati.timekeeper.clock_page import ClockPage
-from revati.timekeeper.collectives import CollectiveTable, Key
+from revati.timekeeper.collectives import CollectiveTable, Key, arrivals
 from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
 
 log = logging.getLogger(__name__)
@@ -470,14 +470,9 @@ class Timekeeper:
         """ARRIVE [count, arrival * count] (protocol.py), in order: later arrivals of a batch
         may refer to earlier ones."""
         self.stats.arrive_msgs += 1
-        count, i, done = int(body[0]), 1, []
-        for _ in range(count):
-            comm, chan, seq, op, nparts, slot, dur, b, nrefs = body[i:i + 9]
-            i += 9
-            refs = [((body[i + 4 * k], body[i + 4 * k + 1], body[i + 4 * k + 2]), body[i + 4 * k + 3])
-                    for k in range(nrefs)]
-            i += 4 * nrefs
-            done += self.collectives.arrive((comm, chan, seq), op, nparts, slot, dur, b, refs, a.pid)
+        done = []
+        for arrival in arrivals(body):
+            done += self.collectives.arrive(*arrival, a.pid)
         if done:
             self._answer(done)
 
