@@ -121,10 +121,10 @@ class Kubelet:
         return out
 
     def start(self, pod: str, container: dict) -> subprocess.Popen:
-        script = " && ".join(f"mkdir -p {shlex.quote(dst)} 2>/dev/null; mount --bind {shlex.quote(str(src))} "
-                             f"{shlex.quote(dst)}" if not dst == "/etc/hosts" else
-                             f"mount --bind {shlex.quote(str(src))} /etc/hosts"
-                             for src, dst in self._mounts(pod, container))
+        # /tmp last: the work dir lives under /tmp, and binding over /tmp hides the sources after it.
+        mounts = sorted(self._mounts(pod, container), key=lambda sd: sd[1] == "/tmp")
+        script = " && ".join((f"mkdir -p {shlex.quote(dst)} && " if src.is_dir() else "")
+                             + f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for src, dst in mounts)
         cmd = ["ip", "netns", "exec", self.ns[pod], "unshare", "--mount", "--propagation", "private", "sh", "-c",
                script + ' && exec "$@"', "sh", "env", "-i",
                *[f"{k}={v}" for k, v in env_of(container, pod).items()], *container["command"]]
