@@ -69,6 +69,17 @@ def bench_cmd(url: str, args, out: Path) -> list[str]:
             "--result-filename", out.name]
 
 
+def run_bench(cmd: list[str], out: Path) -> dict:
+    """Runs `vllm bench serve` (cmd writes its result to out); the result plus its wall seconds."""
+    t0 = time.monotonic()
+    b = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=REPO)
+    if b.returncode:
+        raise RuntimeError(b.stdout[-3000:] + b.stderr[-3000:])
+    r = json.loads(out.read_text())
+    r["wall_s"] = time.monotonic() - t0
+    return r
+
+
 def serve_args(port: int, host: str) -> list[str]:
     return [str(VENV_BIN / "vllm"), "serve", MODEL, "--load-format", "dummy", "--host", host, "--port", str(port),
             "--max-model-len", "1024", "--tensor-parallel-size", "2", "--disable-custom-all-reduce",
@@ -128,14 +139,7 @@ def single_host(args, work: Path) -> dict:
         wait_health(f"http://127.0.0.1:{port}", [server], [log], [])
         print(f"single host: server up after {time.monotonic() - t0:.0f} s", flush=True)
         out = work / "single-bench.json"
-        t0 = time.monotonic()
-        b = subprocess.run(exe + bench_cmd(f"http://127.0.0.1:{port}", args, out), capture_output=True, text=True,
-                           timeout=3600, cwd=REPO)
-        if b.returncode:
-            raise RuntimeError(b.stdout[-3000:] + b.stderr[-3000:])
-        r = json.loads(out.read_text())
-        r["wall_s"] = time.monotonic() - t0
-        return r
+        return run_bench(exe + bench_cmd(f"http://127.0.0.1:{port}", args, out), out)
     finally:
         stop([server])
 
@@ -184,14 +188,8 @@ def multi_host(args, work: Path) -> dict:
             wait_health(f"http://{master}:8000", procs, logs, ["ip", "netns", "exec", "rv-client"])
             print(f"multi host: server up after {time.monotonic() - t0:.0f} s", flush=True)
             out = work / "multi-bench.json"
-            t0 = time.monotonic()
-            b = subprocess.run(hosts.wrap("rv-client", exe("rv-client") + bench_cmd(f"http://{master}:8000", args, out)),
-                               capture_output=True, text=True, timeout=3600, cwd=REPO)
-            if b.returncode:
-                raise RuntimeError(b.stdout[-3000:] + b.stderr[-3000:])
-            r = json.loads(out.read_text())
-            r["wall_s"] = time.monotonic() - t0
-            return r
+            return run_bench(hosts.wrap("rv-client", exe("rv-client") + bench_cmd(f"http://{master}:8000", args, out)),
+                             out)
         finally:
             stop(procs)
             coord_stats = work / "coordinator.json"
