@@ -1,7 +1,9 @@
 """The run-time Predictor: op descriptors in, microseconds out.
 
 Lookup order for one op part (family, key), a whole batch at a time (predict_parts):
-  1. the exact-key cache (a dict; the shim caches too, so the sidecar mostly sees misses);
+  1. the exact-key cache (a dict; the shim caches too, so the sidecar mostly sees misses),
+     bounded: past CACHE_MAX_ENTRIES the oldest quarter is dropped (insertion order), counted
+     as cache_evictions, so a long run with ever-new keys cannot grow the sidecar without end;
   2. the bucketed grid of the family: for GEMMs the m-grid of the op's weight shape
      (n, k, dtype, batch), the model evaluated once on M_BUCKETS, made non-decreasing by
      isotonic regression in log space (monotone_grid) and looked up as a step (the first
@@ -28,6 +30,7 @@ Lookup order for one op part (family, key), a whole batch at a time (predict_par
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from itertools import islice
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
@@ -67,6 +70,9 @@ SLOW_PREFILL_DATA: dict[str, float] = {
     "h100-sxm": 3.73,       # LLMServingSim: a non-split kernel, ~28 ns per key per CTA
     "a100-80gb-sxm": 1.86,  # Vidur: 4096 fresh tokens 2314 us, 19% of peak (FA2 ~50%)
 }
+# NOTE: ~250 bytes per entry (the key tuple and a float), so the cap is ~65 MB; a vLLM run
+# has a few thousand distinct op keys, a sweep over many batch compositions far more.
+CACHE_MAX_ENTRIES = 1 << 18
 GRID_FAMILIES = ("attention_prefill", "attention_decode", "collective", "norm", "activation",
                  "rotary", "elementwise", "embedding")
 
@@ -98,6 +104,7 @@ class PredictorStats:
     def __init__(self) -> None:
         self.ops = 0
         self.cache_hits = 0
+        self.cache_evictions = 0
         self.grid_hits = 0
         self.grid_builds = 0
         self.model = 0
@@ -109,7 +116,8 @@ class PredictorStats:
 
     def as_dict(self) -> dict[str, Any]:
         nfb = sum(sum(v.values()) for v in self.fallbacks.values())
-        return {"ops": self.ops, "cache_hits": self.cache_hits, "grid_hits": self.grid_hits,
+        return {"ops": self.ops, "cache_hits": self.cache_hits,
+                "cache_evictions": self.cache_evictions, "grid_hits": self.grid_hits,
                 "grid_builds": self.grid_builds,
                 "model": self.model, "fallbacks_total": nfb,
                 "fallbacks": {f: dict(v) for f, v in self.fallbacks.items()},
@@ -125,8 +133,11 @@ class Predictor:
                  proxy_gpu: str | None = None, build_grids: bool = True,
                  kernel_proxy_models: dict[str, tuple[FittedModel, str]] | None = None,
                  family_grids: bool = True, grid_cache: bool = True,
-                 fa_prefill: bool = True) -> None:
+                 fa_prefill: bool = True, cache_max: int = CACHE_MAX_ENTRIES) -> None:
         self.gpu = gpu
+        if cache_max < 1:
+            raise ValueError(f"cache_max must be >= 1, got {cache_max}")
+        self.cache_max = cache_max
         self.peaks: Peaks = peaks(gpu)
         self.models = models
         self.proxy_models = proxy_models or {}
@@ -164,7 +175,8 @@ class Predictor:
 
     @classmethod
     def load(cls, gpu: str, models_dir: str | Path | None = None, train_if_missing: bool = False,
-             build_grids: bool = True, fa_prefill: bool = True) -> "Predictor":
+             build_grids: bool = True, fa_prefill: bool = True,
+             cache_max: int = CACHE_MAX_ENTRIES) -> "Predictor":
         """Loads the models of `gpu`.
 
         Args:
@@ -174,6 +186,7 @@ class Predictor:
             build_grids: precompute the GEMM m-grids of the trained shapes.
             fa_prefill: serve attention prefill with the FlashAttention model where the data
                 measured a slower kernel (False: the data model alone, as evaluate() scores).
+            cache_max: entries of the exact-key cache before the oldest are dropped.
         """
         peaks(gpu)  # unknown GPU -> KeyError listing the known ones
         mdir = Path(models_dir) if models_dir else paths.shipped_models_root() / gpu
@@ -191,7 +204,7 @@ class Predictor:
             if m is not None:
                 kproxy[family] = (m, src)
         return cls(gpu, models, proxy, proxy_gpu if proxy else None, build_grids, kproxy,
-                   fa_prefill=fa_prefill)
+                   fa_prefill=fa_prefill, cache_max=cache_max)
 
     def info(self) -> dict[str, Any]:
         """Model facts for the HELLO reply and `revati predictor info`."""
@@ -310,6 +323,8 @@ class Predictor:
                     us = self._predict_family(family, keys)
                 ulist = np.asarray(us, dtype=np.float64).tolist()
                 cache.update(zip(mparts, ulist))
+                if len(cache) > self.cache_max:
+                    self._evict()
                 if len(js) == len(vals):
                     vals = ulist
                 else:
@@ -321,6 +336,14 @@ class Predictor:
         for i, v in zip(owner, vals):
             out[i] += v
         return out
+
+    def _evict(self) -> None:
+        """Drops the oldest entries of the exact-key cache down to 3/4 of its cap."""
+        cache = self._cache
+        drop = len(cache) - (self.cache_max * 3) // 4
+        for key in list(islice(cache, drop)):
+            del cache[key]
+        self.stats.cache_evictions += drop
 
     def _gemm_batch(self, keys: list[tuple]) -> np.ndarray:
         """GEMM keys through the m-grid of their weight shape (built on first use), a shape

@@ -69,6 +69,23 @@ def test_cache_and_grid_hits(h100):
     assert after["cache_hits"] - before["cache_hits"] >= 1
 
 
+def test_exact_key_cache_is_bounded():
+    p = Predictor.load("h100-sxm", cache_max=100)
+    ops = [{"op": "gemm", "m": m, "n": 4096, "k": 4096} for m in range(1, 251)]
+    first = p.predict_us(ops)
+    assert len(p._cache) <= 100
+    st = p.stats.as_dict()
+    assert st["cache_evictions"] == 250 - len(p._cache)
+    # the newest keys stay cached, and evicted ones are predicted again, identically
+    hits = st["cache_hits"]
+    assert p.predict_us(ops[-50:]) == first[-50:]
+    assert p.stats.as_dict()["cache_hits"] - hits == 50
+    assert p.predict_us(ops[:10]) == first[:10]
+    assert len(p._cache) <= 100
+    with pytest.raises(ValueError, match="cache_max"):
+        Predictor("h100-sxm", {}, cache_max=0)
+
+
 def test_attention_and_collectives(h100):
     dec = [h100.predict_one({"op": "attention", "phase": "decode", "seq_lens": [L] * 32,
                              "num_heads": 16, "num_kv_heads": 2, "head_dim": 128})
