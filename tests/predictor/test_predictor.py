@@ -138,6 +138,11 @@ def test_evaluate_held_out_shapes_quick():
     res = rep["results"]["a100-80gb-sxm"]["gemm"]
     assert res["held_out_by"] == "n+k" and res["groups"] == 12
     assert np.isfinite(res["mape"]) and res["mape"] < 25, res
+    # the second view holds out whole (m, n, k) shapes of the same rows
+    also = rep["results"]["a100-80gb-sxm"]["gemm/m+n+k"]
+    assert also["held_out_by"] == "m+n+k" and also["n"] == res["n"]
+    assert res["n"] > also["groups"] > 12 * 100
+    assert np.isfinite(also["mape"]) and also["mape"] < res["mape"], (also, res)
     rep = evaluate(["h100-sxm"], ["collective"], folds=3, max_groups=300, cfg=cfg)
     res = rep["results"]["h100-sxm"]["collective"]
     assert res["held_out_by"] == "bytes" and res["groups"] == 300
