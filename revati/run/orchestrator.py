@@ -277,6 +277,9 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         "total_wall_s": t_end - t_start,
         "jumps": timekeeper.stats.jumps if timekeeper else None,
         "jumped_s": timekeeper.stats.jumped_ns / 1e9 if timekeeper else None,
+        # the clock stood still while vLLM JIT-compiled (or loaded) a Triton kernel on first use
+        "jit_freezes": timekeeper.stats.freezes if timekeeper else None,
+        "jit_frozen_wall_s": timekeeper.stats.frozen_ns / 1e9 if timekeeper else None,
         "dilation": em.dilation,
         "dilation_effective": _dilation(spec) if em.timewarp else None,
         "host_contention": em.hostContention if em.timewarp else None,

@@ -194,6 +194,9 @@ def summary_table(report: dict) -> str:
                            f"{_fmt(e.get('virtual_s'), '.1f')} / {_fmt(e.get('wall_s'), '.1f')} / "
                            f"{_fmt(e.get('speedup'), '.2f')}x"))
     out.append(line.format("Clock jumps:", _fmt(e.get("jumps"), "d") if e.get("jumps") is not None else "-"))
+    if e.get("jit_freezes"):
+        out.append(line.format("Clock frozen for JIT:", f"{e['jit_freezes']} Triton compiles/loads, "
+                                                        f"{_fmt(e.get('jit_frozen_wall_s'), '.1f')} wall s"))
     dil = e.get("dilation")
     if e.get("dilation_effective") is not None and dil != e.get("dilation_effective"):
         dil = f"{dil} (used {e['dilation_effective']:g})"

@@ -336,7 +336,7 @@ def pod_report(spec, bench: dict, run: BenchRun, lp, plan, *, target: str, notes
     em = s.emulation
     virtual_s = bench.get("duration")
     wall = run.wall_s
-    unavailable = ["setup_wall_s", "jumps", "jumped_s", "dilation_effective", "host_cores", "contention_factor",
+    unavailable = ["setup_wall_s", "jumps", "jumped_s", "jit_freezes", "jit_frozen_wall_s", "dilation_effective", "host_cores", "contention_factor",
                    "shim_steps", "graph_launches", "predictor.duration_source", "predictor.shim_cache_hit_rate",
                    "predictor.coverage", "predictor.unmapped_ops", "predictor.sidecar_ops",
                    "predictor.sidecar_hit_rate", "predictor.fallbacks_total", "predictor.fallbacks",
@@ -352,6 +352,8 @@ def pod_report(spec, bench: dict, run: BenchRun, lp, plan, *, target: str, notes
         "total_wall_s": total_wall_s,
         "jumps": None,
         "jumped_s": None,
+        "jit_freezes": None,
+        "jit_frozen_wall_s": None,
         "dilation": em.dilation,
         "dilation_effective": None,
         "host_contention": em.hostContention if em.timewarp else None,

@@ -61,6 +61,12 @@ class Snapshot:
         return d + self.offset_ns
 
 
+# A frozen clock runs this many times slower than its rate: a second of real time is a
+# microsecond of virtual time at dilation 1. NOTE: not infinite, so every formula stays finite;
+# the shim saturates real spans (rv_clock_real_span) so long timeouts do not overflow.
+FROZEN_FACTOR = 1_000_000
+
+
 def real_ns_now() -> int:
     """The real CLOCK_MONOTONIC. NOTE: the Timekeeper never runs under the shim, so this is real."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -74,6 +80,8 @@ class ClockPage:
         self.writer = writer
         self._wlock = threading.Lock()  # the Timekeeper's jumps and the governor's re-anchors
         self._held: "tuple[int, Snapshot] | None" = None  # hold(): (seq before, the mapping)
+        self._frozen = 0  # freeze() depth
+        self._rate_ppm = 0  # the rate set_dilation asked for (0: the page's)
         fd = os.open(self.path, os.O_RDWR if writer else os.O_RDONLY)
         try:
             self._mm = mmap.mmap(fd, PAGE_SIZE, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writer else 0))
@@ -229,21 +237,57 @@ class ClockPage:
 
     def set_dilation(self, dilation_ppm: int) -> None:
         """Re-anchors the clock at now (V continues without a step) and runs it at dilation_ppm
-        from here on; never below the base dilation the page was created with."""
+        from here on; never below the base dilation the page was created with. While the clock
+        is frozen (freeze()) the rate is kept and applied at the last thaw()."""
         assert self.writer
         dilation_ppm = max(int(dilation_ppm), self.get("base_dilation_ppm"))
         with self._wlock:
-            s = self.snapshot()
-            if dilation_ppm == s.dilation_ppm:
+            self._rate_ppm = dilation_ppm
+            if self._frozen:
                 return
-            seq = self.get("seq")
-            self._put("seq", seq + 1)
-            r = real_ns_now()  # after seq is odd: see rv_clock_page_now in the C header
-            v = s.virtual(r)
-            self._put("r0_ns", r)
-            self._put("offset_ns", v)
-            self._put("dilation_ppm", dilation_ppm)
-            self._put("seq", seq + 2)
+            self._write_dilation(dilation_ppm)
+
+    def rate_ppm(self) -> int:
+        """The running rate (what set_dilation last asked for), frozen or not."""
+        return self._rate_ppm or self.get("dilation_ppm")
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen > 0
+
+    def freeze(self) -> None:
+        """Stops the clock (re-anchored without a step; it then runs at 1 / FROZEN_FACTOR of
+        real speed), until as many thaw() calls. Jumps still move it."""
+        assert self.writer
+        with self._wlock:
+            self._frozen += 1
+            if self._frozen == 1:
+                if not self._rate_ppm:
+                    self._rate_ppm = self.get("dilation_ppm")
+                self._write_dilation(self._rate_ppm * FROZEN_FACTOR)
+
+    def thaw(self) -> None:
+        assert self.writer
+        with self._wlock:
+            if self._frozen == 0:
+                return
+            self._frozen -= 1
+            if self._frozen == 0:
+                self._write_dilation(self._rate_ppm)
+
+    def _write_dilation(self, dilation_ppm: int) -> None:
+        """Under _wlock: re-anchors at now and runs at dilation_ppm."""
+        s = self.snapshot()
+        if dilation_ppm == s.dilation_ppm:
+            return
+        seq = self.get("seq")
+        self._put("seq", seq + 1)
+        r = real_ns_now()  # after seq is odd: see rv_clock_page_now in the C header
+        v = s.virtual(r)
+        self._put("r0_ns", r)
+        self._put("offset_ns", v)
+        self._put("dilation_ppm", dilation_ppm)
+        self._put("seq", seq + 2)
 
     def close(self, *, unlink: bool | None = None) -> None:
         if self.writer:

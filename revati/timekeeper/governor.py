@@ -146,7 +146,7 @@ class ContentionGovernor:
         waits = self._sched.waits(self.pids())
         if self._t_last is None:
             self._t_last = now
-            return self.page.get("dilation_ppm") / self.base_ppm
+            return self.page.rate_ppm() / self.base_ppm
         wall, self._t_last = now - self._t_last, now
         # The kernel adds a wait to schedstat when the thread gets the CPU back, so a long wait
         # arrives in one lump: keep what one period cannot absorb for the next ones.
@@ -161,7 +161,7 @@ class ContentionGovernor:
     def step(self, recent: deque) -> None:
         """One sample: measure, publish a new rate when it moved by more than hysteresis."""
         f = self._measure(recent)
-        cur = self.page.get("dilation_ppm") / self.base_ppm
+        cur = self.page.rate_ppm() / self.base_ppm
         if abs(f - cur) > self.hysteresis * cur:
             self.page.set_dilation(round(self.base_ppm * f))
             self.stats.changes += 1

@@ -471,6 +471,11 @@ class Relay(Timekeeper):
         connect_timeout_s: how long to keep trying to reach the coordinator.
     """
 
+    def _freeze_page(self, delta: int) -> None:
+        """Relays do not freeze: this host's clock follows the coordinator's (Timekeeper._freeze)."""
+        if delta > 0:
+            self.stats.freezes_ignored += 1
+
     def __init__(self, coordinator: tuple[str, int], *, run_dir: str | os.PathLike, name: str | None = None,
                  page_path: str | os.PathLike | None = None, connect_timeout_s: float = 60.0,
                  quiescence_s: float = 0.002):

@@ -12,6 +12,9 @@ the top of shim/src/timewarp.c.
                                                        real-time expiry)
   WAKE    0x05  TK -> shim  [seq, now_ns]              the clock jumped to this wait's deadline;
                                                        the actor is RUNNING again
+  FREEZE  0x06  shim -> TK  [delta]                    +1: stop the clock while this process
+                                                       does one-off work (a Triton JIT compile),
+                                                       -1: done; nests, undone when it exits
   COMM    0x10  shim -> TK  [comm, nranks, rank]       this process is a rank of an NCCL comm
   ARRIVE  0x11  shim -> TK  [count, arrival * count]   collective arrivals, each
                             comm, chan, seq, op, participants, slot, duration_ns, b, nrefs,
@@ -62,6 +65,7 @@ class MsgType(enum.IntEnum):
     WAIT = 0x03
     RUN = 0x04
     WAKE = 0x05
+    FREEZE = 0x06
     COMM = 0x10
     ARRIVE = 0x11
     RESOLVE = 0x12

@@ -59,6 +59,7 @@ class Actor:
     kind: int = 0
     lazy: bool = False
     greeted: bool = False
+    frozen: int = 0  # FREEZE depth this actor holds
     # A RESOLVE with wait=1 not answered yet: (req, keys).
     resolving: "tuple[int, list[Key]] | None" = None
 
@@ -77,6 +78,9 @@ class TimekeeperStats:
     resolve_waits: int = 0  # RESOLVE requests that waited for a rank
     aborted_jumps: int = 0  # quiescent samples voided by a message read just before the jump
     late_jumps: int = 0  # relays: cross-host jumps applied after the page's hold had timed out
+    freezes: int = 0  # FREEZE +1 messages (one per Triton JIT compile or load in vLLM)
+    frozen_ns: int = 0  # real ns the clock stood still for them
+    freezes_ignored: int = 0  # relays: a frozen host clock would leave the others behind
 
 
 @dataclass
@@ -269,6 +273,7 @@ class Timekeeper:
         # a RESOLVED sent): unread input that does not bump it cannot invalidate a jump.
         self._woken = 0
         self._rbuf = bytearray(1 << 20)
+        self._frozen_since: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -388,7 +393,32 @@ class Timekeeper:
             self._actors[conn.fileno()] = Actor(conn)
             self._sel.register(conn, selectors.EVENT_READ, "actor")
 
+    def _freeze(self, a: Actor, delta: int) -> None:
+        """FREEZE [+1 | -1]: the clock stands still while any actor holds a freeze (it still
+        jumps when everything waits). A relay ignores it: its host's clock follows the
+        coordinator's, and freezing one host would leave the others behind."""
+        if delta not in (1, -1) or (delta < 0 and a.frozen == 0):
+            return
+        a.frozen += delta
+        if delta > 0:
+            self.stats.freezes += 1
+        self._freeze_page(delta)
+
+    def _freeze_page(self, delta: int) -> None:
+        if delta > 0:
+            if not self.page.frozen:
+                self._frozen_since = time.monotonic_ns()
+            self.page.freeze()
+        else:
+            self.page.thaw()
+            if not self.page.frozen and self._frozen_since is not None:
+                self.stats.frozen_ns += time.monotonic_ns() - self._frozen_since
+                self._frozen_since = None
+
     def _drop(self, a: Actor) -> None:
+        while a.frozen > 0:  # what an exiting process left frozen
+            a.frozen -= 1
+            self._freeze_page(-1)
         self._sel.unregister(a.conn)
         self._actors.pop(a.conn.fileno(), None)
         a.conn.close()
@@ -453,6 +483,8 @@ class Timekeeper:
                 if a.state == WAITING and a.seq == int(body[0]):
                     a.state = RUNNING
                     self._woken += 1
+            elif t == MsgType.FREEZE:
+                self._freeze(a, int(body[0]) if isinstance(body, list) and body else 0)
             elif t == MsgType.COMM:
                 self._comm(a, body)
             elif t == MsgType.RESOLVE:

@@ -101,7 +101,11 @@ static inline int64_t rv_clock_virtual(const rv_clock_snap *s, int64_t r) {
  * host is oversubscribed, which oversubscribes it further. */
 static inline int64_t rv_clock_real_span(const rv_clock_snap *s, int64_t v) {
   if (s->dilation_ppm == 1000000) return v;
-  return (int64_t)((__int128)v * s->dilation_ppm / 1000000);
+  __int128 r = (__int128)v * s->dilation_ppm / 1000000;
+  /* saturated: a frozen clock (revati_clock_freeze) runs a million times slower, and a long
+   * timeout would overflow; a quarter of the range is still centuries */
+  if (r > INT64_MAX / 4) return INT64_MAX / 4;
+  return (int64_t)r;
 }
 
 #endif

@@ -19,6 +19,8 @@
  *               COMM  0x10 [comm, nranks, rank]        (this process is a rank of comm)
  *               ARRIVE 0x11 [count, arrival * count]    (collective arrivals, see timewarp.h)
  *               RESOLVE 0x12 [req, wait, (comm, chan, seq) * n]
+ *               FREEZE 0x06 [delta]                    (+1: stop the clock while this process
+ *                                                       does one-off work, -1: done; nests)
  *   TK -> shim  WELCOME 0x02 [version, epoch]
  *               WAKE  0x05 [seq, now_ns]                (the clock jumped to this wait's deadline)
  *               RESOLVED 0x13 [req, end * n]            (-1: not resolved yet)
@@ -45,6 +47,7 @@
 
 #define RV_TW_PROTOCOL 2
 enum { MSG_HELLO = 0x01, MSG_WELCOME = 0x02, MSG_WAIT = 0x03, MSG_RUN = 0x04, MSG_WAKE = 0x05,
+       MSG_FREEZE = 0x06,
        MSG_COMM = 0x10, MSG_ARRIVE = 0x11, MSG_RESOLVE = 0x12, MSG_RESOLVED = 0x13, MSG_ERROR = 0x7F };
 
 int rv_tw_on;
@@ -599,6 +602,16 @@ static int tw_send_long(int type, const int64_t *vals, size_t n) {
   }
   if (buf != stack) free(buf);
   return r;
+}
+
+/* Stops (+1) or restarts (-1) the deployment's virtual clock around one-off work that a
+ * warmed-up server would not do, such as a Triton kernel's first-use JIT compile (the vLLM
+ * plugin calls this through ctypes). Nests per process; the Timekeeper undoes what a process
+ * that exits left frozen. Returns 0, or -1 without a Timekeeper. */
+RV_EXPORT int revati_clock_freeze(int delta) {
+  if (!rv_tw_on || (delta != 1 && delta != -1) || tw_conn() < 0) return -1;
+  int64_t v[1] = {delta};
+  return tw_send_long(MSG_FREEZE, v, 1);
 }
 
 int rv_tw_comm(uint64_t comm, int nranks, int rank) {
