@@ -162,6 +162,7 @@ class _Host:
     sent: int = 0  # messages sent that may wake a thread there (RESOLVED, JUMP)
     quiet: "tuple[int, int, int] | None" = None  # its latest QUIET: (seen, firm, lazy)
     ready: int = -1  # the token of its latest positive READY
+    freezes: int = 0  # FREEZEs its processes hold
 
 
 @dataclass
@@ -173,6 +174,8 @@ class CoordinatorStats:
     hosts_seen: int = 0
     arrivals: int = 0
     resolves: int = 0
+    freezes: int = 0  # times every host's clock was frozen (a Triton JIT somewhere, say)
+    frozen_ns: int = 0  # real ns it stood still
 
 
 @dataclass(eq=False)
@@ -210,6 +213,8 @@ class Coordinator:
         self._prepare: "tuple[int, int, float] | None" = None  # (token, target, started)
         self._stall_since: float | None = None
         self._waiters: dict[Key, list[_Waiter]] = {}
+        # a freeze of every host: {"token", "acks": {host fd: its frozen virtual time}, "t0"}
+        self._frozen: dict | None = None
 
     def start(self) -> "Coordinator":
         self._listener = socket.create_server(self.listen, backlog=64, reuse_port=False)
@@ -286,6 +291,7 @@ class Coordinator:
             if split_pid(pid)[0] == h.host_id:
                 self.collectives.dead.add(pid)
         self._check_lost_ranks()
+        self._sync_freeze()  # its freezes end with it, and it owes no R_FROZEN
 
     def _read(self, h: _Host) -> None:
         for t, body in h.link.receive():
@@ -307,6 +313,8 @@ class Coordinator:
                                             self.page.get("realtime_delta_ns"), self.page.get("boottime_delta_ns"),
                                             int(round(self.dilation * 1e6))])
             log.info("coordinator: host %s joined as %d", h.name, h.host_id)
+            if self._frozen is not None:  # joins a frozen deployment: freezes too
+                h.link.send(MsgType.R_FREEZE_ALL, [self._frozen["token"]])
         elif t == MsgType.R_QUIET:
             h.quiet = (int(body[0]), int(body[1]), int(body[2]))
         elif t == MsgType.R_BUSY:
@@ -328,6 +336,13 @@ class Coordinator:
         elif t == MsgType.R_GONE:
             self.collectives.dead.add(int(body[0]))
             self._check_lost_ranks()
+        elif t == MsgType.R_FREEZE:
+            h.freezes = max(0, h.freezes + (1 if int(body[0]) > 0 else -1))
+            self._sync_freeze()
+        elif t == MsgType.R_FROZEN:
+            if self._frozen is not None and int(body[0]) == self._frozen["token"]:
+                self._frozen["acks"][h.link.fileno()] = int(body[1])
+                self._sync_freeze()
         else:
             h.link.send(MsgType.ERROR, {"error": f"unexpected message type {t}", "code": "bad_type"})
 
@@ -422,6 +437,39 @@ class Coordinator:
         for h in hosts:
             h.link.send(MsgType.R_PREPARE, [self._token])
 
+    # ---------------------------------------------------------------- freezes
+
+    def _sync_freeze(self) -> None:
+        """Freezes every host's clock while any host's processes hold a FREEZE (Triton JIT on
+        first use, see Timekeeper._freeze), and restarts them together: each host freezes where
+        its clock stands (they differ by a message's delivery time) and reports that time; the
+        thaw places every host at the latest of them, at one real instant, as a JUMP does."""
+        want = any(h.freezes for h in self._hosts.values())
+        if want and self._frozen is None:
+            if self._prepare is not None:
+                self._abort()  # a held page cannot freeze; ABORT reaches each relay first
+            self._token += 1
+            self._frozen = {"token": self._token, "acks": {}, "t0": time.monotonic_ns()}
+            self.page.freeze()
+            self.stats.freezes += 1
+            for h in self._hosts.values():
+                h.link.send(MsgType.R_FREEZE_ALL, [self._token])
+        elif not want and self._frozen is not None:
+            acks = self._frozen["acks"]
+            if any(h.link.fileno() not in acks for h in self._hosts.values()):
+                return  # a host has not frozen yet: thaw once it has
+            v = max([self.page.now_ns(), *acks.values()])
+            self.page.thaw()
+            self.page.jump_to(v)
+            anchor = self._realtime_of(v)
+            token = self._frozen["token"]
+            self.stats.frozen_ns += time.monotonic_ns() - self._frozen["t0"]
+            self._frozen = None
+            for h in self._hosts.values():
+                h.sent += 1  # it may wake threads there, as a JUMP does
+                h.quiet = None
+                h.link.send(MsgType.R_THAW, [token, v, anchor])
+
     def _commit(self, token: int, target: int) -> None:
         """Every host holds its page since its READY; JUMP moves and releases it, then wakes the
         host's due threads. A thread woken on a host that moved first and reaching one that has
@@ -472,8 +520,11 @@ class Relay(Timekeeper):
     """
 
     def _freeze_page(self, delta: int) -> None:
-        """Relays do not freeze: this host's clock follows the coordinator's (Timekeeper._freeze)."""
-        if delta > 0:
+        """A process here took or dropped a FREEZE: the coordinator freezes every host's clock
+        (R_FREEZE_ALL) while any holds one, so this host does not freeze alone."""
+        if self._up is not None and not self._up.closed:
+            self._up.send(MsgType.R_FREEZE, [delta])
+        elif delta > 0:
             self.stats.freezes_ignored += 1
 
     def __init__(self, coordinator: tuple[str, int], *, run_dir: str | os.PathLike, name: str | None = None,
@@ -492,6 +543,7 @@ class Relay(Timekeeper):
         self._rid = 0
         self._quiet_seen = False
         self._held: "tuple[int, float] | None" = None  # (token, since): our page is held for a jump
+        self._coord_frozen = 0  # monotonic ns since the coordinator froze this host's clock (0: not)
         self.hold_timeout_s = 1.0
 
     # ------------------------------------------------------------- lifecycle
@@ -596,6 +648,25 @@ class Relay(Timekeeper):
                 if self._held is not None and self._held[0] == int(body[0]):
                     self.page.release()
                     self._held = None
+            elif t == MsgType.R_FREEZE_ALL:
+                if self._held is not None:  # (the coordinator aborts its round first)
+                    self.page.release()
+                    self._held = None
+                if not self._coord_frozen:
+                    self._coord_frozen = time.monotonic_ns()
+                    self.page.freeze()
+                self._up.send(MsgType.R_FROZEN, [int(body[0]), self.page.now_ns()])
+            elif t == MsgType.R_THAW:
+                self._seen += 1
+                if self._coord_frozen:
+                    self.stats.frozen_ns += time.monotonic_ns() - self._coord_frozen
+                    self._coord_frozen = 0
+                    self.page.thaw()
+                skip = self.page.anchor(int(body[2]) - realtime_offset(), int(body[1]))
+                if skip:
+                    self.stats.jumps += 1
+                    self.stats.jumped_ns += skip
+                self._wake_due(int(body[1]))
             elif t == MsgType.R_RESOLVED:
                 self._seen += 1
                 a, req = self._remote.pop(int(body[0]), (None, 0))

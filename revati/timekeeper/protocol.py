@@ -45,6 +45,13 @@ framed by a 4-byte big-endian length. gpid = host_id << 22 | pid.
   R_RESOLVE  0x2A relay -> coord  [gpid, rid, wait, (comm, chan, seq) * n]
   R_RESOLVED 0x2B coord -> relay  [rid, end * n]
   R_DEADLOCK 0x2C coord -> relay  [message]            the deployment is deadlocked: report, kill
+  R_FREEZE   0x2E relay -> coord  [delta]              a process here took (+1) or dropped (-1)
+                                                       a FREEZE; the coordinator sums the hosts'
+  R_FREEZE_ALL 0x2F coord -> relay [token]             freeze your page where it stands, answer
+  R_FROZEN   0x30 relay -> coord  [token, now_ns]      frozen, at this virtual time
+  R_THAW     0x31 coord -> relay  [token, v_ns, realtime_ns]  run again: every host's clock
+                                                       reads v_ns at real time realtime_ns (v_ns
+                                                       = the latest frozen time of any host)
 
 Comm ids are 64-bit hashes sent as signed integers. See revati/timekeeper/collectives.py.
 """
@@ -84,6 +91,10 @@ class MsgType(enum.IntEnum):
     R_RESOLVED = 0x2B
     R_DEADLOCK = 0x2C
     R_ABORT = 0x2D
+    R_FREEZE = 0x2E
+    R_FREEZE_ALL = 0x2F
+    R_FROZEN = 0x30
+    R_THAW = 0x31
     ERROR = 0x7F
 
 

@@ -148,6 +148,58 @@ def test_ping_pong_across_hosts(hosts):
     assert coord.stats.jumps >= 1
 
 
+FREEZER = r'''
+import ctypes, json, socket, sys, time
+s = socket.socket(fileno=int(sys.argv[2]))
+def busy(x):  # CPU work: process time is real under the shim, monotonic time virtual
+    c = time.process_time()
+    while time.process_time() - c < x:
+        pass
+if sys.argv[1] == "a":
+    f = ctypes.CDLL(None).revati_clock_freeze
+    f.argtypes, f.restype = [ctypes.c_int], ctypes.c_int
+    assert f(1) == 0
+    busy(0.05)  # the freeze reaches the other host through both relays and the coordinator
+    s.sendall(b"g")
+    t0 = time.monotonic(); busy(0.4); frozen = time.monotonic() - t0
+    s.sendall(b"d")
+    assert f(-1) == 0
+    assert s.recv(1) == b"x"  # b measured its own clock meanwhile
+    t0 = time.monotonic(); busy(0.2); end = time.monotonic(); after = end - t0
+    s.sendall(b"y")
+    print(json.dumps({"frozen": frozen, "after": after, "end": end}))
+else:
+    assert s.recv(1) == b"g"
+    t0 = time.monotonic()
+    assert s.recv(1) == b"d"  # a blocking recv: this host's clock is not waited on
+    frozen = time.monotonic() - t0
+    s.sendall(b"x")
+    assert s.recv(1) == b"y"
+    print(json.dumps({"frozen": frozen, "end": time.monotonic()}))
+'''
+
+
+def test_a_freeze_on_one_host_stops_every_hosts_clock(hosts):
+    """A Triton JIT compile on the engine's host (a FREEZE there) must stop the load
+    generator's host clock too, or the compile lands in the TTFT that host measures."""
+    coord, (ra, rb) = hosts
+    a, b = socket.socketpair()
+    pa = spawn(ra, FREEZER, "a", str(a.fileno()), pass_fds=(a.fileno(),))
+    pb = spawn(rb, FREEZER, "b", str(b.fileno()), pass_fds=(b.fileno(),))
+    a.close()
+    b.close()
+    ra_out, rb_out = (json.loads(o) for o in finish(pa, pb, timeout=120))
+    assert ra_out["frozen"] < 0.02, ra_out  # 0.4 s of CPU work in a frozen clock
+    assert rb_out["frozen"] < 0.05, rb_out  # the other host: frozen as well
+    assert ra_out["after"] >= 0.19, ra_out  # thawed: CPU work is virtual time again
+    # one clock after the thaw: b reads after a's message, which a sent after its read
+    assert 0 <= rb_out["end"] - ra_out["end"] < 0.05, (ra_out, rb_out)
+    assert coord.stats.freezes == 1 and not coord.page.frozen
+    sa, _ = ra.stop()
+    sb, _ = rb.stop()
+    assert sa["freezes"] == 1 and sa["freezes_ignored"] == 0 and sb["frozen_ns"] > 0.3e9
+
+
 @pytest.mark.parametrize("mode,n", [("eager", 2), ("graph", 6)])
 def test_collectives_across_hosts(hosts, tmp_path, mode, n):
     """test_collectives' two NCCL ranks on different hosts: every collective ends at
