@@ -82,9 +82,13 @@ def _freeze_clock_during_jit() -> None:
     CPU, seconds each on a cold cache, and under the time warp that CPU time would land in the
     request's TTFT (8.7 s instead of 1.0 s median for a small Llama-3.1-8B run). The shim's
     revati_clock_freeze tells the Timekeeper; the report counts the freezes.
+    REVATI_FREEZE_JIT=0 turns it off (to measure a cold server's first requests).
     """
     import ctypes
     import functools
+
+    if os.environ.get("REVATI_FREEZE_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
 
     try:
         freeze = ctypes.CDLL(None).revati_clock_freeze
