@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct(">I")
 _MAX_FRAME = 64 << 20
+FREEZE_ACK_S = 5.0  # how long a thaw waits for a host that has not confirmed its freeze
 PID_BITS = 22  # Linux pid_max is at most 2^22: a host's pid fits below its host id
 
 
@@ -265,6 +266,8 @@ class Coordinator:
                     self._read(key.data)
             try:
                 self._decide()
+                if self._frozen is not None and self._frozen.get("thaw_since"):
+                    self._sync_freeze()  # a thaw waiting for a host's R_FROZEN: time it out
             except Exception:  # never let one bad decision stop the clock
                 log.exception("coordinator: decision failed")
 
@@ -456,8 +459,13 @@ class Coordinator:
                 h.link.send(MsgType.R_FREEZE_ALL, [self._token])
         elif not want and self._frozen is not None:
             acks = self._frozen["acks"]
-            if any(h.link.fileno() not in acks for h in self._hosts.values()):
-                return  # a host has not frozen yet: thaw once it has
+            missing = [h.name for h in self._hosts.values() if h.link.fileno() not in acks]
+            if missing:  # a host has not frozen yet: thaw once it has, or after FREEZE_ACK_S
+                since = self._frozen.setdefault("thaw_since", time.monotonic())
+                if time.monotonic() - since < FREEZE_ACK_S:
+                    return
+                log.warning("coordinator: no R_FROZEN from %s in %.0f s; thawing without it",
+                            ", ".join(missing), FREEZE_ACK_S)
             v = max([self.page.now_ns(), *acks.values()])
             self.page.thaw()
             self.page.jump_to(v)
@@ -680,6 +688,9 @@ class Relay(Timekeeper):
             elif t == MsgType.ERROR:
                 log.error("relay: the coordinator says: %s", body)
         if self._up.closed and not self._stop.is_set():
+            if self._coord_frozen:  # nobody is left to thaw it
+                self._coord_frozen = 0
+                self.page.thaw()
             print(f"revati relay: lost the coordinator at {self.coordinator[0]}:{self.coordinator[1]}; "
                   "this host's clock now runs on real time", file=sys.stderr, flush=True)
             try:
