@@ -80,7 +80,7 @@ class TimekeeperStats:
     late_jumps: int = 0  # relays: cross-host jumps applied after the page's hold had timed out
     freezes: int = 0  # FREEZE +1 messages (one per Triton JIT compile or load in vLLM)
     frozen_ns: int = 0  # real ns the clock stood still for them
-    freezes_ignored: int = 0  # relays: a frozen host clock would leave the others behind
+    freezes_ignored: int = 0  # relays without a coordinator link: FREEZEs not forwarded
 
 
 @dataclass
@@ -395,8 +395,8 @@ class Timekeeper:
 
     def _freeze(self, a: Actor, delta: int) -> None:
         """FREEZE [+1 | -1]: the clock stands still while any actor holds a freeze (it still
-        jumps when everything waits). A relay ignores it: its host's clock follows the
-        coordinator's, and freezing one host would leave the others behind."""
+        jumps when everything waits). A relay forwards it instead (Relay._freeze_page): the
+        coordinator freezes every host, since one frozen host would fall behind the others."""
         if delta not in (1, -1) or (delta < 0 and a.frozen == 0):
             return
         a.frozen += delta
