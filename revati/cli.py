@@ -173,6 +173,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
+    # NOTE: explicitly, because Python leaves SIGINT ignored when it starts with it ignored, as
+    # every command a non-interactive shell runs in the background (`revati run ... &`, a suite
+    # under nohup &) does: a `kill -INT` then did nothing and the run went on to the end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = orchestrator.run(spec, out, spec_path=Path(args.spec).resolve())
     except WorkloadError as e:

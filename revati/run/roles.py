@@ -531,6 +531,7 @@ def _cmd_loadgen(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (see cli.cmd_run)
     return _guard("loadgen", lambda: loadgen_main(args.spec, args.target, args.out,
                                                   health_timeout_s=args.health_timeout,
                                                   bench_timeout_s=args.bench_timeout))
