@@ -32,12 +32,14 @@ SMALL = {
 }
 
 
-def _start(tmp_path: Path, spec: dict) -> tuple[subprocess.Popen, Path]:
+def _start(tmp_path: Path, spec: dict, sigint_ignored: bool = False) -> tuple[subprocess.Popen, Path]:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
+    # sigint_ignored: started as a non-interactive shell's background job is (`revati run ... &`)
+    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     p = subprocess.Popen([sys.executable, "-m", "revati.cli", "run", str(path), "--out", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=pre)
     return p, out
 
 
@@ -125,7 +127,8 @@ def test_ctrl_c_during_start_up_leaves_no_process(tmp_path):
     spec = json.loads(json.dumps(SMALL))
     del spec["spec"]["engine"]["args"]["enforce-eager"]
     spec["spec"]["workload"]["numPrompts"] = 400
-    p, out = _start(tmp_path, spec)
+    # inheriting SIGINT ignored (a background job's lot) must not make revati run ignore it
+    p, out = _start(tmp_path, spec, sigint_ignored=True)
     seen: dict[int, float] = {}
     deadline = time.monotonic() + 300
     # wait until the sidecar and vllm serve run, then interrupt
