@@ -527,14 +527,6 @@ class Relay(Timekeeper):
         connect_timeout_s: how long to keep trying to reach the coordinator.
     """
 
-    def _freeze_page(self, delta: int) -> None:
-        """A process here took or dropped a FREEZE: the coordinator freezes every host's clock
-        (R_FREEZE_ALL) while any holds one, so this host does not freeze alone."""
-        if self._up is not None and not self._up.closed:
-            self._up.send(MsgType.R_FREEZE, [delta])
-        elif delta > 0:
-            self.stats.freezes_ignored += 1
-
     def __init__(self, coordinator: tuple[str, int], *, run_dir: str | os.PathLike, name: str | None = None,
                  page_path: str | os.PathLike | None = None, connect_timeout_s: float = 60.0,
                  quiescence_s: float = 0.002):
@@ -609,6 +601,14 @@ class Relay(Timekeeper):
         return self._up is not None and not self._up.closed
 
     # -------------------------------------------------------- from the shims
+
+    def _freeze_page(self, delta: int) -> None:
+        """A process here took or dropped a FREEZE: the coordinator freezes every host's clock
+        (R_FREEZE_ALL) while any holds one, so this host does not freeze alone."""
+        if self._up is not None and not self._up.closed:
+            self._up.send(MsgType.R_FREEZE, [delta])
+        elif delta > 0:
+            self.stats.freezes_ignored += 1
 
     def _comm(self, a: Actor, body: list) -> None:
         self._up.send(MsgType.R_COMM, [global_pid(self.host_id, a.pid), int(body[0]), int(body[1]), int(body[2])])
