@@ -76,7 +76,8 @@ def test_shared_prefix_is_a_timed_trace_whose_groups_share_the_system_prompt_chu
     p = _plan(_spec(dataset=ds, numPrompts=12), tmp_path)
     a = p.args
     assert p.dataset == "timed_trace" and _flag(a, "--dataset-name") == "timed_trace"
-    assert _flag(a, "--timed-trace-chunk-hash-size") == "1000" and "--no-self-timed" in a
+    assert _flag(a, "--timed-trace-chunk-hash-size") == "1000" and "--self-timed" in a
+    assert "--no-self-timed" not in a
     assert _flag(a, "--dataset-path") == str(tmp_path / loadgen.TRACE_NAME)
     rows = p.trace_rows
     assert len(rows) == 12 and all(r["input_length"] == 1120 and r["output_length"] == 64 for r in rows)
@@ -84,9 +85,66 @@ def test_shared_prefix_is_a_timed_trace_whose_groups_share_the_system_prompt_chu
     assert sorted(groups) == sorted([0, 1, 2] * 4)          # promptsPerGroup questions per group
     questions = [tuple(r["hash_ids"][1:]) for r in rows]
     assert len(set(questions)) == 12 and all(len(q) == 1 for q in questions)
+    # the default spec's Poisson 4 req/s, as timestamps (timed_trace needs one in every entry)
+    ts = [r["timestamp"] for r in rows]
+    assert ts[0] == 0.0 and ts == sorted(ts) and abs(ts[-1] - 11 / 4) < 1e-5 and "--request-rate" not in a
+    no_rate = _plan(_spec(dataset=ds, arrival={"maxConcurrency": 2}, numPrompts=12), tmp_path)
+    assert [r["timestamp"] for r in no_rate.trace_rows] == [0.0] * 12 and "--self-timed" in no_rate.args
     p.write_dataset(tmp_path / loadgen.TRACE_NAME)
     back = [json.loads(x) for x in (tmp_path / loadgen.TRACE_NAME).read_text().splitlines()]
     assert back == rows
+
+
+def test_shared_prefix_prompts_recur_as_the_same_tokens_past_the_pool():
+    """inference-perf's shared_prefix: a pool of numGroups x promptsPerGroup prompts, cycled."""
+    ds = {"type": "shared-prefix", "numGroups": 3, "promptsPerGroup": 2, "systemPromptLen": 100,
+          "questionLen": 250, "outputLen": 8}
+    rows = _plan(_spec(dataset=ds, numPrompts=15)).trace_rows
+    ids = [tuple(r["hash_ids"]) for r in rows]
+    assert len(set(ids[:6])) == 6 and ids[6:12] == ids[:6] and ids[12:] == ids[:3]
+    assert all(len(h) == 1 + 3 for h in ids)                # 100-token system chunk + ceil(250/100)
+    by_group: dict[int, set] = {}
+    for h in ids:
+        by_group.setdefault(h[0], set()).add(h[1:])
+    assert sorted(by_group) == [0, 1, 2] and all(len(q) == 2 for q in by_group.values())
+    assert not set.intersection(*(set(x for q in qs for x in q) for qs in by_group.values()))
+
+
+@pytest.mark.parametrize("process", ["constant", "poisson"])
+def test_shared_prefix_with_a_request_rate_gets_generated_timestamps(tmp_path, process):
+    """The crash: timed_trace rows without a `timestamp` were rejected by vllm bench
+    ("Timestamp field 'timestamp' not found") when arrival.requestRate was given."""
+    ds = {"type": "shared-prefix", "numGroups": 9, "promptsPerGroup": 5, "systemPromptLen": 100,
+          "questionLen": 475, "outputLen": 248}
+    p = _plan(_spec(dataset=ds, arrival={"process": process, "requestRate": 8}, numPrompts=None,
+                    durationSeconds=30, seed=4), tmp_path)
+    a = p.args
+    assert p.num_prompts == 240 and _flag(a, "--num-prompts") == "240"
+    assert "--self-timed" in a and "--no-self-timed" not in a
+    assert "--request-rate" not in a and "--burstiness" not in a   # the timestamps carry the rate
+    ts = [r["timestamp"] for r in p.trace_rows]
+    assert all("timestamp" in r for r in p.trace_rows) and ts[0] == 0.0 and ts == sorted(ts)
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    if process == "constant":
+        assert all(abs(g - 0.125) < 1e-6 for g in gaps)
+    else:  # exponential gaps rescaled to a mean of exactly 1/8 s (as bench does); CV about 1
+        mean = sum(gaps) / len(gaps)
+        cv = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5 / mean
+        assert abs(mean - 0.125) < 1e-5 and 0.8 < cv < 1.2 and min(gaps) < 0.01 < 0.4 < max(gaps)
+    # seeded: the same spec gives the same trace; the lengths do not depend on the arrivals
+    again = _plan(_spec(dataset=ds, arrival={"process": process, "requestRate": 8}, numPrompts=None,
+                        durationSeconds=30, seed=4), tmp_path)
+    assert again.trace_rows == p.trace_rows
+    no_rate = _plan(_spec(dataset=ds, arrival={}, numPrompts=240, seed=4), tmp_path)
+    assert [r["hash_ids"] for r in no_rate.trace_rows] == [r["hash_ids"] for r in p.trace_rows]
+
+
+def test_sharegpt_like_with_a_rate_is_self_timed_too():
+    p = _plan(_spec(dataset={"type": "sharegpt-like"}, arrival={"process": "poisson", "requestRate": 2},
+                    numPrompts=20))
+    assert "--self-timed" in p.args and "--request-rate" not in p.args
+    ts = [r["timestamp"] for r in p.trace_rows]
+    assert len(ts) == 20 and ts[0] == 0.0 and ts == sorted(ts) and ts[-1] > 0
 
 
 def test_sharegpt_like_draws_the_shipped_distribution_within_caps():
@@ -114,10 +172,11 @@ def test_trace_replays_its_arrivals_self_timed(tmp_path):
     assert "--self-timed" in p.args and "--request-rate" not in p.args and _flag(p.args, "--num-prompts") == "3"
     assert [(r["timestamp"], r["input_length"], r["output_length"]) for r in p.trace_rows] == \
         [(0.0, 50, 5), (0.5, 100, 20), (2.0, 30, 9)]
-    # with a rate, the trace gives lengths only
-    p = _plan(_spec(dataset={"type": "trace", "path": "arrivals.jsonl"}, arrival={"requestRate": 1}, numPrompts=2),
-              tmp_path)
-    assert "--no-self-timed" in p.args and _flag(p.args, "--request-rate") == "1" and len(p.trace_rows) == 2
+    # with a rate, the trace gives lengths only; the rate's timestamps are generated
+    p = _plan(_spec(dataset={"type": "trace", "path": "arrivals.jsonl"},
+                    arrival={"process": "constant", "requestRate": 1}, numPrompts=2), tmp_path)
+    assert "--self-timed" in p.args and "--request-rate" not in p.args and len(p.trace_rows) == 2
+    assert [(r["timestamp"], r["input_length"]) for r in p.trace_rows] == [(0.0, 50), (1.0, 100)]
     (tmp_path / "bad.jsonl").write_text('{"arrival_s": 1}\n')
     with pytest.raises(loadgen.WorkloadError, match="spec.workload.dataset.path.*input_tokens"):
         _plan(_spec(dataset={"type": "trace", "path": "bad.jsonl"}, numPrompts=1), tmp_path)
