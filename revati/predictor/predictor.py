@@ -39,10 +39,11 @@ import numpy as np
 
 from revati.predictor import paths
 from revati.predictor.descriptor import normalize_batch
-from revati.predictor.features import SPECS, attention_ideal, columns_from_keys
+from revati.predictor.features import SPECS, columns_from_keys
 from revati.predictor.flash_attention import fa_prefill_us
 from revati.predictor.grids import FamilyGrids, cache_tag
 from revati.predictor.inference import predict_keys
+from revati.predictor.physics import below_bound, lower_bound_us
 from revati.predictor.roofline import Peaks, fallback_us, memcpy_us, peaks
 from revati.predictor.training import FittedModel, load_models, train_gpu
 
@@ -110,6 +111,14 @@ class PredictorStats:
         self.model = 0
         self.fallbacks: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.by_family: dict[str, int] = defaultdict(int)
+        # the physics guard: per family, predictions that came out below the op's physical
+        # lower bound and were raised to it, and the lowest raw / bound ratio seen
+        self.clamps: dict[str, int] = defaultdict(int)
+        self.clamp_worst: dict[str, float] = {}
+
+    def clamp(self, family: str, n: int, worst: float) -> None:
+        self.clamps[family] += n
+        self.clamp_worst[family] = min(self.clamp_worst.get(family, 1.0), worst)
 
     def fallback(self, family: str, reason: str, n: int = 1) -> None:
         self.fallbacks[family][reason] += n
@@ -122,6 +131,8 @@ class PredictorStats:
                 "model": self.model, "fallbacks_total": nfb,
                 "fallbacks": {f: dict(v) for f, v in self.fallbacks.items()},
                 "by_family": dict(self.by_family),
+                "physics_clamps": dict(self.clamps),
+                "physics_clamp_worst": dict(self.clamp_worst),
                 "hit_rate": (self.cache_hits + self.grid_hits) / self.ops if self.ops else 0.0}
 
 
@@ -133,8 +144,11 @@ class Predictor:
                  proxy_gpu: str | None = None, build_grids: bool = True,
                  kernel_proxy_models: dict[str, tuple[FittedModel, str]] | None = None,
                  family_grids: bool = True, grid_cache: bool = True,
-                 fa_prefill: bool = True, cache_max: int = CACHE_MAX_ENTRIES) -> None:
+                 fa_prefill: bool = True, cache_max: int = CACHE_MAX_ENTRIES,
+                 physics_guard: bool = True) -> None:
         self.gpu = gpu
+        # False only to study the raw sources (the guard is what is served)
+        self.physics_guard = physics_guard
         if cache_max < 1:
             raise ValueError(f"cache_max must be >= 1, got {cache_max}")
         self.cache_max = cache_max
@@ -321,7 +335,7 @@ class Predictor:
                     us = self._gemm_batch(keys)
                 else:
                     us = self._predict_family(family, keys)
-                ulist = np.asarray(us, dtype=np.float64).tolist()
+                ulist = self._guard(family, keys, us).tolist()
                 cache.update(zip(mparts, ulist))
                 if len(cache) > self.cache_max:
                     self._evict()
@@ -336,6 +350,23 @@ class Predictor:
         for i, v in zip(owner, vals):
             out[i] += v
         return out
+
+    def _guard(self, family: str, keys: list[tuple], us: np.ndarray) -> np.ndarray:
+        """The physics guard: the served value is max(prediction, the op's physical lower
+        bound), physics.lower_bound_us; every raised prediction is counted per family
+        (`physics_clamps`). NOTE: it runs on every computed value (grid hit, model, fallback)
+        before the exact-key cache, so a cached value is already guarded and is not counted
+        again, like the fallback reasons."""
+        us = np.asarray(us, dtype=np.float64)
+        if not self.physics_guard:
+            return us
+        bound = lower_bound_us(self.peaks, family, keys)
+        low = below_bound(us, bound)
+        if low.any():
+            n = int(low.sum())
+            self.stats.clamp(family, n, float(np.min(us[low] / bound[low])))
+            us = np.where(low, bound, us)
+        return us
 
     def _evict(self) -> None:
         """Drops the oldest entries of the exact-key cache down to 3/4 of its cap."""
@@ -451,9 +482,9 @@ class Predictor:
             data, ext, reasons = self._model_family(family, keys)
             self.stats.model += n
         # NOTE: the data's kernel is slower than vLLM's where the FA model is faster; both are
-        # non-decreasing in tokens, keys, sequences and heads, so their minimum is too. The
-        # roofline bound guards against a data point below the physically possible.
-        us = np.maximum(np.minimum(fa, data), attention_ideal(self.peaks, cols))
+        # non-decreasing in tokens, keys, sequences and heads, so their minimum is too. (A
+        # value below the physical bound is raised, and counted, by the physics guard.)
+        us = np.minimum(fa, data)
         # NOTE: a chunk of q > 1 new tokens reads at least the K/V that a decode step over
         # the same sequences reads (vLLM runs both in one kernel), so it is not served faster
         # than that decode step, unless its own prefill data measured it faster: without this

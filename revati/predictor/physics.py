@@ -1,0 +1,199 @@
+"""Physical lower bounds of op durations, and the audit of predictions against them.
+
+No GPU op can finish faster than its roofline bound on its part: the bytes it must move at
+the peak HBM bandwidth, and the FLOPs it must do at the peak dense tensor rate, both from the
+device catalog (revati/catalog/gpus.toml; the A40's datasheet figures in roofline.EXTRA_GPUS).
+The Predictor serves max(prediction, bound) and counts every clamp (`physics_clamps` in its
+stats); a clamp is a bug of the prediction's source, reported so that it gets fixed there.
+
+Bytes and FLOPs per family (keys in schema.FAMILY_COLUMNS order; heads per GPU):
+  gemm                 FLOPs 2·m·n·k·batch; bytes (m·k + k·n + m·n)·dtype bytes·batch
+  attention_*          FLOPs 4·attn_pairs·num_heads·head_dim (QK^T and PV over the causal
+                       (query, key) pairs); bytes 2·kv_len_sum·num_kv_heads·head_dim·kv bytes
+                       (K and V of every key, read once) + 2·num_tokens·num_heads·head_dim·
+                       dtype bytes (Q read, O written)
+  norm ... embedding   the op's `bytes` (what the descriptor says it moves)
+  collective           each rank must receive (ranks − 1)/ranks of the message over its link
+                       (all_reduce too: with in-switch reduction, NVLS, a rank still receives
+                       its share of every other rank's data; the ring's 2(r − 1)/r is not a
+                       bound), at the catalog's per-direction interconnect figure — also
+                       across nodes, where the real link is slower, so the bound stays a bound
+                       — or the PCIe link's theoretical rate for topology pcie; send_recv and
+                       broadcast the whole message; and the message read and written in HBM
+  memcpy               h2d/d2h bytes at the PCIe link's theoretical rate (x16), d2d 2·bytes
+                       (read and write) at the HBM bandwidth
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from revati.predictor.roofline import DTYPE_BYTES, Peaks
+
+# Theoretical per-direction rate of a x16 link, GB/s (PCIe 3: 8 GT/s, 4: 16, 5: 32; 128b/130b).
+PCIE_X16_GBPS = {3: 15.75, 4: 31.5, 5: 63.0}
+ATTENTION = ("attention_prefill", "attention_decode")
+SMALL = ("norm", "activation", "rotary", "elementwise", "embedding")
+# A prediction counts as below its bound when it is under bound · (1 − CLAMP_RTOL): float
+# rounding of an exactly-at-bound value is not a clamp.
+CLAMP_RTOL = 1e-9
+
+
+def _elt(dtypes: Sequence[str]) -> np.ndarray:
+    return np.array([DTYPE_BYTES.get(d, 2) for d in dtypes], dtype=np.float64)
+
+
+def _rate(p: Peaks, dtypes: Sequence[str]) -> np.ndarray:
+    """Peak dense FLOP per microsecond of each dtype."""
+    return np.array([(p.tflops.get(d) or p.tflops["bf16"]) * 1e6 for d in dtypes],
+                    dtype=np.float64)
+
+
+def _f(col: Sequence) -> np.ndarray:
+    return np.array([0.0 if v is None else v for v in col], dtype=np.float64)
+
+
+def bytes_flops(family: str, keys: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes moved, FLOPs) of each key of one family (FLOPs 0 where an op does no math that
+    the tensor peak bounds)."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    cols = list(zip(*keys))
+    if family == "gemm":
+        m, nn, k, b = _f(cols[0]), _f(cols[1]), _f(cols[2]), _f(cols[4])
+        e = _elt(cols[3])
+        live = (m > 0) & (nn > 0) & (k > 0)  # an empty GEMM moves nothing
+        return np.where(live, e * (m * k + k * nn + m * nn) * b, 0.0), 2.0 * m * nn * k * b
+    if family in ATTENTION:
+        q, s, pairs = _f(cols[1]), _f(cols[2]), _f(cols[4])
+        h, kvh, hd = _f(cols[5]), _f(cols[6]), _f(cols[7])
+        e = _elt(cols[8])
+        ekv = np.where(np.array([d == "auto" for d in cols[9]]), e, _elt(cols[9]))
+        nbytes = 2.0 * s * kvh * hd * ekv + 2.0 * q * h * hd * e
+        return nbytes, 4.0 * pairs * h * hd
+    if family in SMALL:
+        return _f(cols[2]), np.zeros(n)
+    if family == "memcpy":
+        nb = _f(cols[0])
+        return np.where(np.array([d == "d2d" for d in cols[1]]), 2.0 * nb, nb), np.zeros(n)
+    if family == "collective":
+        return 2.0 * _f(cols[1]), np.zeros(n)
+    raise KeyError(f"no physical bound for family {family!r}")
+
+
+def lower_bound_us(p: Peaks, family: str, keys: Sequence[tuple]) -> np.ndarray:
+    """The physical lower bound (us) of each key of one family on GPU `p` (see the module
+    docstring). Vectorised; an empty op (a GEMM with a zero dimension, 0 bytes) has bound 0."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0)
+    nbytes, flops = bytes_flops(family, keys)
+    hbm = p.mem_bw_gbps * 1e3  # bytes per us
+    if family == "memcpy":
+        cols = list(zip(*keys))
+        link = PCIE_X16_GBPS.get(p.pcie_gen, 63.0) * 1e3
+        d2d = np.array([d == "d2d" for d in cols[1]])
+        return np.where(d2d, nbytes / hbm, nbytes / link)
+    mem = nbytes / hbm
+    if family == "collective":
+        cols = list(zip(*keys))
+        msg = _f(cols[1])
+        ranks = np.maximum(_f(cols[2]), 1.0)
+        kind = cols[0]
+        share = np.array([1.0 if k in ("send_recv", "broadcast") else 0.0 for k in kind])
+        frac = np.where(share > 0, 1.0, (ranks - 1.0) / ranks)
+        frac = np.where(ranks > 1, frac, 0.0)
+        link = np.array([PCIE_X16_GBPS.get(p.pcie_gen, 63.0) if t == "pcie"
+                         else p.interconnect_gbps for t in cols[4]], dtype=np.float64) * 1e3
+        wire = frac * msg / np.maximum(link, 1e-9)
+        # a single rank moves nothing
+        return np.where(ranks > 1, np.maximum(wire, mem), 0.0)
+    if family == "gemm" or family in ATTENTION:
+        cols = list(zip(*keys))
+        dt = cols[3] if family == "gemm" else cols[8]
+        return np.maximum(mem, flops / _rate(p, dt))
+    return mem
+
+
+def below_bound(us: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """Mask of predictions below their bound (beyond float rounding)."""
+    return np.asarray(us) < np.asarray(bound) * (1.0 - CLAMP_RTOL)
+
+
+# ---- the sampled audit grid ----
+
+# Head layouts per GPU (query heads, KV heads, head dim) that vLLM sends: multi-head (MHA),
+# grouped-query (GQA) and multi-query (MQA), head dims 64, 128 and 256; several are outside
+# every shipped profile (40/8, 32/1, 128/8, the 64 and 256 head dims).
+AUDIT_LAYOUTS: tuple[tuple[int, int, int], ...] = (
+    (32, 32, 128), (32, 8, 128), (32, 1, 128), (40, 8, 128), (64, 8, 128), (8, 1, 128),
+    (128, 8, 128), (16, 16, 64), (16, 4, 256),
+)
+AUDIT_DECODE_BATCH = (1, 4, 16, 64, 128, 256, 512)
+AUDIT_DECODE_KEYS = (16, 128, 700, 2048, 8192, 32768, 131072)
+AUDIT_PREFILL = ((16, 0), (128, 0), (512, 0), (1024, 0), (4096, 0), (16384, 0), (512, 4096),
+                 (2048, 30000), (16, 32768), (256, 1024))
+AUDIT_GEMM_M = (1, 16, 128, 512, 2048, 8192, 32768)
+AUDIT_GEMM_NK = ((4096, 4096), (12288, 4096), (4096, 14336), (28672, 8192), (128256, 4096),
+                 (1024, 5120), (6144, 1536))
+
+
+def audit_ops() -> list[dict[str, Any]]:
+    """The sampled audit grid: decode and prefill attention over AUDIT_LAYOUTS and GEMMs, as
+    op descriptors (the same on every GPU)."""
+    ops: list[dict[str, Any]] = []
+    for h, kvh, hd in AUDIT_LAYOUTS:
+        heads = {"num_heads": h, "num_kv_heads": kvh, "head_dim": hd}
+        for b in AUDIT_DECODE_BATCH:
+            for L in AUDIT_DECODE_KEYS:
+                if b * L <= 1 << 23:  # KV caches that fit a GPU's memory at 8 KV heads
+                    ops.append(dict(heads, op="attention", phase="decode", batch_size=b,
+                                    kv_len_sum=b * L, kv_len_max=L))
+        for q, ctx in AUDIT_PREFILL:
+            for b in (1, 4):
+                ops.append(dict(heads, op="attention", query_lens=[q] * b,
+                                seq_lens=[q + ctx] * b))
+    for n, k in AUDIT_GEMM_NK:
+        for m in AUDIT_GEMM_M:
+            for dt in ("bf16", "fp8"):
+                ops.append({"op": "gemm", "m": m, "n": n, "k": k, "dtype": dt})
+    return ops
+
+
+def audit(gpus: Sequence[str], ops: list[dict] | None = None) -> dict[str, dict[str, Any]]:
+    """Predicts the audit grid on each GPU through a fresh Predictor and reports, per family,
+    how many parts the raw prediction put below the physical bound (the guard's clamps), out
+    of how many, and the worst ratio raw / bound.
+
+    Returns:
+        {gpu: {family: {"parts": n, "clamps": c, "worst": min raw/bound}}}
+    """
+    from revati.predictor.descriptor import normalize_batch
+    from revati.predictor.predictor import Predictor
+
+    ops = ops if ops is not None else audit_ops()
+    parts = normalize_batch(ops)
+    out: dict[str, dict[str, Any]] = {}
+    for gpu in gpus:
+        pr = Predictor.load(gpu, build_grids=False)
+        pr.predict_parts(parts)
+        st = pr.stats
+        fams: dict[str, Any] = {}
+        for fam, n in sorted(st.by_family.items()):
+            fams[fam] = {"parts": n, "clamps": st.clamps.get(fam, 0),
+                         "worst": st.clamp_worst.get(fam, 1.0)}
+        out[gpu] = fams
+    return out
+
+
+def format_audit(rep: dict[str, dict[str, Any]]) -> str:
+    lines = ["| GPU | family | sampled ops | below the bound (clamped) | worst raw / bound |",
+             "|---|---|---|---|---|"]
+    for gpu, fams in rep.items():
+        for fam, r in fams.items():
+            w = f"{r['worst']:.3f}" if r["clamps"] else "-"
+            lines.append(f"| {gpu} | {fam} | {r['parts']} | {r['clamps']} | {w} |")
+    return "\n".join(lines)
