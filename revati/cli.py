@@ -197,6 +197,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if rep.get("completed") == n and not rep.get("failed") else 1
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from revati.run.validate import validate_main
+
+    return validate_main(args)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from revati.run.compare import compare_main
 
@@ -333,6 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("spec", help="an EmulatedDeployment YAML (see examples/default.yaml)")
     rn.add_argument("--out", default=None, help="report folder (default: runs/<metadata.name>)")
     rn.set_defaults(func=cmd_run)
+
+    va = sub.add_parser("validate", help="replay the real GPU serving runs (shared/data/serving) and print the "
+                                         "real vs emulated error table",
+                        description="For every run and stage of the real H100 runs that is not overloaded, run "
+                                    "its spec (examples/validation/) with `revati run` and print real vs "
+                                    "emulated TTFT, TPOT and E2E (mean, p90), the signed error, the "
+                                    "concurrency and the command; writes validate.json (docs/fidelity.md).")
+    va.add_argument("--quick", action="store_true",
+                    help="a 30-virtual-second slice of the Llama-2-7B general stage 0 only (minutes)")
+    va.add_argument("--runs", default="*", metavar="GLOB",
+                    help="spec names or real run folders to include (fnmatch; default: all)")
+    va.add_argument("--out", default="runs/validate", help="folder of the runs and validate.json")
+    va.add_argument("--data", default=None, help="the real runs (default: ../shared/data/serving of the repo)")
+    va.add_argument("--list", action="store_true", help="print the real runs and their specs, run nothing")
+    va.set_defaults(func=cmd_validate)
 
     cp = sub.add_parser("compare", help="two reports (or vllm bench serve result JSONs) side by side")
     cp.add_argument("a", help="report.json, a run folder, or a `vllm bench serve --save-result` JSON")
