@@ -116,7 +116,10 @@ def test_emulated_metrics_measure_only_the_window_and_derive_tpot_as_the_real_si
     assert e["e2el_mean"] == pytest.approx(2045.0) and e["e2el_p90"] == pytest.approx(2081.0)
     assert e["tpot_mean"] == pytest.approx((2045.0 - 24.5) / 247)
     assert e["tpot_p90"] == pytest.approx((2081.0 - 24.5) / 247)
-    assert m["achieved_rps"] == pytest.approx(1.0) and m["in_flight_mean"] == pytest.approx(2.045)
+    # over [10, 20]: the two warm-up requests until 12 and 13 s (2 + 3 s), the measured ones
+    # for their E2E, cut at 20 s
+    assert m["achieved_rps"] == pytest.approx(1.0)
+    assert m["in_flight_mean"] == pytest.approx((5.0 + sum(min(2.0 + 0.01 * i, 10.0 - i) for i in range(10))) / 10)
     # the warm-up requests (12 s long) are still in flight at 11 s, with two measured ones
     assert m["in_flight_peak"] == 4 and m["output_tokens"] == [248]
     with pytest.raises(validate.ValidateError):
