@@ -209,6 +209,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare_main(args.a, args.b)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from revati.run.explain import explain_main
+
+    return explain_main(args.run_dir, plot=not args.no_plot, json_out=args.json)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from revati.predictor.predict_cmd import predict_main
 
@@ -359,6 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("a", help="report.json, a run folder, or a `vllm bench serve --save-result` JSON")
     cp.add_argument("b", help="the same, to compare against A: (B-A)/A")
     cp.set_defaults(func=cmd_compare)
+
+    xp = sub.add_parser("explain", help="where each kind of engine step spent its virtual time (step anatomy)",
+                        description="Reads the step logs of a `revati run` folder and prints, per rank and per "
+                                    "kind of step (decode, mixed, prefill; by batch size), the mean step's GPU "
+                                    "busy time, CPU and waits on the critical path; writes explain.json and "
+                                    "explain.png there (docs/run.md).")
+    xp.add_argument("run_dir", help="a `revati run` output folder, or one steps.*.jsonl")
+    xp.add_argument("--json", default=None, help="write the JSON here (default: RUN_DIR/explain.json)")
+    xp.add_argument("--no-plot", action="store_true", help="do not write explain.png")
+    xp.set_defaults(func=cmd_explain)
 
     pr = sub.add_parser("predict", help="predict the duration of ops on a GPU (see docs/predictor.md)")
     pr.add_argument("--gpu", default=DEFAULT_GPU)
