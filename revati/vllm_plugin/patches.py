@@ -20,6 +20,11 @@ Seams (vllm/v1/worker/gpu/ is the V2 model runner, the default in 0.32):
   into the ModelRunnerOutput the scheduler reads.
 * ``vllm.v1.worker.gpu_model_runner.GPUModelRunner.__init__`` (the V1 runner) -> warn:
   not covered.
+* step anatomy (optional): ``GPUModelRunner.execute_model`` / ``sample_tokens``,
+  ``Scheduler.schedule`` / ``update_from_output`` and ``EngineCoreProc._process_input_queue``
+  tell the shim which part of vLLM the thread is in (runner, sched, idle or input), so that a
+  step's CPU time splits by component and the engine's idle wait (a blocking queue get the
+  shim does not see) is not counted as CPU (:mod:`revati.vllm_plugin.steps`).
 """
 
 from __future__ import annotations
@@ -231,6 +236,38 @@ def _wrap_get_output(orig: Callable) -> Callable:
     return _mark(get_output, orig)
 
 
+def _wrap_phase(state_name: str) -> Callable[[Callable], Callable]:
+    """A wrapper that accounts the call's time to a state of the step anatomy."""
+
+    def make(orig: Callable) -> Callable:
+        @functools.wraps(orig)
+        def phase(self, *args, **kwargs):
+            state = steps.anatomy_state(state_name)
+            steps.anatomy_push(state)
+            try:
+                return orig(self, *args, **kwargs)
+            finally:
+                steps.anatomy_pop(state)
+
+        return _mark(phase, orig)
+
+    return make
+
+
+def _wrap_input_queue(orig: Callable) -> Callable:
+    @functools.wraps(orig)
+    def _process_input_queue(self, *args, **kwargs):
+        # Without work the engine blocks on its input queue until a request comes.
+        state = steps.anatomy_state("input" if self.has_work() else "idle")
+        steps.anatomy_push(state)
+        try:
+            return orig(self, *args, **kwargs)
+        finally:
+            steps.anatomy_pop(state)
+
+    return _mark(_process_input_queue, orig)
+
+
 def _wrap_v1_runner_init(orig: Callable) -> Callable:
     @functools.wraps(orig)
     def __init__(self, *args, **kwargs):
@@ -252,6 +289,11 @@ SEAMS: list[Seam] = [
     Seam(V2, "GPUModelRunner.sample", _wrap_sample),
     Seam("vllm.v1.worker.gpu.async_utils", "AsyncOutput.get_output", _wrap_get_output),
     Seam("vllm.v1.worker.gpu_model_runner", "GPUModelRunner.__init__", _wrap_v1_runner_init, required=False),
+    Seam(V2, "GPUModelRunner.execute_model", _wrap_phase("runner"), required=False),
+    Seam(V2, "GPUModelRunner.sample_tokens", _wrap_phase("runner"), required=False),
+    Seam("vllm.v1.core.sched.scheduler", "Scheduler.schedule", _wrap_phase("sched"), required=False),
+    Seam("vllm.v1.core.sched.scheduler", "Scheduler.update_from_output", _wrap_phase("sched"), required=False),
+    Seam("vllm.v1.engine.core", "EngineCoreProc._process_input_queue", _wrap_input_queue, required=False),
 ]
 
 

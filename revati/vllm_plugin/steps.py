@@ -15,6 +15,28 @@ context_lens[i] + query_lens[i]`` where ``context_lens`` is the number of tokens
 already in the KV cache (prefix-cache hits and earlier chunks included). A request
 counts as *prefill* while it still has prompt (or resumed) tokens to compute; of
 those, ``num_prefill_as_decode`` are one-token extensions that vLLM runs as decodes.
+
+Step anatomy (under the time warp). Each record also says where the step's virtual time went
+on the thread that ran it, from the shim's per-thread counters (``revati_thread_anatomy``,
+shim/src/timewarp.c) read at each step hook:
+
+    {"rank", "tp_rank", "pp_rank", "replica", "tid",
+     "t_start", "t_end", "dur_ms",                       # virtual s / ms; t_start == t
+     "anatomy": {"ms": {state: ms},                      # the thread's states: they add up to dur_ms
+                 "gpu_ms": {state: ms},                  # of which this process's GPU was busy
+                 "gpu_busy_ms", "gpu_work_ms",           # GPU timeline busy; predicted work launched
+                 "cpu_ms", "cpu_real_ms", "untracked_ms",  # thread CPU (virtual, real); see below
+                 "real_ms", "sidecar_requests", "sidecar_real_ms", "freezes", "frozen_real_ms"}}
+
+A step runs from its hook to the next step's hook on the same thread (``t_end``), so its
+record is written then (or at the process's exit, with ``t_end`` and ``anatomy`` null).
+States: run (CPU, or a wait the shim does not see), runner / sched (CPU inside vLLM's model
+runner / scheduler), idle (the engine had no work), input (it took new requests), gpu (a GPU
+sync), collective (waiting for the other ranks), sleep, poll, cond (the GIL ...), sem (Python
+locks and queues), yield (vLLM's shm queue spin: waiting for the scheduler), sidecar
+(predictor misses), frozen (JIT). ``untracked_ms`` is the CPU states' time that the thread's
+CPU clock does not cover: blocked where the shim does not look, or queued for a core.
+Ranks are kept apart: rank 0 writes ``REVATI_STEP_LOG``, rank r ``<stem>.rank<r><suffix>``.
 """
 
 from __future__ import annotations
@@ -58,22 +80,230 @@ def step_hook(batch: dict[str, Any]) -> None:
     """Receive one step's batch composition.
 
     Hands it to the shim (``revati_set_step``), appends it to :data:`STEP_RING`, and when
-    ``REVATI_STEP_LOG`` names a file, appends one JSON line to it.
+    ``REVATI_STEP_LOG`` names a file, appends one JSON line to it: at once without the time
+    warp; with it, once the step has ended (the next step on this thread), with its anatomy.
     """
     send_step_to_shim(batch)
     global _step_counter
+    snap = thread_anatomy()
+    # CLOCK_MONOTONIC, as vllm bench's perf_counter (virtual under the time warp): the report
+    # plots the running batch size against the requests' timeline. Read after the counters,
+    # as at the step's end: the two ends' offsets cancel.
+    now = time.monotonic()
     with _lock:
         _step_counter += 1
         batch.setdefault("step", _step_counter)
         batch.setdefault("pid", os.getpid())
-        # CLOCK_MONOTONIC, as vllm bench's perf_counter (virtual under the time warp): the
-        # report plots the running batch size against the requests' timeline.
-        batch.setdefault("t", time.monotonic())
+        batch.setdefault("t", now)
+        batch.update(_where())
         STEP_RING.append(batch)
         path = os.environ.get("REVATI_STEP_LOG")
+        tid = threading.get_ident()
+        prev = _pending.pop(tid, None)
+        if prev is not None:
+            rec, start, p = prev
+            finish_step(rec, start, snap, now)
+            _write(p, rec)
+        if snap is None:
+            if path:
+                _write(path, batch)
+            return
+        batch["tid"] = threading.get_native_id()
+        batch["t_start"] = batch["t"]
         if path:
-            line = (json.dumps(batch, separators=(",", ":")) + "\n").encode()
-            os.write(_log_fd_for(path), line)
+            _pending[tid] = (batch, snap, path)
+            _flush_at_exit()
+        else:
+            _pending[tid] = (batch, snap, None)
+
+
+def _write(path: str | None, rec: dict[str, Any]) -> None:
+    if not path:
+        return
+    rank = rec.get("rank") or 0
+    if rank:
+        stem, dot, suffix = path.rpartition(".")
+        path = f"{stem}.rank{rank}.{suffix}" if dot and "/" not in suffix else f"{path}.rank{rank}"
+    line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+    os.write(_log_fd_for(path), line)
+
+
+def finish_step(rec: dict[str, Any], start: dict[str, Any], end: dict[str, Any] | None, t_end: float) -> None:
+    """Sets the step's end and its anatomy (the counters' deltas from start to end)."""
+    rec["t_end"] = t_end
+    rec["dur_ms"] = (t_end - rec["t_start"]) * 1e3
+    rec["anatomy"] = anatomy_delta(start, end) if end is not None else None
+
+
+_pending: dict[int, tuple[dict[str, Any], dict[str, Any], str | None]] = {}
+_exit_registered = False
+
+
+def _flush_at_exit() -> None:
+    """Writes the steps still open at exit (vLLM's children end in os._exit: multiprocessing's
+    finalizers run, atexit handlers do not)."""
+    global _exit_registered
+    if _exit_registered:
+        return
+    _exit_registered = True
+    import atexit
+    import multiprocessing.util
+
+    atexit.register(flush_pending)
+    multiprocessing.util.Finalize(None, flush_pending, exitpriority=1)
+
+
+def flush_pending() -> None:
+    """Writes every open step with ``t_end`` and ``anatomy`` null (its end was not seen)."""
+    with _lock:
+        for rec, _start, path in _pending.values():
+            rec["t_end"] = rec["dur_ms"] = rec["anatomy"] = None
+            _write(path, rec)
+        _pending.clear()
+
+
+_where_cache: dict[str, Any] | None = None
+
+
+def _where() -> dict[str, Any]:
+    """rank (in the replica's vLLM world: pp_rank * tp + tp_rank), tp_rank, pp_rank, replica."""
+    global _where_cache
+    if _where_cache is not None:
+        return _where_cache
+    node = os.environ.get("REVATI_NODE_NAME", "")
+    replica: int | str = int(node[7:]) if node.startswith("replica") and node[7:].isdigit() else (node or 0)
+    where: dict[str, Any] = {"rank": 0, "tp_rank": 0, "pp_rank": 0, "replica": replica}
+    import sys
+
+    ps = sys.modules.get("vllm.distributed.parallel_state")  # never imported here: tests run without vLLM
+    known = False
+    if ps is not None:
+        try:
+            if ps.model_parallel_is_initialized():
+                where.update(rank=ps.get_world_group().rank_in_group, tp_rank=ps.get_tp_group().rank_in_group,
+                             pp_rank=ps.get_pp_group().rank_in_group)
+                known = True
+        except Exception:
+            pass
+    if known or ps is None:
+        _where_cache = where
+    return where
+
+
+# ---------------------------------------------------------------------------------------
+# The shim's per-thread counters (step anatomy)
+# ---------------------------------------------------------------------------------------
+
+_anatomy_fns: Any = None
+#: (header field names, state names), from the shim
+_anatomy_layout: tuple[list[str], list[str]] = ([], [])
+#: states that are the thread's own CPU work (the rest are waits or the JIT freeze)
+CPU_STATES = ("run", "runner", "sched", "input")
+
+
+def _anatomy() -> Any:
+    global _anatomy_fns, _anatomy_layout
+    if _anatomy_fns is None:
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL(None)
+            fields = lib.revati_anatomy_fields
+            fields.restype = ctypes.c_char_p
+            head, _, states = fields().decode().partition(";")
+            _anatomy_layout = (head.split(","), states.split(","))
+            read = lib.revati_thread_anatomy
+            read.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+            read.restype = ctypes.c_int
+            lib.revati_anatomy_push.argtypes = lib.revati_anatomy_pop.argtypes = [ctypes.c_int]
+            lib.revati_anatomy_push.restype = lib.revati_anatomy_pop.restype = None
+            n = len(_anatomy_layout[0]) + 4 * len(_anatomy_layout[1])
+            buf = (ctypes.c_int64 * n)()
+            _anatomy_fns = (read, buf, n, lib.revati_anatomy_push, lib.revati_anatomy_pop)
+        except (OSError, AttributeError):
+            _anatomy_fns = False
+    return _anatomy_fns
+
+
+def thread_anatomy() -> dict[str, Any] | None:
+    """The calling thread's cumulative counters (ns), or None outside the time warp:
+    {"now", "real", "cpu", "cpu_frozen", "gpu_busy", "gpu_work", "lost", "states": {name: [v, busy, real, n]}}."""
+    fns = _anatomy()
+    if not fns:
+        return None
+    read, buf, n, _, _ = fns
+    if read(buf, n) != n:
+        return None
+    head, names = _anatomy_layout
+    vals = list(buf)
+    out: dict[str, Any] = dict(zip(head, vals))
+    k = len(head)
+    out["states"] = {name: vals[k + 4 * i:k + 4 * i + 4] for i, name in enumerate(names)}
+    return out
+
+
+def anatomy_state(name: str) -> int:
+    """The shim's index of a state (see CPU_STATES and revati_anatomy_fields), or -1."""
+    if not _anatomy():
+        return -1
+    names = _anatomy_layout[1]
+    return names.index(name) if name in names else -1
+
+
+def anatomy_push(state: int) -> None:
+    fns = _anatomy()
+    if fns and state >= 0:
+        fns[3](state)
+
+
+def anatomy_pop(state: int) -> None:
+    fns = _anatomy()
+    if fns and state >= 0:
+        fns[4](state)
+
+
+def anatomy_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The anatomy of the span between two snapshots of one thread's counters (ms)."""
+    ms: dict[str, float] = {}
+    gpu: dict[str, float] = {}
+    cpu_v = cpu_r = 0
+    entries: dict[str, int] = {}
+    for name, (v1, b1, r1, n1) in b["states"].items():
+        v0, b0, r0, n0 = a["states"].get(name, (0, 0, 0, 0))
+        dv, db = v1 - v0, b1 - b0
+        if dv:
+            ms[name] = dv / 1e6
+        if db:
+            gpu[name] = db / 1e6
+        if n1 - n0:
+            entries[name] = n1 - n0
+        if name in CPU_STATES:
+            cpu_v += dv
+            cpu_r += r1 - r0
+    # CPU inside JIT freezes took about no virtual time; the rest is the CPU states' work.
+    cpu_real = (b["cpu"] - b.get("cpu_frozen", 0)) - (a["cpu"] - a.get("cpu_frozen", 0))
+    # The thread's CPU time in virtual ns, at the rate the clock ran while it ran (dilation,
+    # the contention governor): what its CPU work added to the step.
+    cpu_virtual = cpu_real * (cpu_v / cpu_r) if cpu_r > 0 else 0.0
+    sidecar = b["states"].get("sidecar", [0] * 4)
+    frozen = b["states"].get("frozen", [0] * 4)
+    sidecar0 = a["states"].get("sidecar", [0] * 4)
+    frozen0 = a["states"].get("frozen", [0] * 4)
+    return {
+        "ms": ms,
+        "gpu_ms": gpu,
+        "gpu_busy_ms": (b["gpu_busy"] - a["gpu_busy"]) / 1e6,
+        "gpu_work_ms": (b["gpu_work"] - a["gpu_work"]) / 1e6,
+        "cpu_ms": cpu_virtual / 1e6,
+        "cpu_real_ms": cpu_real / 1e6,
+        "untracked_ms": (cpu_v - cpu_virtual) / 1e6,
+        "real_ms": (b["real"] - a["real"]) / 1e6,
+        "sidecar_requests": sidecar[3] - sidecar0[3],
+        "sidecar_real_ms": (sidecar[2] - sidecar0[2]) / 1e6,
+        "freezes": frozen[3] - frozen0[3],
+        "frozen_real_ms": (frozen[2] - frozen0[2]) / 1e6,
+        "entries": entries,
+    }
 
 
 _shim_fns: Any = None
@@ -150,9 +380,11 @@ def batch_from_input_batch(input_batch: Any) -> dict[str, Any]:
 
 
 def _reset_for_tests() -> None:
-    global _step_counter, _log_fd, _log_path
+    global _step_counter, _log_fd, _log_path, _where_cache
     with _lock:
         STEP_RING.clear()
+        _pending.clear()
+        _where_cache = None
         _step_counter = 0
         if _log_fd is not None:
             try:

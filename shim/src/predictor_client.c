@@ -281,7 +281,9 @@ static int request_unguarded(uint8_t type, const uint8_t *payload, size_t n, uin
 
 static int request(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype) {
   rv_tw_guard++;
+  rv_an_push(RV_AN_SIDECAR); /* step anatomy: a cache miss's round trip */
   int r = request_unguarded(type, payload, n, rtype);
+  rv_an_pop(RV_AN_SIDECAR);
   rv_tw_guard--;
   return r;
 }

@@ -51,6 +51,7 @@ uint64_t rv_now_ns(void) {
 
 void rv_wait_until(uint64_t t) {
   if (rv_tw_on) { /* REVATI_TIMEWARP=1: the Timekeeper jumps the shared clock (timewarp.c) */
+    rv_an_gpu(rv_now_ns(), t); /* the resolved end: the GPU is busy until t (step anatomy) */
     while (rv_tw_poll_until(NULL, 0, (int64_t)t, NULL, RV_WAIT_GPU) < 0) continue;
     return;
   }
@@ -451,7 +452,9 @@ void rv_submit(struct CUstream_st *s, const rv_op *op) {
   legacy_dependency_locked(s, &s->pos);
   tpos_at_least(&s->pos, now);
   account_locked(op, dur);
+  uint64_t start = s->pos.b;
   place_locked(s, &s->pos, op, dur, 0);
+  rv_an_gpu(start, s->pos.b);
   pthread_mutex_unlock(&rv_lock);
 }
 
@@ -531,6 +534,7 @@ void rv_coll_submit(struct CUstream_st *s, const rv_op *in) {
   if (!coll_resolved(&op)) {
     legacy_dependency_locked(s, &s->pos);
     tpos_at_least(&s->pos, now);
+    rv_an_gpu(s->pos.b, s->pos.b + dur);
     place_locked(s, &s->pos, &op, dur, 0);
     pthread_mutex_unlock(&rv_lock);
     return;
@@ -560,10 +564,12 @@ void rv_coll_submit(struct CUstream_st *s, const rv_op *in) {
   if (!coll_arrive_locked(&op, dur, &at, &batch, &key, &end) || rv_tw_arrive(batch.v, batch.n) < 0) {
     /* local after all (no Timekeeper): an op of its duration */
     s->pos = at;
+    rv_an_gpu(s->pos.b, s->pos.b + dur);
     place_locked(s, &s->pos, &op, dur, 0);
     pthread_mutex_unlock(&rv_lock);
     return;
   }
+  rv_an_gpu(at.b, at.b + dur); /* from this rank's arrival: the lower bound of its end */
   if (rv_trace_on) trace_defer_locked(s, &op, &at, dur, 0, &key);
   if (gend) tpos_merge(gend, &end);
   else s->pos = end;
@@ -769,6 +775,7 @@ void rv_graph_launch(const rv_graph *x, struct CUstream_st *s) {
   rv_tpos t = s->pos;
   legacy_dependency_locked(s, &t);
   tpos_at_least(&t, now);
+  uint64_t start = t.b;
   rv_ibuf batch = {0};
   uint32_t group = 0;
   rv_tpos gstart, gend;
@@ -804,6 +811,7 @@ void rv_graph_launch(const rv_graph *x, struct CUstream_st *s) {
   if (batch.n && rv_tw_arrive(batch.v, batch.n) < 0) t.n = 0; /* no Timekeeper: b is a lower bound */
   free(batch.v);
   s->pos = t;
+  rv_an_gpu(start, t.b); /* one run for the replay: its nodes are back to back */
   rv_global_stats.graph_launches++;
   rv_global_stats.graph_nodes_replayed += x->n;
   pthread_mutex_unlock(&rv_lock);

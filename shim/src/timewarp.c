@@ -88,6 +88,197 @@ int64_t rv_tw_real_span(int64_t v) {
   return rv_clock_real_span(&s, v);
 }
 
+/* ------------------------------------------------------------- step anatomy
+ *
+ * Per thread, the virtual time since the thread's first mark is split over the states of
+ * rv_an_state: at every state change (a mark), the interval since the previous mark goes to
+ * the state the thread was in. A mark costs a clock-page read and a read of the GPU-busy
+ * function below: no syscall. The counters are cumulative; the plugin logs their deltas. */
+
+/* This process's GPU busy time as a function of virtual time: busy(t) = base + clamp(t - S, 0,
+ * G - S), where [S, G] is the current run of back-to-back work on the process's timelines and
+ * base the busy time before S. A launch at host time h starts at max(h, stream end) and every
+ * stream end is <= G, so work placed from now on never starts before now: busy(t) is final
+ * for t <= now, and each thread can keep busy(prev) from its previous mark.
+ * NOTE: one run for all the process's streams (their union), not one per stream: a step's
+ * critical path is what keeps the GPU busy at all, and vLLM's side streams (async output
+ * copies) overlap the main one. Work after a pending collective counts from its lower bound
+ * (this rank's arrival); rv_wait_until raises G to the resolved end. */
+static struct {
+  _Atomic uint64_t seq; /* odd while a new run is installed */
+  int64_t base, s;
+  _Atomic int64_t g;
+  _Atomic int lock;
+} gb;
+
+void rv_an_gpu(uint64_t start_u, uint64_t end_u) {
+  int64_t start = (int64_t)start_u, end = (int64_t)end_u;
+  if (!rv_tw_on || end <= start || end <= gb.g) return;
+  while (__atomic_exchange_n(&gb.lock, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause();
+  int64_t g = gb.g;
+  if (start > g) { /* the GPU went idle at g: a new run from start */
+    __atomic_fetch_add(&gb.seq, 1, __ATOMIC_ACQ_REL);
+    gb.base += g - gb.s;
+    gb.s = start;
+    gb.g = end;
+    __atomic_fetch_add(&gb.seq, 1, __ATOMIC_RELEASE);
+  } else if (end > g) {
+    gb.g = end;
+  }
+  __atomic_store_n(&gb.lock, 0, __ATOMIC_RELEASE);
+}
+
+static int64_t gb_busy(int64_t t) {
+  for (;;) {
+    uint64_t a = __atomic_load_n(&gb.seq, __ATOMIC_ACQUIRE);
+    if (a & 1) { __builtin_ia32_pause(); continue; }
+    int64_t base = gb.base, s = gb.s, g = gb.g;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&gb.seq, __ATOMIC_RELAXED) != a) continue;
+    int64_t d = t - s;
+    if (d < 0) d = 0;
+    if (d > g - s) d = g - s;
+    return base + d;
+  }
+}
+
+#define RV_AN_DEPTH 16
+typedef struct {
+  int init, depth, over, state, freezes;
+  uint8_t stack[RV_AN_DEPTH];
+  int64_t pv, pr, pb;                /* virtual, real and GPU-busy ns at the last mark */
+  int64_t cpu_frozen, cpu_at_freeze; /* the thread's CPU ns inside JIT freezes */
+  int64_t v[RV_AN_STATES], b[RV_AN_STATES], r[RV_AN_STATES], n[RV_AN_STATES];
+} rv_an;
+static RV_TLS rv_an an;
+
+/* Virtual ns now, and the real ns it was computed from (one seqlock read). */
+static int64_t tw_now_real(int64_t *real) {
+  for (;;) {
+    uint64_t a = __atomic_load_n(&tw_page->seq, __ATOMIC_ACQUIRE);
+    if (a & 1) { __builtin_ia32_pause(); continue; }
+    int64_t r0 = tw_page->r0_ns, off = tw_page->offset_ns, dil = tw_page->dilation_ppm;
+    int64_t r = rv_tw_real_mono();
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&tw_page->seq, __ATOMIC_RELAXED) != a) continue;
+    int64_t d = r - r0;
+    if (dil != 1000000) d = (int64_t)((__int128)d * 1000000 / dil);
+    *real = r;
+    return d + off;
+  }
+}
+
+static void an_mark(void) {
+  int64_t r, v = tw_now_real(&r), b = gb_busy(v);
+  if (RV_UNLIKELY(!an.init)) {
+    an.init = 1;
+    an.state = RV_AN_RUN;
+  } else {
+    int st = an.state;
+    int64_t dv = v - an.pv, db = b - an.pb;
+    if (db < 0) db = 0;
+    if (db > dv) db = dv; /* a run installed by another thread between our reads */
+    an.v[st] += dv;
+    an.b[st] += db;
+    an.r[st] += r - an.pr;
+  }
+  an.pv = v;
+  an.pr = r;
+  an.pb = b;
+}
+
+void rv_an_push(int state) {
+  if (!rv_tw_on || state < 0 || state >= RV_AN_STATES) return;
+  if (an.depth == RV_AN_DEPTH) { an.over++; return; }
+  an_mark();
+  an.stack[an.depth++] = (uint8_t)an.state;
+  an.state = state;
+  an.n[state]++;
+}
+
+void rv_an_pop(int state) {
+  if (!rv_tw_on) return;
+  if (an.over) { an.over--; return; }
+  /* Levels 0..depth: stack[i] for i < depth, the current state at depth. Level 0 is where the
+   * thread began and is never popped; entries above the popped one go with it. */
+  int i = an.depth;
+  while (i >= 1 && (i == an.depth ? an.state : an.stack[i]) != state) i--;
+  if (i < 1) return;
+  an_mark();
+  an.state = an.stack[i - 1];
+  an.depth = i - 1;
+}
+
+static void an_reset(void) { memset(&an, 0, sizeof an); }
+
+/* Exported for the vLLM plugin (ctypes). The names of revati_thread_anatomy's values: the
+ * header fields before ';', then the states, each as 4 values (virtual ns, GPU-busy ns within
+ * them, real ns, entries). */
+RV_EXPORT const char *revati_anatomy_fields(void) {
+  return "now,real,cpu,cpu_frozen,gpu_busy,gpu_work,lost;run,runner,sched,idle,input,gpu,collective,sleep,poll,cond,"
+         "sem,yield,sidecar,frozen";
+}
+
+/* The calling thread's cumulative counters (see revati_anatomy_fields): now (virtual ns),
+ * real (real ns), cpu (the thread's real CPU ns), cpu_frozen (of which inside JIT freezes,
+ * whose virtual time is about nothing), gpu_busy (busy(now) of the process's GPU
+ * timeline), gpu_work (predicted ns of all ops launched by the process so far), lost (pushes
+ * beyond the stack's depth), then per state v, b, r, n. Returns the number of values written,
+ * or -1 without the time warp. */
+RV_EXPORT int revati_thread_anatomy(int64_t *out, int n) {
+  if (!rv_tw_on || !out) return -1;
+  an_mark();
+  int64_t vals[7 + 4 * RV_AN_STATES];
+  struct timespec ts;
+  rv_real_clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  uint64_t work = 0;
+  for (int i = 0; i < RV_OP_KINDS; i++) work += __atomic_load_n(&rv_global_stats.busy_ns[i], __ATOMIC_RELAXED);
+  vals[0] = an.pv;
+  vals[1] = an.pr;
+  vals[2] = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+  vals[3] = an.cpu_frozen;
+  vals[4] = an.pb;
+  vals[5] = (int64_t)work;
+  vals[6] = an.over;
+  for (int s = 0; s < RV_AN_STATES; s++) {
+    vals[7 + 4 * s] = an.v[s];
+    vals[8 + 4 * s] = an.b[s];
+    vals[9 + 4 * s] = an.r[s];
+    vals[10 + 4 * s] = an.n[s];
+  }
+  int k = n < (int)(sizeof vals / sizeof vals[0]) ? n : (int)(sizeof vals / sizeof vals[0]);
+  memcpy(out, vals, (size_t)k * sizeof *out);
+  return k;
+}
+
+static int64_t an_thread_cpu(void) {
+  struct timespec ts;
+  rv_real_clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Python-side states (the model runner, the scheduler, the engine's input queue). Entering or
+ * leaving one is the thread doing something else than yield-spinning: that ends a spin. */
+RV_EXPORT void revati_anatomy_push(int state) {
+  rv_tw_unspin();
+  rv_an_push(state);
+}
+RV_EXPORT void revati_anatomy_pop(int state) {
+  rv_tw_unspin();
+  rv_an_pop(state);
+}
+
+static int an_state_of(int kind) {
+  switch (kind & 0xff) {
+    case RV_WAIT_GPU: return RV_AN_GPU;
+    case RV_WAIT_SLEEP: return RV_AN_SLEEP;
+    case RV_WAIT_POLL: return RV_AN_POLL;
+    case RV_WAIT_COND: return RV_AN_COND;
+    case RV_WAIT_SEM: return RV_AN_SEM;
+    default: return RV_AN_YIELD;
+  }
+}
+
 /* ------------------------------------------------------------ msgpack bits */
 
 static size_t mp_int(uint8_t *p, int64_t v) {
@@ -398,6 +589,7 @@ static void tw_atfork_child(void) {
   tw_fd = -1;
   tw_slot = -1;
   tw_in_wait = 0;
+  an_reset(); /* the forking thread's counters belong to the parent */
   tw_new_private_id();
   tw_conn();
 }
@@ -447,6 +639,7 @@ void rv_timewarp_init(void) {
 /* -------------------------------------------------------------------- waits */
 
 static RV_TLS uint32_t tw_spin_seq; /* the announced yield-spin, 0 when none */
+static RV_TLS int tw_wait_state;     /* the anatomy state of the announced wait in progress */
 static RV_TLS uint32_t tw_yields;   /* yields since the thread last did anything else we see */
 #define RV_TW_SPIN_YIELDS 8
 /* Each yield of a spin sleeps 50 us, doubling up to 500 us: several spinners on a loaded host
@@ -461,6 +654,7 @@ void rv_tw_unspin(void) {
   if (RV_LIKELY(!tw_spin_seq)) return;
   int64_t msg[1] = {tw_spin_seq};
   tw_spin_seq = 0;
+  rv_an_pop(RV_AN_YIELD);
   tw_send(MSG_RUN, msg, 1);
 }
 
@@ -472,6 +666,7 @@ void rv_tw_yield(void) {
     int64_t msg[3] = {seq, -1, RV_WAIT_YIELD};
     tw_send(MSG_WAIT, msg, 3);
     tw_spin_seq = seq;
+    rv_an_push(RV_AN_YIELD);
   }
   if (tw_spin_seq) {
     tw_spin_sleep = tw_spin_sleep ? tw_spin_sleep * 2 : RV_TW_SPIN_SLEEP_NS;
@@ -492,11 +687,14 @@ uint32_t rv_tw_wait_begin(int64_t deadline, int kind) {
   if (!seq) seq = ++tw_seq;
   int64_t msg[3] = {seq, deadline, kind};
   tw_send(MSG_WAIT, msg, 3);
+  tw_wait_state = an_state_of(kind);
+  rv_an_push(tw_wait_state);
   return seq;
 }
 
 void rv_tw_wait_end(uint32_t seq) {
   if (!seq) return;
+  rv_an_pop(tw_wait_state);
   int64_t msg[1] = {seq};
   tw_send(MSG_RUN, msg, 1);
   tw_in_wait = 0;
@@ -568,8 +766,10 @@ int rv_tw_poll_until(struct pollfd *fds, nfds_t n, int64_t deadline, const sigse
     errno = e;
   }
   if (all != stack) free(all);
-  if (woke) tw_in_wait = 0; /* the Timekeeper marked us RUNNING when it woke us */
-  else {
+  if (woke) { /* the Timekeeper marked us RUNNING when it woke us */
+    tw_in_wait = 0;
+    rv_an_pop(tw_wait_state);
+  } else {
     int e = errno;
     rv_tw_wait_end(seq);
     errno = e;
@@ -611,7 +811,17 @@ static int tw_send_long(int type, const int64_t *vals, size_t n) {
 RV_EXPORT int revati_clock_freeze(int delta) {
   if (!rv_tw_on || (delta != 1 && delta != -1) || tw_conn() < 0) return -1;
   int64_t v[1] = {delta};
-  return tw_send_long(MSG_FREEZE, v, 1);
+  rv_tw_unspin(); /* a compile begins, or it is over: either way no spin goes on */
+  if (delta < 0 && an.freezes > 0 && --an.freezes == 0) { /* nested freezes: the outermost counts */
+    rv_an_pop(RV_AN_FROZEN);
+    an.cpu_frozen += an_thread_cpu() - an.cpu_at_freeze;
+  }
+  int r = tw_send_long(MSG_FREEZE, v, 1);
+  if (delta > 0 && r == 0 && an.freezes++ == 0) {
+    rv_an_push(RV_AN_FROZEN);
+    an.cpu_at_freeze = an_thread_cpu();
+  }
+  return r;
 }
 
 int rv_tw_comm(uint64_t comm, int nranks, int rank) {
@@ -643,6 +853,8 @@ int rv_tw_arrive(const int64_t *vals, size_t n) {
   return 0;
 }
 
+static int tw_resolve_reply(uint32_t req, int n, int64_t *ends);
+
 int rv_tw_resolve(const rv_ckey *keys, int n, int wait, int64_t *ends) {
   if (!rv_tw_on || n <= 0 || n > 64 || tw_conn() < 0) return -1;
   int64_t v[2 + 3 * 64];
@@ -655,6 +867,14 @@ int rv_tw_resolve(const rv_ckey *keys, int n, int wait, int64_t *ends) {
     v[4 + 3 * i] = (int64_t)keys[i].seq;
   }
   if (tw_send_long(MSG_RESOLVE, v, 2 + 3 * (size_t)n) < 0) return -1;
+  rv_an_push(RV_AN_COLL);
+  int rc = tw_resolve_reply(req, n, ends);
+  rv_an_pop(RV_AN_COLL);
+  return rc;
+}
+
+/* Waits for the RESOLVED answer to req. */
+static int tw_resolve_reply(uint32_t req, int n, int64_t *ends) {
   /* NOTE: the thread blocks here with no virtual deadline: to the Timekeeper it is idle, like
    * a thread in a futex, until the last rank arrives and the reply wakes it. */
   for (;;) {

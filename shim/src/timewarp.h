@@ -79,6 +79,37 @@ int rv_tw_resolve(const rv_ckey *keys, int n, int wait, int64_t *ends);
 /* A random id of this process (set at init and after fork): its private joins' "comm". */
 uint64_t rv_tw_private_id(void);
 
+/* Step anatomy (issue 11): every thread accounts its virtual time to exactly one state at a
+ * time, a stack of them (a wait inside a sidecar round trip inside a JIT freeze ...). Each
+ * state keeps the virtual ns spent in it, the part of those ns during which this process's GPU
+ * timeline was busy (predicted work placed on any stream, rv_an_gpu), the real ns, and how
+ * often it was entered. The vLLM plugin reads the counters at each engine step
+ * (revati_thread_anatomy) and logs their deltas; the states add up to the step by
+ * construction of the bookkeeping, which is what the step log's check tests. */
+enum rv_an_state {
+  RV_AN_RUN = 0,     /* running: none of the below (CPU, or a wait the shim does not see) */
+  RV_AN_RUNNER,      /* running inside vLLM's model runner (execute_model, sample_tokens) */
+  RV_AN_SCHED,       /* running inside vLLM's scheduler (schedule, update_from_output) */
+  RV_AN_IDLE,        /* the engine had no work: blocked on its input queue */
+  RV_AN_INPUT,       /* the engine took new requests from its input queue */
+  RV_AN_GPU,         /* a GPU sync: stream, event, device, D2H copy (rv_wait_until) */
+  RV_AN_COLL,        /* a RESOLVE round trip: waiting for the other ranks of a collective */
+  RV_AN_SLEEP,       /* nanosleep and friends */
+  RV_AN_POLL,        /* poll/select/epoll with a timeout (sockets, zmq) */
+  RV_AN_COND,        /* timed condition waits (the GIL, Python conditions) */
+  RV_AN_SEM,         /* timed semaphore waits (Python locks and queues with a timeout) */
+  RV_AN_YIELD,       /* an announced yield-spin (vLLM's shm message queue) */
+  RV_AN_SIDECAR,     /* a prediction sidecar round trip (a cache miss) */
+  RV_AN_FROZEN,      /* the clock is frozen for a JIT compile held by this thread */
+  RV_AN_STATES
+};
+/* Enters / leaves a state on the calling thread (no-ops without the time warp). pop unwinds
+ * to the innermost entry of that state; a pop of a state not on the stack is ignored. */
+void rv_an_push(int state);
+void rv_an_pop(int state);
+/* Predicted GPU work placed on a timeline of this process from start to end (virtual ns). */
+void rv_an_gpu(uint64_t start, uint64_t end);
+
 /* Real libc entry points (libc.c), for the shim's own use. */
 int rv_real_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask);
 int rv_real_clock_gettime(clockid_t clk, struct timespec *ts);

@@ -22,6 +22,8 @@ finders = [type(f).__name__ for f in sys.meta_path]
 import vllm.v1.worker.gpu.model_runner as mr
 import vllm.v1.worker.gpu.async_utils as au
 import vllm.v1.worker.gpu_model_runner as v1
+import vllm.v1.core.sched.scheduler as sched  # the step anatomy's phases
+import vllm.v1.engine.core as core
 p.register()  # idempotent
 if os.environ.get("REVATI_ACTIVE"):
     patches.install()  # idempotent too
@@ -41,6 +43,9 @@ print(json.dumps({
     "add_requests": state(mr.GPUModelRunner.add_requests),
     "get_output": state(au.AsyncOutput.get_output),
     "v1_init": state(v1.GPUModelRunner.__init__),
+    "execute_model": state(mr.GPUModelRunner.execute_model),
+    "schedule": state(sched.Scheduler.schedule),
+    "input_queue": state(core.EngineCoreProc._process_input_queue),
 }))
 """
 
@@ -74,7 +79,8 @@ def test_register_patches_lazily_on_first_import(active):
     assert "_PostImportFinder" in active["finders"]
     # ... and every seam is ours once it is.
     assert set(active["after"].values()) == {"patched"}, active["after"]
-    for seam in ("sample", "prepare_inputs", "add_requests", "get_output", "v1_init"):
+    for seam in ("sample", "prepare_inputs", "add_requests", "get_output", "v1_init", "execute_model", "schedule",
+                 "input_queue"):
         assert active[seam]["patched"], seam
         assert not active[seam]["double"], f"{seam} wrapped twice"
         assert active[seam]["orig_module"].startswith("vllm."), active[seam]
