@@ -59,6 +59,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from revati.run.loadgen import TRACE_NAME
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "serving"
 SPEC_DIR = REPO / "examples" / "validation"
@@ -306,10 +308,19 @@ def in_flight_mean(rows: list[dict], t_from: float, t_to: float) -> float:
     return busy / (t_to - t_from)
 
 
-def emulated_metrics(rows: list[dict], measure_from_s: float, window_end_s: float, output_len: int) -> dict:
-    """The requests that start in [measure_from_s, window_end_s), summarised as the real ones."""
+def emulated_metrics(rows: list[dict], measure_from_s: float, window_end_s: float, output_len: int,
+                     arrivals: list[float] | None = None) -> dict:
+    """The requests that arrive in [measure_from_s, window_end_s), summarised as the real ones.
+
+    arrivals: the planned arrival time of each row (the timed trace's timestamps, in bench's
+    request order). The window is chosen by them, not by the measured start_s: a start is
+    measured from the first request's start, which itself can be late by milliseconds, so a
+    request planned at exactly measure_from_s could fall on either side."""
     eps = 1e-6
-    measured = [r for r in rows if r.get("start_s") is not None and measure_from_s - eps <= r["start_s"] < window_end_s]
+    if arrivals is not None and len(arrivals) != len(rows):
+        raise ValidateError(f"{len(arrivals)} planned arrivals for {len(rows)} requests")
+    at = arrivals if arrivals is not None else [r.get("start_s") for r in rows]
+    measured = [r for r, t in zip(rows, at) if t is not None and measure_from_s - eps <= t < window_end_s]
     ok = [r for r in measured if r.get("success")]
     if not ok:
         raise ValidateError(f"no successful request started after {measure_from_s:g} s")
@@ -324,7 +335,7 @@ def emulated_metrics(rows: list[dict], measure_from_s: float, window_end_s: floa
     last_end = max(_end(r) for r in ok)
     out_lens = sorted({r.get("output_tokens") for r in ok})
     return {"metrics": m, "requests": len(ok), "failures": len(measured) - len(ok),
-            "warmup_requests": sum(1 for r in rows if r.get("start_s") is not None and r["start_s"] < measure_from_s - eps),
+            "warmup_requests": sum(1 for t in at if t is not None and t < measure_from_s - eps),
             "achieved_rps": len(ok) / window,
             "in_flight_mean": in_flight_mean(rows, measure_from_s, window_end_s),
             "in_flight_peak": in_flight_peak(rows, measure_from_s, last_end),
@@ -485,7 +496,9 @@ def run_job(job: Job, out: Path, console) -> dict:
     try:
         result = orchestrator.run(spec, run_dir, spec_path=job.spec_path, console=console)
         rows = read_requests(run_dir / "requests.jsonl")
-        emu = emulated_metrics(rows, job.measure_from_s, job.window_end_s, job.real.output_len)
+        # bench keeps the trace's order in its per-request lists (requests.jsonl's ids)
+        arrivals = [json.loads(x)["timestamp"] for x in (run_dir / TRACE_NAME).read_text().splitlines() if x.strip()]
+        emu = emulated_metrics(rows, job.measure_from_s, job.window_end_s, job.real.output_len, arrivals)
         if emu["output_tokens"] != [job.real.output_len]:
             row["notes"].append(f"emulated output lengths {emu['output_tokens']} != {job.real.output_len}")
         e = result.report.get("emulation", {})

@@ -124,6 +124,14 @@ def test_emulated_metrics_measure_only_the_window_and_derive_tpot_as_the_real_si
     assert m["in_flight_peak"] == 4 and m["output_tokens"] == [248]
     with pytest.raises(validate.ValidateError):
         validate.emulated_metrics(rows, 30.0, 40.0, 248)
+    # by planned arrivals: a request planned at 10 s whose measured start reads 9.995 s is measured
+    late_first = [dict(r, start_s=r["start_s"] - 0.005) for r in rows]
+    assert validate.emulated_metrics(late_first, 10.0, 20.0, 248)["requests"] == 9
+    planned = [r["start_s"] for r in rows]
+    m2 = validate.emulated_metrics(late_first, 10.0, 20.0, 248, arrivals=planned)
+    assert (m2["requests"], m2["warmup_requests"]) == (10, 2) and m2["metrics"] == m["metrics"]
+    with pytest.raises(validate.ValidateError, match="planned arrivals"):
+        validate.emulated_metrics(rows, 10.0, 20.0, 248, arrivals=planned[:3])
 
 
 def test_in_flight_peak_counts_overlaps_inside_the_window_only():
@@ -174,10 +182,22 @@ def test_list_runs_nothing(capsys):
 
 @pytest.mark.slow
 @needs_data
-def test_validate_quick_finishes_with_a_table(tmp_path):
+def test_validate_quick_finishes_with_a_table():
     """`revati validate --quick` end to end: the table and validate.json with sane values
     (no error thresholds: the emulator's fidelity is being worked on)."""
-    out = tmp_path / "validate"
+    import shutil
+    import tempfile
+
+    # NOTE: a short folder: the sidecar's IPC socket lives under the run folder, and a
+    # pytest tmp_path makes it longer than sockaddr_un allows (107 bytes)
+    short = Path(tempfile.mkdtemp(prefix="rv-", dir="/tmp"))
+    try:
+        _quick(short / "v")
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _quick(out: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "revati.cli", "validate", "--quick", "--out", str(out)],
                        capture_output=True, text=True, timeout=2400, env={**__import__("os").environ, "COLUMNS": "200"})
     print(p.stdout[-6000:], p.stderr[-6000:])
