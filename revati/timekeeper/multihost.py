@@ -783,6 +783,9 @@ class Relay(Timekeeper):
         if self._unread_input():
             self.stats.aborted_jumps += 1
             return
+        if self._holds > 0:  # a thread here waits for the emulator's own work: not quiet
+            self.stats.held_jumps += 1
+            return
         self._quiet_seen = True
         waiting = [a for a in self._actors.values() if a.greeted and a.state == WAITING and a.deadline >= 0]
         firm = [a.deadline for a in waiting if not a.lazy]

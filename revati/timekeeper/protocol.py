@@ -15,6 +15,9 @@ the top of shim/src/timewarp.c.
   FREEZE  0x06  shim -> TK  [delta]                    +1: stop the clock while this process
                                                        does one-off work (a Triton JIT compile),
                                                        -1: done; nests, undone when it exits
+          0x06  shim -> TK  [delta, 1]                 a hold: the same, and no jump while any
+                                                       hold is in force (the shim's own work in
+                                                       an emulated thread: a sidecar miss)
   COMM    0x10  shim -> TK  [comm, nranks, rank]       this process is a rank of an NCCL comm
   ARRIVE  0x11  shim -> TK  [count, arrival * count]   collective arrivals, each
                             comm, chan, seq, op, participants, slot, duration_ns, b, nrefs,

@@ -60,6 +60,7 @@ class Actor:
     lazy: bool = False
     greeted: bool = False
     frozen: int = 0  # FREEZE depth this actor holds
+    held: int = 0  # of which holds (FREEZE [delta, 1]): no jump either while any is held
     # A RESOLVE with wait=1 not answered yet: (req, keys).
     resolving: "tuple[int, list[Key]] | None" = None
 
@@ -81,6 +82,9 @@ class TimekeeperStats:
     freezes: int = 0  # FREEZE +1 messages (one per Triton JIT compile or load in vLLM)
     frozen_ns: int = 0  # real ns the clock stood still for them
     freezes_ignored: int = 0  # relays without a coordinator link: FREEZEs not forwarded
+    holds: int = 0  # FREEZE [+1, 1] messages: the emulator's own work (a prediction sidecar miss)
+    held_ns: int = 0  # real ns the clock was held for them
+    held_jumps: int = 0  # quiescent samples that did not jump because a hold was in force
 
 
 @dataclass
@@ -274,6 +278,8 @@ class Timekeeper:
         self._woken = 0
         self._rbuf = bytearray(1 << 20)
         self._frozen_since: int | None = None
+        self._holds = 0  # holds in force, all actors
+        self._held_since: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -393,16 +399,38 @@ class Timekeeper:
             self._actors[conn.fileno()] = Actor(conn)
             self._sel.register(conn, selectors.EVENT_READ, "actor")
 
-    def _freeze(self, a: Actor, delta: int) -> None:
+    def _freeze(self, a: Actor, delta: int, hold: bool = False) -> None:
         """FREEZE [+1 | -1]: the clock stands still while any actor holds a freeze (it still
         jumps when everything waits). A relay forwards it instead (Relay._freeze_page): the
-        coordinator freezes every host, since one frozen host would fall behind the others."""
-        if delta not in (1, -1) or (delta < 0 and a.frozen == 0):
+        coordinator freezes every host, since one frozen host would fall behind the others.
+
+        FREEZE [+1 | -1, 1] is a *hold*: the emulator's own work inside an emulated thread (the
+        shim asking the prediction sidecar for an op it has not seen). The clock stands still
+        and, unlike a JIT freeze, never jumps while a hold is in force: the holding thread is
+        blocked in a real wait that the quiescence test would read as idle, and a jump then would
+        move the clock across the reply (measured before the hold: 200 GEMM misses beside a
+        thread with a 50 ms timer took 333 virtual seconds). Holds bump the wake count, so a
+        jump decided on samples taken before the hold arrived is voided (_unread_input)."""
+        if delta not in (1, -1) or (delta < 0 and (a.held if hold else a.frozen - a.held) == 0):
             return
         a.frozen += delta
-        if delta > 0:
+        if hold:
+            a.held += delta
+            self._hold(delta)
+        elif delta > 0:
             self.stats.freezes += 1
         self._freeze_page(delta)
+
+    def _hold(self, delta: int) -> None:
+        self._holds += delta
+        if delta > 0:
+            self._woken += 1
+            self.stats.holds += 1
+            if self._holds == 1:
+                self._held_since = time.monotonic_ns()
+        elif self._holds == 0 and self._held_since is not None:
+            self.stats.held_ns += time.monotonic_ns() - self._held_since
+            self._held_since = None
 
     def _freeze_page(self, delta: int) -> None:
         if delta > 0:
@@ -416,8 +444,11 @@ class Timekeeper:
                 self._frozen_since = None
 
     def _drop(self, a: Actor) -> None:
-        while a.frozen > 0:  # what an exiting process left frozen
+        while a.frozen > 0:  # what an exiting process left frozen (or held)
             a.frozen -= 1
+            if a.held > 0:
+                a.held -= 1
+                self._hold(-1)
             self._freeze_page(-1)
         self._sel.unregister(a.conn)
         self._actors.pop(a.conn.fileno(), None)
@@ -484,7 +515,8 @@ class Timekeeper:
                     a.state = RUNNING
                     self._woken += 1
             elif t == MsgType.FREEZE:
-                self._freeze(a, int(body[0]) if isinstance(body, list) and body else 0)
+                ok = isinstance(body, list) and body and all(isinstance(x, int) for x in body[:2])
+                self._freeze(a, int(body[0]) if ok else 0, hold=bool(ok and len(body) > 1 and body[1]))
             elif t == MsgType.COMM:
                 self._comm(a, body)
             elif t == MsgType.RESOLVE:
@@ -743,6 +775,9 @@ class Timekeeper:
     def _jump(self, waiting: list[Actor]) -> None:
         if self._unread_input():
             self.stats.aborted_jumps += 1
+            return
+        if self._holds > 0:  # the emulator's own work is in flight in a thread (see _freeze)
+            self.stats.held_jumps += 1
             return
         waiting = [a for a in self._actors.values() if a.greeted and a.state == WAITING and a.deadline >= 0]
         if not waiting:

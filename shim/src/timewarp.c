@@ -21,6 +21,7 @@
  *               RESOLVE 0x12 [req, wait, (comm, chan, seq) * n]
  *               FREEZE 0x06 [delta]                    (+1: stop the clock while this process
  *                                                       does one-off work, -1: done; nests)
+ *               FREEZE 0x06 [delta, 1]                 (a hold: the same, and no jump meanwhile)
  *   TK -> shim  WELCOME 0x02 [version, epoch]
  *               WAKE  0x05 [seq, now_ns]                (the clock jumped to this wait's deadline)
  *               RESOLVED 0x13 [req, end * n]            (-1: not resolved yet)
@@ -802,6 +803,17 @@ static int tw_send_long(int type, const int64_t *vals, size_t n) {
   }
   if (buf != stack) free(buf);
   return r;
+}
+
+/* Holds (+1) or releases (-1) the deployment's clock around the shim's own work inside an
+ * emulated thread: a prediction sidecar round trip. The Timekeeper stops the clock and does not
+ * jump while a hold is in force: the thread waits in a real (guarded) poll that /proc shows as
+ * idle, and without the hold the clock would jump across the reply to another thread's timer.
+ * Returns 0, or -1 without a Timekeeper (then do not release). */
+int rv_tw_hold(int delta) {
+  if (!rv_tw_on || (delta != 1 && delta != -1) || tw_conn() < 0) return -1;
+  int64_t v[2] = {delta, 1};
+  return tw_send_long(MSG_FREEZE, v, 2);
 }
 
 /* Stops (+1) or restarts (-1) the deployment's virtual clock around one-off work that a

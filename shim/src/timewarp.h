@@ -74,6 +74,9 @@ int rv_tw_kicked(void);
  * wait=1 blocks until all are resolved (the thread waits for the other ranks' arrivals);
  * wait=0 answers at once. Returns how many are unresolved, or -1 without a Timekeeper. */
 int rv_tw_comm(uint64_t comm, int nranks, int rank);
+/* Holds (+1) / releases (-1) the clock: no time passes and no jump happens meanwhile (the
+ * shim's own work in an emulated thread, e.g. a sidecar miss). 0, or -1 without a Timekeeper. */
+int rv_tw_hold(int delta);
 int rv_tw_arrive(const int64_t *vals, size_t n);
 int rv_tw_resolve(const rv_ckey *keys, int n, int wait, int64_t *ends);
 /* A random id of this process (set at init and after fork): its private joins' "comm". */
