@@ -364,37 +364,51 @@ def _err(v) -> str:
 
 
 def render(result: dict):
-    """The rich table: one block of rows per validated stage, then the overloaded stages."""
+    """The rich table: one block of rows per validated stage, then the overloaded stages.
+
+    The commands go below the table (`commands`), so that no figure is cut to fit."""
     from rich.table import Table
 
     t = Table(title=f"revati validate — real ({REAL_ENGINE}, H100 SXM) vs emulated "
                     f"(vLLM {result.get('versions', {}).get('vllm', '?')}, virtual {GPU})",
-              caption=f"reproduce: {result['command']}", show_lines=False)
-    for col, just in (("run / stage", "left"), ("metric", "left"), ("real", "right"), ("emulated", "right"),
-                      ("error", "right")):
-        t.add_column(col, justify=just, no_wrap=True)
+              caption=f"{result['date']}, commit {result['commit']}; reproduce: {result['command']}")
+    t.add_column("run / stage", overflow="fold", min_width=16)
+    t.add_column("metric", no_wrap=True)
+    for col in ("real", "emulated", "error"):
+        t.add_column(col, justify="right", no_wrap=True, min_width=9 if col == "error" else None)
     for row in result["rows"]:
         head = f"{row['name']} ({row['real']['requested_rps']:g} req/s)"
         if row.get("error"):
-            t.add_row(head, "[red]failed[/red]", "", "", row["error"][:60], end_section=True)
+            t.add_row(head, "[red]failed[/red]", "", "", "", end_section=True)
             continue
         first = True
         for m, label in METRICS:
             for s in STATS:
                 c = row["compare"][f"{m}_{s}"]
-                t.add_row(head if first else "", f"{label} {s} (ms)", _f(c["real"], ".2f" if m == "tpot" else ".1f"),
-                          _f(c["emulated"], ".2f" if m == "tpot" else ".1f"), _err(c["error_pct"]))
+                spec = ".2f" if m == "tpot" else ".1f"
+                t.add_row(head if first else "", f"{label} {s} (ms)", _f(c["real"], spec), _f(c["emulated"], spec),
+                          _err(c["error_pct"]))
                 first = False
         r, e = row["real"], row["emulated"]
         t.add_row("", "in flight mean (real: Little)", _f(r["in_flight_mean"]), _f(e["in_flight_mean"]),
                   _err(signed_error(r["in_flight_mean"], e["in_flight_mean"])))
         t.add_row("", "in flight peak", "-", str(e["in_flight_peak"]), "")
-        t.add_row("", "requests measured", str(r["requests"]), f"{e['requests']} (+{e['warmup_requests']} warm-up)", "")
-        t.add_row("", "command", "", f"[dim]{row['command']}[/dim]", "", end_section=True)
+        t.add_row("", "requests measured", str(r["requests"]), f"{e['requests']} (+{e['warmup_requests']} warm-up)",
+                  "", end_section=True)
     for o in result["overloaded"]:
         t.add_row(f"{o['name']} ({o['requested_rps']:g} req/s)", "achieved req/s (overloaded)",
                   f"{o['achieved_rps']:.2f}", "not emulated", "", end_section=True)
     return t
+
+
+def commands(result: dict) -> list[str]:
+    """Per row: the command that reproduces it, and why it failed if it did."""
+    out = []
+    for row in result["rows"]:
+        out.append(f"{row['name']}: {row['command']}")
+        if row.get("error"):
+            out.append(f"  failed: {row['error']}")
+    return out
 
 
 def markdown(result: dict) -> str:
@@ -582,7 +596,10 @@ def validate_main(args: argparse.Namespace) -> int:
                                      "note": "overloaded (achieved < 90% of the requested rate): not emulated"})
     (out / "validate.json").write_text(json.dumps(result, indent=1, default=str))
     (out / "validate.md").write_text(markdown(result))
-    Console(width=max(Console().width, 120)).print(render(result))
+    term = Console(width=max(Console().width, 120))
+    term.print(render(result))
+    for line in commands(result):
+        term.print(line, highlight=False, markup=False, soft_wrap=True)
     print(f"revati validate: wrote {out / 'validate.json'} and {out / 'validate.md'}")
     return 1 if any(r.get("error") for r in result["rows"]) else 0
 

@@ -167,7 +167,12 @@ def test_signed_error_and_the_table_outputs():
     c.print(validate.render(result))
     text = c.export_text()
     assert "TTFT mean (ms)" in text and "+20.0%" in text and "in flight peak" in text and "21" in text
-    assert "reproduce: revati validate --quick" in text and "not emulated" in text
+    assert "reproduce: revati validate --quick" in text and "not emulated" in text and "commit abc1234" in text
+    assert validate.commands(result) == ["x-stage0: revati run examples/validation/x.yaml --out runs/validate/x",
+                                         "y-stage1: c", "  failed: RunFailed: boom"]
+    narrow = Console(file=io.StringIO(), width=100, record=True)
+    narrow.print(validate.render(result))
+    assert "+20.0%" in narrow.export_text()  # the figures are never cut
 
 
 @needs_data
@@ -203,7 +208,8 @@ def _quick(out: Path) -> None:
     print(p.stdout[-6000:], p.stderr[-6000:])
     assert p.returncode == 0, p.stderr[-4000:]
     for line in ("llama-2-7b-general-stage0-quick", "TTFT mean (ms)", "TPOT p90 (ms)", "E2E mean (ms)",
-                 "in flight peak", "reproduce: revati validate --quick"):
+                 "in flight peak", "reproduce: revati validate --quick",
+                 "llama-2-7b-general-stage0-quick: revati validate --quick"):
         assert line in p.stdout, line
     res = json.loads((out / "validate.json").read_text())
     assert res["command"] == "revati validate --quick" and res["commit"] and res["versions"]["vllm"] == "0.32.0"
