@@ -165,9 +165,15 @@ def explain_rank(steps: list[dict]) -> dict:
 
 
 def _residual(s: dict) -> float:
-    """|step - the thread's states| / step: the bookkeeping check."""
+    """How far the thread's states miss the step, relative to it: 0 when their sum lies within
+    the step as the clock measured it around the counters' reads at its two ends
+    ([dur - t_end_read_ms, dur + t_read_ms]: a preemption between a clock read and the counters'
+    read), else the distance to that interval."""
     total = sum(s["anatomy"].get("ms", {}).values())
-    return abs(s["dur_ms"] - total) / s["dur_ms"] if s["dur_ms"] > 0 else 0.0
+    dur = s["dur_ms"]
+    lo, hi = dur - (s.get("t_end_read_ms") or 0.0), dur + (s.get("t_read_ms") or 0.0)
+    miss = lo - total if total < lo else (total - hi if total > hi else 0.0)
+    return miss / dur if dur > 0 else 0.0
 
 
 def cross_rank(per_rank: dict[str, list[dict]]) -> dict:
@@ -254,7 +260,8 @@ def print_report(rep: dict, console=None) -> None:
         console.print(tt)
         c = r["check"]
         verdict = "OK" if c["within"] == c["of"] else "NOT OK"
-        console.print(f"  check: the thread's states add up to the step within {100 * c['tolerance']:.0f}% for "
+        console.print(f"  check: the thread's states add up to the step (as the clock read it around the "
+                      f"counters) within {100 * c['tolerance']:.0f}% for "
                       f"{c['within']} of {c['of']} steps (worst {100 * c['worst']:.2f}%): {verdict}; "
                       f"{r['without_anatomy']} step(s) without an anatomy (open at exit, or no time warp)",
                       highlight=False)

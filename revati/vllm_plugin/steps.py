@@ -22,6 +22,7 @@ shim/src/timewarp.c) read at each step hook:
 
     {"rank", "tp_rank", "pp_rank", "replica", "tid",
      "t_start", "t_end", "dur_ms",                       # virtual s / ms; t_start == t
+     "t_read_ms", "t_end_read_ms",                       # the clock reads' span around the counters
      "anatomy": {"ms": {state: ms},                      # the thread's states: they add up to dur_ms
                  "gpu_ms": {state: ms},                  # of which this process's GPU was busy
                  "gpu_busy_ms", "gpu_work_ms",           # GPU timeline busy; predicted work launched
@@ -85,10 +86,11 @@ def step_hook(batch: dict[str, Any]) -> None:
     """
     send_step_to_shim(batch)
     global _step_counter
-    snap = thread_anatomy()
     # CLOCK_MONOTONIC, as vllm bench's perf_counter (virtual under the time warp): the report
-    # plots the running batch size against the requests' timeline. Read after the counters,
-    # as at the step's end: the two ends' offsets cancel.
+    # plots the running batch size against the requests' timeline. The counters are read
+    # between two clock reads: the step log's check allows for a preemption between them.
+    before = time.monotonic()
+    snap = thread_anatomy()
     now = time.monotonic()
     with _lock:
         _step_counter += 1
@@ -102,7 +104,7 @@ def step_hook(batch: dict[str, Any]) -> None:
         prev = _pending.pop(tid, None)
         if prev is not None:
             rec, start, p = prev
-            finish_step(rec, start, snap, now)
+            finish_step(rec, start, snap, now, now - before)
             _write(p, rec)
         if snap is None:
             if path:
@@ -110,6 +112,7 @@ def step_hook(batch: dict[str, Any]) -> None:
             return
         batch["tid"] = threading.get_native_id()
         batch["t_start"] = batch["t"]
+        batch["t_read_ms"] = (now - before) * 1e3
         if path:
             _pending[tid] = (batch, snap, path)
             _flush_at_exit()
@@ -128,9 +131,14 @@ def _write(path: str | None, rec: dict[str, Any]) -> None:
     os.write(_log_fd_for(path), line)
 
 
-def finish_step(rec: dict[str, Any], start: dict[str, Any], end: dict[str, Any] | None, t_end: float) -> None:
-    """Sets the step's end and its anatomy (the counters' deltas from start to end)."""
+def finish_step(rec: dict[str, Any], start: dict[str, Any], end: dict[str, Any] | None, t_end: float,
+                read_s: float = 0.0) -> None:
+    """Sets the step's end and its anatomy (the counters' deltas from start to end).
+
+    ``t_read_ms`` / ``t_end_read_ms``: how long the clock reads around the counters' read took
+    at each end; the counters' span lies in [dur - t_end_read_ms, dur + t_read_ms]."""
     rec["t_end"] = t_end
+    rec["t_end_read_ms"] = read_s * 1e3
     rec["dur_ms"] = (t_end - rec["t_start"]) * 1e3
     rec["anatomy"] = anatomy_delta(start, end) if end is not None else None
 
@@ -207,7 +215,10 @@ def _anatomy() -> Any:
         import ctypes
 
         try:
-            lib = ctypes.CDLL(None)
+            # NOTE: PyDLL keeps the GIL across these short calls: with CDLL the thread would drop
+            # it and wait for it again (another thread's turn, up to the GIL's 5 ms interval)
+            # between the counters' read and the step's clock read that follows it.
+            lib = ctypes.PyDLL(None)
             fields = lib.revati_anatomy_fields
             fields.restype = ctypes.c_char_p
             head, _, states = fields().decode().partition(";")
