@@ -61,6 +61,14 @@ def attention_ideal(p: Peaks, c: dict[str, np.ndarray]) -> np.ndarray:
     return np.maximum(comp, mem)
 
 
+def derived_sizes(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Attention sizes that combine columns, whose training ranges are kept beside the
+    columns' own: K/V elements read (keys x KV heads x head dim) and (query, key) products
+    computed (causal pairs x query heads x head dim)."""
+    return {"kv_elements": c["kv_len_sum"] * c["num_kv_heads"] * c["head_dim"],
+            "qk_elements": c["attn_pairs"] * c["num_heads"] * c["head_dim"]}
+
+
 def small_ideal(p: Peaks, c: dict[str, np.ndarray]) -> np.ndarray:
     return c["bytes"] / (p.mem_bw_gbps * 1e3)
 

@@ -62,17 +62,38 @@ MAX_SPLITS = 128  # FlashAttention's cap on split-KV splits
 # is a throughput figure (it also absorbs the causal imbalance and scheduling tails).
 CRITICAL_OVERHEAD_BLOCKS = 1.0
 
-# ASSUMPTION (approximate, not measured by us): forward-pass throughput in TFLOP/s of causal
-# attention, head dim 128, 16 heads, batch = 16384 / seqlen, read off the benchmark figures of
-# the FlashAttention-2 paper (Dao 2023, A100 80GB SXM4, FP16/BF16) and the FlashAttention-3
-# paper (Shah et al. 2024, H100 80GB SXM5, BF16). Uncertain to ~10-15% per point. Replace with a
-# real profile of vLLM's kernel (`revati profile`) when a GPU is available.
+# The reference each kernel's constants are fitted to.
+#   fa3 (Hopper): MEASURED. The real H100 SXM prefill table of inference-sim (@ a410740f,
+#     bench_data/mha/prefill/h100, a FlashAttention-class kernel; imported into
+#     profiles/h100-sxm/attention_prefill.csv.gz with source "inference-sim", and a test checks
+#     that these numbers are those rows): causal prefill of one fresh sequence, TP 1, bf16, six
+#     head layouts "H-KVH-D" (query heads, KV heads, head dim), us by sequence length. Until
+#     this table the constants were fitted to throughputs read off the FlashAttention-3 paper's
+#     figures (200-620 TFLOP/s at 512-16k tokens), which put 32-32-128 at 4096 tokens at
+#     266 us against the 217 us measured here.
+#   fa2 (Ampere/Ada): ASSUMPTION (approximate, not measured by us): forward-pass throughput in
+#     TFLOP/s of causal attention, head dim 128, 16 heads, batch = 16384 / seqlen, read off the
+#     benchmark figures of the FlashAttention-2 paper (Dao 2023, A100 80GB SXM4, FP16/BF16),
+#     uncertain to ~10-15% per point. Replace with a real profile of vLLM's kernel
+#     (`revati profile`) when a GPU is available.
 FA_REFERENCE: dict[str, dict] = {
-    "fa3": {"gpu_peak_tflops": 989.4, "pack_gqa": True,
-            "source": "FlashAttention-3 paper, H100 SXM5 forward, causal, hdim 128 (approx.)",
-            "tflops": {512: 200.0, 1024: 300.0, 2048: 440.0, 4096: 530.0, 8192: 600.0,
-                       16384: 620.0}},
-    "fa2": {"gpu_peak_tflops": 312.0, "pack_gqa": False,
+    "fa3": {"gpu": "h100-sxm", "pack_gqa": True, "fit_launch": True,
+            "source": "inference-sim H100 SXM prefill table (measured), causal, TP 1, bf16",
+            "us": {
+                "28-4-128": {1024: 37.737, 4096: 192.177, 8192: 662.37, 16384: 2562.16,
+                             32768: 10791.9},
+                "32-32-128": {1024: 38.755, 4096: 217.109, 8192: 761.923, 16384: 2972.66,
+                              32768: 12448.9},
+                "32-8-128": {1024: 38.098, 4096: 217.585, 8192: 760.382, 16384: 2882.16,
+                             32768: 12339.2},
+                "40-40-128": {1024: 43.121, 4096: 273.289, 8192: 974.523, 16384: 3977.3,
+                              32768: 15781.6},
+                "56-8-128": {1024: 47.535, 4096: 371.854, 8192: 1315.85, 16384: 5489.61,
+                             32768: 21578.3},
+                "64-8-128": {1024: 53.338, 4096: 428.777, 8192: 1538.32, 16384: 6400.0,
+                             32768: 25001.6},
+            }},
+    "fa2": {"gpu_peak_tflops": 312.0, "pack_gqa": False, "fit_launch": False,
             "source": "FlashAttention-2 paper, A100 SXM4 forward, causal, hdim 128 (approx.)",
             "tflops": {512: 90.0, 1024: 120.0, 2048: 150.0, 4096: 165.0, 8192: 175.0,
                        16384: 180.0}},
@@ -97,6 +118,7 @@ class FaParams:
     e: float  # fraction of the dense peak of a key block in the main loop
     c: float  # per-tile overhead, in key blocks
     pack_gqa: bool
+    launch: float = FA_LAUNCH_US  # fixed cost of a call, us
 
 
 def _tile_sums(q: np.ndarray, k: np.ndarray, pack: np.ndarray
@@ -115,17 +137,77 @@ def _tile_sums(q: np.ndarray, k: np.ndarray, pack: np.ndarray
     return T, keys / BLOCK
 
 
-def _calibrate(version: str) -> FaParams:
-    """Least-squares fit of (1/e, c/e) to the reference throughputs (relative error)."""
+def _work(c: dict[str, np.ndarray], pack_gqa: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(key-block FLOPs, per-tile FLOPs) of each op in units of one 128 x 128 block's FLOPs
+    times its head dim, summed over (sequence, head group): throughput = (a1 + c·a2) / e."""
+    b = np.maximum(c["batch_size"], 1.0)
+    heads, kvh = c["num_heads"], np.maximum(c["num_kv_heads"], 1.0)
+    pack = np.maximum(heads / kvh, 1.0) if pack_gqa else np.ones_like(heads)
+    T, kblocks = _tile_sums(c["num_tokens"] / b, c["kv_len_sum"] / b, pack)
+    groups = b * heads / pack
+    block_flops = 4.0 * BLOCK * BLOCK * c["head_dim"]
+    return groups * kblocks * block_flops, groups * T * block_flops
+
+
+def reference_rows(version: str) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """The calibration reference of a kernel as attention_prefill columns, times (us) and the
+    peak (TFLOP/s) they ran at."""
     ref = FA_REFERENCE[version]
-    L = np.array(sorted(ref["tflops"]), dtype=np.float64)
-    eff = np.array([ref["tflops"][int(x)] for x in L]) / ref["gpu_peak_tflops"]
-    T, blocks = _tile_sums(L, L, np.ones_like(L))
-    real = L * (L + 1.0) / 2.0 / (BLOCK * BLOCK)  # real pairs in block units
-    # 1/eff = blocks/real * (1/e) + T/real * (c/e); weight rows by eff for relative errors
-    A = np.column_stack([blocks / real, T / real]) * eff[:, None]
-    (u, v), *_ = np.linalg.lstsq(A, np.ones_like(L), rcond=None)
-    return FaParams(version, 1.0 / u, v / u, bool(ref["pack_gqa"]))
+    if "us" in ref:  # measured rows: one fresh sequence per row
+        lay, L, us = [], [], []
+        for layout, by_len in ref["us"].items():
+            h, kvh, hd = (int(x) for x in layout.split("-"))
+            for n, t in sorted(by_len.items()):
+                lay.append((h, kvh, hd))
+                L.append(float(n))
+                us.append(t)
+        a = np.array(lay, dtype=np.float64)
+        L_ = np.array(L)
+        cols = {"batch_size": np.ones_like(L_), "num_tokens": L_, "kv_len_sum": L_,
+                "kv_len_max": L_, "attn_pairs": L_ * (L_ + 1.0) / 2.0, "num_heads": a[:, 0],
+                "num_kv_heads": a[:, 1], "head_dim": a[:, 2]}
+        from revati.predictor.roofline import peaks
+
+        return cols, np.array(us), peaks(ref["gpu"]).tflops["bf16"]
+    # published throughputs: 16 heads of 128, batch x sequence = 16k tokens
+    L_ = np.array(sorted(ref["tflops"]), dtype=np.float64)
+    b = 16384.0 / L_
+    sixteen = np.full_like(L_, 16.0)
+    cols = {"batch_size": b, "num_tokens": b * L_, "kv_len_sum": b * L_, "kv_len_max": L_,
+            "attn_pairs": b * L_ * (L_ + 1.0) / 2.0, "num_heads": sixteen,
+            "num_kv_heads": sixteen, "head_dim": np.full_like(L_, 128.0)}
+    flops = 4.0 * cols["attn_pairs"] * 16.0 * 128.0
+    tflops = np.array([ref["tflops"][int(x)] for x in L_])
+    return cols, flops / (tflops * 1e6), ref["gpu_peak_tflops"]
+
+
+def calibrate(version: str, cols: dict[str, np.ndarray], us: np.ndarray,
+              peak_tflops: float, fit_launch: bool) -> FaParams:
+    """Least-squares fit (relative errors) of the throughput term to reference times:
+    us = launch + (a1 + c·a2) / (e · peak), linear in (launch, 1/e, c/e); without fit_launch
+    the reference is pure kernel time (a published throughput) and the launch is FA_LAUNCH_US,
+    added at serving time."""
+    pack = bool(FA_REFERENCE[version]["pack_gqa"])
+    a1, a2 = _work(cols, pack)
+    rate = peak_tflops * 1e6
+    A = [a1 / rate, a2 / rate]
+    if fit_launch:
+        A = [np.ones_like(us)] + A
+    M = np.column_stack(A) / us[:, None]
+    sol, *_ = np.linalg.lstsq(M, np.ones_like(us), rcond=None)
+    launch, u, v = (sol if fit_launch else (FA_LAUNCH_US, *sol))
+    return FaParams(version, float(1.0 / u), float(max(v / u, 0.0)), pack, float(launch))
+
+
+def _calibrate(version: str) -> FaParams:
+    cols, us, peak = reference_rows(version)
+    return calibrate(version, cols, us, peak, bool(FA_REFERENCE[version]["fit_launch"]))
+
+
+def measured_on(version: str) -> str | None:
+    """The GPU whose own measured rows a kernel's constants are fitted to (None: assumed)."""
+    ref = FA_REFERENCE[version]
+    return ref["gpu"] if "us" in ref else None
 
 
 @cache
@@ -145,11 +227,12 @@ def _fa_version(gpu: str) -> str:
     return FA_VERSION_BY_CC_MAJOR.get(cc, "fa2")
 
 
-def fa_prefill_us(p: Peaks, c: dict[str, np.ndarray], version: str | None = None
-                  ) -> np.ndarray:
+def fa_prefill_us(p: Peaks, c: dict[str, np.ndarray], version: str | None = None,
+                  params: FaParams | None = None) -> np.ndarray:
     """Predicted time (us) of vLLM's FlashAttention prefill on GPU `p` for attention key
-    columns `c` (features.columns_from_keys of attention_prefill keys)."""
-    prm = fa_params(version or fa_version(p))
+    columns `c` (features.columns_from_keys of attention_prefill keys); `params` overrides the
+    calibrated constants (evaluate() fits them on the training folds)."""
+    prm = params or fa_params(version or fa_version(p))
     b = np.maximum(c["batch_size"], 1.0)
     heads, kvh, hd = c["num_heads"], np.maximum(c["num_kv_heads"], 1.0), c["head_dim"]
     ebytes = np.array([DTYPE_BYTES.get(d, 2) for d in c["dtype"]], dtype=np.float64)
@@ -174,7 +257,7 @@ def fa_prefill_us(p: Peaks, c: dict[str, np.ndarray], version: str | None = None
     compute = np.maximum(np.maximum(thru, critical), bound)
     nbytes = (2.0 * c["kv_len_sum"] * kvh * hd * ekv + 2.0 * c["num_tokens"] * heads * hd * ebytes)
     memory = nbytes / (MEMORY_EFFICIENCY * p.mem_bw_gbps * 1e3)
-    return FA_LAUNCH_US + np.maximum(compute, memory)
+    return prm.launch + np.maximum(compute, memory)
 
 
 def slow_kernel_ratio(gpu: str, rows: list[dict]) -> tuple[float, int]:

@@ -53,7 +53,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-GRID_VERSION = 1
+# NOTE: the disk cache is keyed by the models' hashes, this version and code_hash() (the
+# source of the modules that turn a model into a grid value), so a change of the model path
+# cannot serve stale grids.
+GRID_VERSION = 2
+CODE_MODULES = ("features", "inference", "grids", "predictor", "flash_attention", "roofline")
 
 # Model path of one family, uncounted: keys -> (us, extrapolated mask, always-reasons).
 ModelFn = Callable[[str, list[tuple]], tuple[np.ndarray, np.ndarray, list[str]]]
@@ -391,6 +395,18 @@ class FamilyGrids:
             us[i], ext[i] = self.memo[qk]
         reasons = {r: n for r in self.prefill_reasons}
         return us, np.ones(n, dtype=bool), ext, reasons
+
+
+def code_hash() -> str:
+    """Hash of the source of CODE_MODULES (revati/predictor/<name>.py)."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in CODE_MODULES:
+        try:
+            h.update((here / f"{name}.py").read_bytes())
+        except OSError:
+            h.update(name.encode())
+    return h.hexdigest()
 
 
 def cache_tag(parts: Sequence[str]) -> str:

@@ -40,8 +40,8 @@ import numpy as np
 from revati.predictor import paths
 from revati.predictor.descriptor import normalize_batch
 from revati.predictor.features import SPECS, columns_from_keys
-from revati.predictor.flash_attention import fa_prefill_us
-from revati.predictor.grids import FamilyGrids, cache_tag
+from revati.predictor.flash_attention import FaParams, fa_prefill_us, fa_version, measured_on
+from revati.predictor.grids import FamilyGrids, cache_tag, code_hash
 from revati.predictor.inference import predict_keys
 from revati.predictor.physics import below_bound, lower_bound_us
 from revati.predictor.roofline import Peaks, fallback_us, memcpy_us, peaks
@@ -53,22 +53,19 @@ PROXY_GPUS = {"h200": "h100-sxm", "l40s": "a40", "a100-40gb": "a100-80gb-sxm"}
 HALF_DTYPES = ("fp16", "bf16", "auto")
 # Families whose profile on a GPU measured another kernel than the one vLLM runs there: they
 # are served from the named GPU's model of that family, scaled by the roofline ratio, and
-# counted as `kernel_proxy`. NOTE: LLMServingSim's H100 decode attention walks each sequence's
-# keys in one CTA per (sequence, KV head) without split-KV (30 ns per key whatever the batch:
-# one 65536-key sequence takes 1747 us, 1.1% of HBM bandwidth), while vLLM on Hopper runs
-# FlashAttention-3 with split-KV; Vidur's A100 decode (FlashAttention with paged KV) reaches
-# 50-70% of HBM bandwidth at batch 32-128. See docs/predictor.md section 6.
-KERNEL_PROXY: dict[str, dict[str, str]] = {
-    "h100-sxm": {"attention_decode": "a100-80gb-sxm"},
-    "h200": {"attention_decode": "a100-80gb-sxm"},
-}
+# counted as `kernel_proxy`. Empty since the real H100 decode table (inference-sim, a split-KV
+# FlashAttention-class kernel) replaced the A100-scaled proxy that h100-sxm and h200 decode
+# used while the only H100 decode data was LLMServingSim's non-split kernel (one CTA per
+# sequence and KV head: one 65536-key sequence 1747 us, 1.1% of HBM bandwidth; stored, not
+# trained on, training.DEFAULT_EXCLUDE). See docs/predictor.md section 6.
+KERNEL_PROXY: dict[str, dict[str, str]] = {}
 # GPUs whose attention-prefill profile measured a kernel demonstrably slower than vLLM's
 # FlashAttention, by the rule of flash_attention.slow_kernel_ratio (median measured / FA model
 # over the rows with >= 1 us of compute-bound time, above SLOW_RULE_RATIO = 1.5), with the
 # statistic on the shipped data. tests/predictor re-derive it from the data, so new profiles
-# that flip the rule fail there until this table is updated.
+# that flip the rule fail there until this table is updated. (h100-sxm left it when its
+# prefill data became the inference-sim table, which the FA3 constants are fitted to.)
 SLOW_PREFILL_DATA: dict[str, float] = {
-    "h100-sxm": 3.73,       # LLMServingSim: a non-split kernel, ~28 ns per key per CTA
     "a100-80gb-sxm": 1.86,  # Vidur: 4096 fresh tokens 2314 us, 19% of peak (FA2 ~50%)
 }
 # NOTE: ~250 bytes per entry (the key tuple and a float), so the cap is ~65 MB; a vLLM run
@@ -145,7 +142,7 @@ class Predictor:
                  kernel_proxy_models: dict[str, tuple[FittedModel, str]] | None = None,
                  family_grids: bool = True, grid_cache: bool = True,
                  fa_prefill: bool = True, cache_max: int = CACHE_MAX_ENTRIES,
-                 physics_guard: bool = True) -> None:
+                 physics_guard: bool = True, fa_params: FaParams | None = None) -> None:
         self.gpu = gpu
         # False only to study the raw sources (the guard is what is served)
         self.physics_guard = physics_guard
@@ -162,11 +159,16 @@ class Predictor:
         self._grids: dict[tuple, list[float]] = {}
         self._grid_arrays: dict[tuple, np.ndarray] = {}
         self.kernel_proxy_models = kernel_proxy_models or {}
-        # "min": min(data, FA model); "only": no prefill data, the FA model; None: the data
+        # "min": min(data, FA model); "only": the FA model (no prefill data, or the FA model's
+        # constants are fitted to this GPU's own measured prefill rows); None: the data
+        self.fa_params = fa_params
         self.fa_prefill: str | None = None
         if fa_prefill:
             pm = self._family_model("attention_prefill")[0]
-            if pm is None:
+            if pm is None or pm.gpu == measured_on(fa_version(self.peaks)):
+                # NOTE: a table of whole fresh sequences (the inference-sim H100 rows) cannot
+                # train a model of chunks over cached keys or of batches; the FA model fitted
+                # to it carries the measured efficiency to those by the kernel's tiling
                 self.fa_prefill = "only"
             elif pm.gpu in SLOW_PREFILL_DATA:
                 self.fa_prefill = "min"
@@ -179,7 +181,8 @@ class Predictor:
             self.family_grids = FamilyGrids(
                 self._model_family,
                 paths.model_cache_root() / gpu / "grids" if cacheable else None,
-                cache_tag([gpu] + hashes), coll.curves if coll is not None else {})
+                cache_tag([gpu] + hashes + [code_hash()]),
+                coll.curves if coll is not None else {})
         if build_grids:
             gm = self.models.get("gemm") or self.proxy_models.get("gemm")
             if gm is not None:
@@ -465,10 +468,12 @@ class Predictor:
         family = "attention_prefill"
         n = len(keys)
         cols = columns_from_keys(SPECS[family], keys)
-        fa = fa_prefill_us(self.peaks, cols)
+        fa = fa_prefill_us(self.peaks, cols, params=self.fa_params)
         if self.fa_prefill == "only":
             self.stats.fallback(family, "fa_analytic", n)
-            return fa
+            # NOTE: the decode-step floor (below) holds here too: on H100 it carries the
+            # measured ~22 us of a one-sequence decode into short prefills
+            return np.maximum(fa, self._decode_floor(keys))
         if self.family_grids is not None:
             fg = self.family_grids
             before = fg.model_ops
@@ -489,8 +494,8 @@ class Predictor:
         # the same sequences reads (vLLM runs both in one kernel), so it is not served faster
         # than that decode step, unless its own prefill data measured it faster: without this
         # floor a 2-token query (speculative decoding) came out at 10 us on H100, below the
-        # 16 us of a 1-token decode step over the same 4096 keys (decode is served from the
-        # A100 data, kernel_proxy). min(decode, data) is monotone, so the result stays so.
+        # 16 us of a 1-token decode step over the same 4096 keys. min(decode, data) is
+        # monotone, so the result stays so.
         us = np.maximum(us, np.minimum(self._decode_floor(keys), data))
         # counted as fa_analytic where the served value departs from the data
         win = us < data * (1.0 - 1e-9)
@@ -547,7 +552,17 @@ class Predictor:
         if reason is not None:
             spec = SPECS[family]
             cols = columns_from_keys(spec, keys)
-            us = us * spec.ideal(self.peaks, cols) / np.maximum(spec.ideal(p, cols), 1e-12)
+            tgt, src = spec.ideal(self.peaks, cols), spec.ideal(p, cols)
+            if family == "attention_decode":
+                # NOTE: decode on another part of the same architecture (h200 from the
+                # measured h100-sxm): only the roofline time changes, us - ideal(source) +
+                # ideal(target); where memory-bound that is the bandwidth ratio on the HBM
+                # time, and the fixed cost of a call (the measured ~22 us of one short
+                # sequence on H100) is kept rather than shrunk by the bandwidth ratio. Time
+                # above the bound stays above it: us - src >= 0 on the source.
+                us = us - src + tgt
+            else:
+                us = us * tgt / np.maximum(src, 1e-12)
         return us, above, [reason] if reason else []
 
     def _counted_model(self, family: str, keys: list[tuple]) -> np.ndarray:

@@ -45,6 +45,7 @@ class Peaks:
     interconnect_gbps: float
     pcie_gen: int
     sm_count: int
+    l2_bytes: int = 0
 
 
 # Datasheet figures of GPUs with public profiles that are not in the device catalog.
@@ -53,6 +54,7 @@ EXTRA_GPUS: dict[str, Peaks] = {
         key="a40",
         tflops={"bf16": 149.7, "fp16": 149.7, "tf32": 74.8, "fp32": 37.4, "fp8": 0.0},
         mem_bw_gbps=696.0, interconnect_gbps=56.0, pcie_gen=4, sm_count=84,
+        l2_bytes=6 * 1024 * 1024,
     ),
 }
 
@@ -73,7 +75,7 @@ def peaks(gpu: str) -> Peaks:
                 "tf32": s.peak_tflops_tf32, "fp32": s.peak_tflops_fp32, "fp8": fp8,
                 "fp8_e4m3": fp8, "fp8_e5m2": fp8, "int8": fp8},
         mem_bw_gbps=s.mem_bw_gbps, interconnect_gbps=float(s.interconnect_gbps),
-        pcie_gen=s.pcie_gen, sm_count=s.sm_count,
+        pcie_gen=s.pcie_gen, sm_count=s.sm_count, l2_bytes=s.l2_bytes,
     )
 
 

@@ -22,18 +22,27 @@ import numpy as np
 
 from revati.predictor import paths
 from revati.predictor.features import (
-    LEARNED_FAMILIES, SMALL_FAMILIES, SPECS, FamilySpec, columns_from_keys, key_of_row)
+    ATTENTION_FAMILIES, LEARNED_FAMILIES, SMALL_FAMILIES, SPECS, FamilySpec, columns_from_keys,
+    derived_sizes, key_of_row)
 from revati.predictor.roofline import peaks
 from revati.predictor.schema import profile_path, read_profile
 
-MODEL_FORMAT_VERSION = 2
+# 3: attention models record the ranges of features.derived_sizes (K/V elements, (query,
+# key) products) beside the columns' own
+MODEL_FORMAT_VERSION = 3
 
 # NOTE: LLMServingSim's norm/rope/act/attn rows time HuggingFace eager modules (several kernels
 # each, 3-5x slower than Vidur's), so they would teach the models a different implementation
 # than vLLM's fused kernels. They stay in the profiles but are not trained on by default.
 DEFAULT_EXCLUDE: dict[str, dict[str, list[str]]] = {
     **{f: {"sources": ["llmservingsim"]} for f in SMALL_FAMILIES},
-    "attention_prefill": {"ops": ["attn"]},
+    # NOTE: LLMServingSim's H100 attention.csv times a kernel without split-KV (one CTA per
+    # sequence and KV head walks all its keys: one 65536-key decode 1747 us, 1.1% of HBM
+    # bandwidth; prefill ~7% of the dense peak), which vLLM does not run on Hopper; the H100
+    # attention is trained on the real inference-sim tables (a split-KV FlashAttention-class
+    # kernel) instead. Its layers.csv `attn` rows are HuggingFace eager attention.
+    "attention_prefill": {"ops": ["attn"], "sources": ["llmservingsim"]},
+    "attention_decode": {"sources": ["llmservingsim"]},
     # NOTE: on identical GEMM shapes LLMServingSim's H100 times sit 10-20% below Vidur's (other
     # cuBLAS/clock settings); mixing the two sources makes held-out shapes worse for both.
     "gemm": {"sources": ["llmservingsim"]},
@@ -190,6 +199,14 @@ def fit_rows(gpu: str, family: str, rows: Sequence[dict], cfg: TrainConfig | Non
     cols = columns_from_keys(spec, keys)
     ranges = {c: [float(np.nanmin(cols[c])), float(np.nanmax(cols[c]))]
               for c in spec.size_columns if not np.all(np.isnan(cols[c]))}
+    if family in ATTENTION_FAMILIES:
+        # NOTE: the per-column ranges miss combinations beyond the data: a 32-KV-head decode
+        # over 8M keys is inside both columns' ranges of the H100 table (8M keys were measured
+        # with 8 KV heads only) but has twice its largest K/V; the trees then saturate and
+        # served it at half its HBM time. The ranges of the K/V elements read and of the
+        # (query, key) products computed let inference shrink such an op too.
+        for name, v in derived_sizes(cols).items():
+            ranges[name] = [float(np.nanmin(v)), float(np.nanmax(v))]
     grid_keys: list[list[Any]] = []
     if family == "gemm":
         grid_keys = sorted({(int(k[1]), int(k[2]), k[3], int(k[4])) for k in keys})

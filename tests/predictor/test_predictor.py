@@ -192,8 +192,8 @@ def test_attention_monotone_beyond_the_measured_range(gpu):
 
 def test_family_grids_serve_fresh_ops_without_the_model():
     # decode batches, norms and all_reduce sizes never seen: bucketed-grid hits, no LightGBM;
-    # the fallbacks of the grid points (kernel proxy, extrapolation) are still counted
-    p = Predictor.load("h100-sxm")
+    # the fallbacks of the grid points (proxy GPU, extrapolation) are still counted
+    p = Predictor.load("h200")
     ops = []
     for u in range(300):
         ops.append({"op": "attention", "phase": "decode", "batch_size": 1 + u % 97,
@@ -206,7 +206,7 @@ def test_family_grids_serve_fresh_ops_without_the_model():
     st = p.stats.as_dict()
     assert all(u > 0 for u in us)
     assert st["model"] == 0 and st["grid_hits"] == len(ops), st
-    assert st["fallbacks"]["attention_decode"]["kernel_proxy"] == 300
+    assert st["fallbacks"]["attention_decode"]["proxy_gpu"] == 300
 
 
 @pytest.mark.parametrize("family, keys", [

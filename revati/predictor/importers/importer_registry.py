@@ -6,6 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+from revati.predictor.importers.inference_sim_attention_importer import (
+    import_inference_sim_attention)
 from revati.predictor.importers.llmservingsim_layers_importer import import_llmservingsim_layers
 from revati.predictor.importers.vidur_attention_importer import import_vidur_attention
 from revati.predictor.importers.vidur_compute_importer import import_vidur_compute
@@ -22,6 +24,7 @@ IMPORTERS: tuple[tuple[str, Importer], ...] = (
     ("vidur/network/*/send_recv.csv", import_vidur_network),
     ("llmservingsim/*/*/*/tp*/layers.csv", import_llmservingsim_layers),
     ("llmservingsim/*/*/*/tp*/attention.csv", import_vidur_attention),
+    ("inference-sim-bench/mha/*/h100/*.csv", import_inference_sim_attention),
 )
 
 
