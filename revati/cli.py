@@ -212,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from revati.run.explain import explain_main
 
-    return explain_main(args.run_dir, plot=not args.no_plot, json_out=args.json)
+    return explain_main(args.run_dir, plot=not args.no_plot, json_out=args.json, all_steps=args.all)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -374,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("run_dir", help="a `revati run` output folder, or one steps.*.jsonl")
     xp.add_argument("--json", default=None, help="write the JSON here (default: RUN_DIR/explain.json)")
     xp.add_argument("--no-plot", action="store_true", help="do not write explain.png")
+    xp.add_argument("--all", action="store_true",
+                    help="also the steps before the benchmark's first request (warm-up, probe)")
     xp.set_defaults(func=cmd_explain)
 
     pr = sub.add_parser("predict", help="predict the duration of ops on a GPU (see docs/predictor.md)")
