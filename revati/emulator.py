@@ -156,7 +156,11 @@ def start_governor(timekeeper) -> "object | None":
 
     actors = timekeeper._actors  # read-only from the governor's thread: a snapshot per sample
 
-    return ContentionGovernor(timekeeper.page, lambda: {a.pid for a in list(actors.values()) if a.pid}).start()
+    def tasks():  # every emulated thread that announced itself, and each process's main thread
+        live = [a for a in list(actors.values()) if a.pid]
+        return {(a.pid, a.tid) for a in live if a.tid} | {(a.pid, a.pid) for a in live}
+
+    return ContentionGovernor(timekeeper.page, tasks).start()
 
 
 def shared_timekeeper(clock: str | os.PathLike | None = None, dilation: float = 1.0,

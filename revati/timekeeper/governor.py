@@ -7,13 +7,22 @@ core, and that wait would count as the thread's CPU work: emulated latencies wou
 this machine's core count and with whatever else it runs. On the real GPU server each of those
 processes has a core of its own.
 
-The governor measures that queueing directly. Every ``period_s`` it reads, for the main thread
-of every process on the clock (where vLLM's API server, engine core, workers and the load
-generator do their work), the kernel's run time and run-queue wait (/proc/PID/schedstat, ns).
-Over the last ``window`` periods of wall time W, the thread that waited most for a core waited
-Q; the clock then runs at ``dilation * W / (W - Q)`` (at most ``max_factor`` times slower), so
-the time that thread spent queued is not counted as its CPU work. It never runs the clock
-faster than the configured dilation.
+The governor measures that queueing directly. Every ``period_s`` it reads, for every emulated
+thread the Timekeeper knows (each thread that announced a wait: the main threads of vLLM's API
+server, engine core, workers and the load generator, and their I/O threads), the kernel's run
+time and run-queue wait (/proc/PID/task/TID/schedstat, ns, exact counters). Over the last
+``window`` periods the threads together ran R and waited Q for a core; the clock then runs at
+``dilation * (R + Q) / R`` (at most ``max_factor`` times slower): the run-weighted mean of
+the threads' own slowdowns, so the time a thread spends queued is not counted as its CPU work.
+It never runs the clock faster than the configured dilation.
+
+NOTE: a ratio of sums over a window, not a sum of per-period maxima. The kernel adds a wait to
+schedstat in one lump when the thread gets a CPU back, and threads take turns: the earlier
+measure (the largest main-thread wait of each period, carried over as a debt) added up the lumps
+of different threads and slowed the clock by about the number of competing threads too much.
+Measured (/tmp-style benchmark in docs/timewarp.md, three processes each doing 5 ms of CPU and a
+5 ms GPU op per iteration, 2 cores with a load average of ~10 from other jobs): 6.0 ms per
+iteration with the old measure, 35 ms counted, 10 ms expected.
 
 Without a list of processes (``pids=None``) it falls back to the host's run queue length,
 ``procs_running`` in /proc/stat: R runnable tasks on N cores give ``max(1, R/N)``. That is
@@ -25,8 +34,8 @@ at the current rate; when the clock speeds up before its timer fires, the Timeke
 as soon as the clock passes its deadline (Timekeeper._wake_overdue). The clock is re-anchored
 without a step (ClockPage.set_dilation).
 
-NOTE: only main threads are measured; work that a process does on other threads (vLLM's
-engine-core I/O threads, tokenizer pools) is counted at wall time, queueing included.
+NOTE: threads that never announce a wait (torch's worker pools) are not measured; they rarely
+run while serving.
 """
 
 from __future__ import annotations
@@ -71,58 +80,61 @@ class GovernorStats:
 
 
 class _SchedStat:
-    """Run time and run-queue wait (ns) of processes' main threads, read with pread."""
+    """Run time and run-queue wait (ns) of threads, read with pread from fds kept open."""
 
     def __init__(self) -> None:
-        self._fds: dict[int, int] = {}
-        self._last: dict[int, tuple[int, int]] = {}
+        self._fds: dict[tuple[int, int], int] = {}
+        self._last: dict[tuple[int, int], tuple[int, int]] = {}
 
-    def waits(self, pids) -> list[int]:
-        """Run-queue wait (ns) of each live pid's main thread since the previous call."""
-        out = []
+    def deltas(self, tasks) -> tuple[int, int]:
+        """(run, wait) ns summed over the live (pid, tid) tasks since the previous call. A pid
+        alone, (pid, None), is its main thread."""
+        run_sum = wait_sum = 0
         live = set()
-        for pid in pids:
-            fd = self._fds.get(pid)
+        for key in tasks:
+            fd = self._fds.get(key)
             try:
                 if fd is None:
-                    fd = self._fds[pid] = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
+                    pid, tid = key
+                    path = f"/proc/{pid}/schedstat" if tid is None else f"/proc/{pid}/task/{tid}/schedstat"
+                    fd = self._fds[key] = os.open(path, os.O_RDONLY)
                 run, wait = (int(x) for x in os.pread(fd, 128, 0).split()[:2])
             except (OSError, ValueError):
-                self._drop(pid)
+                self._drop(key)
                 continue
-            live.add(pid)
-            prev = self._last.get(pid)
-            self._last[pid] = (run, wait)
+            live.add(key)
+            prev = self._last.get(key)
+            self._last[key] = (run, wait)
             if prev is not None:
-                out.append(wait - prev[1])
-        for pid in set(self._fds) - live:
-            self._drop(pid)
-        return out
+                run_sum += run - prev[0]
+                wait_sum += wait - prev[1]
+        for key in set(self._fds) - live:
+            self._drop(key)
+        return run_sum, wait_sum
 
-    def _drop(self, pid: int) -> None:
-        fd = self._fds.pop(pid, None)
-        self._last.pop(pid, None)
+    def _drop(self, key) -> None:
+        fd = self._fds.pop(key, None)
+        self._last.pop(key, None)
         if fd is not None:
             os.close(fd)
 
     def close(self) -> None:
-        for pid in list(self._fds):
-            self._drop(pid)
+        for key in list(self._fds):
+            self._drop(key)
 
 
 class ContentionGovernor:
     """Runs the clock page at dilation x host oversubscription. start() / stop(), or a context."""
 
     def __init__(self, page: ClockPage, pids=None, *, cores: int | None = None, period_s: float = 0.005,
-                 window: int = 4, hysteresis: float = 0.03, max_factor: float = 16.0, sample=runnable_tasks):
-        """pids: a callable returning the processes on the clock (per-process measure), or
-        None for the host run-queue measure (sample)."""
+                 window: int = 8, hysteresis: float = 0.03, max_factor: float = 16.0, sample=runnable_tasks):
+        """pids: a callable returning the threads on the clock as (pid, tid) pairs (a bare pid,
+        or tid None, means its main thread), or None for the host run-queue measure (sample)."""
         self.page = page
         self.pids = pids
         self.max_factor = max_factor
         self._sched = _SchedStat()
-        self._t_last: float | None = None
-        self._debt = 0  # run-queue wait (ns) measured but not yet taken off the clock
+        self._primed = False
         self.mode = "schedstat" if pids is not None else "procs_running"
         self.cores = cores or host_cores()
         self.period_s = period_s
@@ -142,21 +154,17 @@ class ContentionGovernor:
         if self.pids is None:
             recent.append(max(0, self._sample() - 1))  # less the governor's own thread
             return self.factor(sum(recent) / len(recent))
-        now = time.monotonic_ns()
-        waits = self._sched.waits(self.pids())
-        if self._t_last is None:
-            self._t_last = now
+        tasks = [(t, None) if isinstance(t, int) else t for t in self.pids()]
+        run, wait = self._sched.deltas(tasks)
+        if not self._primed:
+            self._primed = True
             return self.page.rate_ppm() / self.base_ppm
-        wall, self._t_last = now - self._t_last, now
-        # The kernel adds a wait to schedstat when the thread gets the CPU back, so a long wait
-        # arrives in one lump: keep what one period cannot absorb for the next ones.
-        self._debt += max(waits, default=0)
-        q = min(self._debt, wall * (1 - 1 / self.max_factor))
-        self._debt -= q
-        recent.append((wall, q))
-        w = sum(x for x, _ in recent)
+        recent.append((run, wait))
+        r = sum(x for x, _ in recent)
         q = sum(y for _, y in recent)
-        return w / (w - q) if w > 0 else 1.0
+        if r <= 0:  # nothing ran: keep the rate (no CPU work is being counted anyway)
+            return self.page.rate_ppm() / self.base_ppm
+        return min(self.max_factor, (r + q) / r)
 
     def step(self, recent: deque) -> None:
         """One sample: measure, publish a new rate when it moved by more than hysteresis."""
