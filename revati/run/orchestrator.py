@@ -90,9 +90,15 @@ def router(backends: list[str], env: dict[str, str], log_path: Path, timeout_s: 
         log.close()
 
 
-def _dilation(spec: EmulatedDeployment) -> float:
+def resolve_dilation(spec: EmulatedDeployment) -> tuple[float, str]:
+    """(dilation, how it was obtained). `auto` times the reference workload here against the
+    target host's reference (revati/timekeeper/calibrate.py), once per run."""
     d = spec.spec.emulation.dilation
-    return 1.0 if d == "auto" else float(d)
+    if d != "auto":
+        return float(d), f"dilation {float(d):g}, given in the spec"
+    from revati.timekeeper.calibrate import auto_dilation
+
+    return auto_dilation()
 
 
 @dataclass
@@ -132,9 +138,8 @@ def spec_notes(spec: EmulatedDeployment, emulator_args: list[str]) -> list[str]:
     s = spec.spec
     em = s.emulation
     notes: list[str] = []
-    if em.dilation == "auto":
-        notes.append("dilation 'auto' is not calibrated yet: 1.0 is used (CPU work counts at its wall time)"
-                     if em.timewarp else "dilation has no effect without the time warp")
+    if em.dilation == "auto" and not em.timewarp:
+        notes.append("dilation has no effect without the time warp")
     if not em.timewarp:
         notes.append("time warp OFF: every latency and throughput below is measured on this machine's "
                      "wall clock; it includes the CPU time of the real vLLM stack running here and the "
@@ -204,10 +209,13 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
 
     notes: list[str] = []
     timekeeper = governor = None
+    dilation, dilation_how = resolve_dilation(spec) if em.timewarp else (None, None)
     if em.timewarp:
         from revati.timekeeper.timekeeper import Timekeeper
 
-        timekeeper = Timekeeper(dilation=_dilation(spec)).start()
+        notes.append(dilation_how)
+        console.print(f"revati run: {dilation_how}")
+        timekeeper = Timekeeper(dilation=dilation).start()
         if em.hostContention == "compensate":
             governor = start_governor(timekeeper)
     timewarp = timekeeper if timekeeper is not None else False
@@ -280,8 +288,12 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         # the clock stood still while vLLM JIT-compiled (or loaded) a Triton kernel on first use
         "jit_freezes": timekeeper.stats.freezes if timekeeper else None,
         "jit_frozen_wall_s": timekeeper.stats.frozen_ns / 1e9 if timekeeper else None,
+        # the clock held while the shim asked the prediction sidecar (emulator work, not target work)
+        "predictor_holds": timekeeper.stats.holds if timekeeper else None,
+        "predictor_held_wall_s": timekeeper.stats.held_ns / 1e9 if timekeeper else None,
         "dilation": em.dilation,
-        "dilation_effective": _dilation(spec) if em.timewarp else None,
+        "dilation_effective": dilation,
+        "dilation_how": dilation_how,
         "host_contention": em.hostContention if em.timewarp else None,
         "host_cores": governor.cores if governor else None,
         "contention_factor": {**governor.stats.as_dict(), "measure": governor.mode} if governor else None,

@@ -336,7 +336,8 @@ def pod_report(spec, bench: dict, run: BenchRun, lp, plan, *, target: str, notes
     em = s.emulation
     virtual_s = bench.get("duration")
     wall = run.wall_s
-    unavailable = ["setup_wall_s", "jumps", "jumped_s", "jit_freezes", "jit_frozen_wall_s", "dilation_effective", "host_cores", "contention_factor",
+    unavailable = ["setup_wall_s", "jumps", "jumped_s", "jit_freezes", "jit_frozen_wall_s", "predictor_holds",
+                   "predictor_held_wall_s", "dilation_effective", "dilation_how", "host_cores", "contention_factor",
                    "shim_steps", "graph_launches", "predictor.duration_source", "predictor.shim_cache_hit_rate",
                    "predictor.coverage", "predictor.unmapped_ops", "predictor.sidecar_ops",
                    "predictor.sidecar_hit_rate", "predictor.fallbacks_total", "predictor.fallbacks",
@@ -354,8 +355,11 @@ def pod_report(spec, bench: dict, run: BenchRun, lp, plan, *, target: str, notes
         "jumped_s": None,
         "jit_freezes": None,
         "jit_frozen_wall_s": None,
+        "predictor_holds": None,
+        "predictor_held_wall_s": None,
         "dilation": em.dilation,
         "dilation_effective": None,
+        "dilation_how": None,
         "host_contention": em.hostContention if em.timewarp else None,
         "host_cores": None,
         "contention_factor": None,
