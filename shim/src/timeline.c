@@ -909,6 +909,13 @@ int rv_classify_kernel(const char *n) {
       {"reshape_and_cache", RV_FAM_CACHE_WRITE}, {"concat_and_cache", RV_FAM_CACHE_WRITE},
       {"copy_blocks", RV_FAM_CACHE_WRITE},       {"moe", RV_FAM_MOE},
       {"expert", RV_FAM_MOE},                    {"topk_softmax", RV_FAM_MOE},
+      /* FlashAttention's helpers around its main kernel: the split-KV scheduler's block count
+       * (FA3 prepare_varlen_num_blocks) and the combine of split-KV partial outputs (FA3
+       * FlashAttnFwdCombine, FA2 flash_fwd_splitkv_combine_kernel). They are not the attention
+       * op: described by their launch geometry, or each would be charged the whole op (the
+       * main kernel carries it, as in the measured tables, which time the whole call). */
+      {"prepare_varlen", RV_FAM_REDUCE},         {"Combine", RV_FAM_REDUCE},
+      {"combine", RV_FAM_REDUCE},
       {"flash", RV_FAM_ATTENTION},               {"Flash", RV_FAM_ATTENTION},
       {"fmha", RV_FAM_ATTENTION},                {"attention", RV_FAM_ATTENTION},
       {"attn", RV_FAM_ATTENTION},                {"Attn", RV_FAM_ATTENTION},

@@ -43,3 +43,36 @@ def test_attention_time_follows_the_batch_composition(tmp_path):
     assert long_decode > 4 * short_decode            # decode attention reads the whole KV cache (32x more here)
     assert prefill > short_decode
     assert abs(mixed - (prefill + long_decode)) < 0.01 * mixed   # both parts of a mixed step count
+
+
+HELPERS = r"""
+import ctypes
+lib = ctypes.CDLL("libcuda.so.1")
+lib.revati_set_step.argtypes = [ctypes.c_int64] * 10
+lib.revati_set_model(32, 32, 128, 4096, 11008)         # Llama-2-7B per GPU at TP=1
+mod = ctypes.c_void_p()
+assert lib.cuModuleLoadData(ctypes.byref(mod), b"") == 0
+lib.revati_set_step(32, 32, 0, 32, 0, 0, 0, 0, 32 * 1024, 1024)   # decode: 32 x 1024 keys
+# One FlashAttention-3 decode call launches three kernels (names as in vLLM's _vllm_fa3_C).
+for name, grid in ((b"_ZN5flash32prepare_varlen_num_blocks_kernelEv", 1),
+                   (b"_ZN5flash16FlashAttnFwdSm90IN4cute5tupleEEEvv", 132),
+                   (b"_ZN5flash19FlashAttnFwdCombineIN4cute5tupleEEEvv", 64),
+                   (b"_Z32flash_fwd_splitkv_combine_kernelv", 64)):                  # FA2's combine
+    fn = ctypes.c_void_p()
+    assert lib.cuModuleGetFunction(ctypes.byref(fn), mod, name) == 0
+    assert lib.cuLaunchKernel(fn, grid, 1, 1, 128, 1, 1, 0, None, None, None) == 0
+"""
+
+
+def test_flash_attention_helper_kernels_are_not_charged_the_whole_op(tmp_path):
+    """Each attention call is one op: the split-KV scheduler and combine kernels around the main
+    kernel were each described as the whole attention op, which charged decode attention 3x."""
+    trace = tmp_path / "t.json"
+    p = subprocess.run([sys.executable, "-m", "revati.cli", "exec", "--trace", str(trace), "--",
+                        sys.executable, "-c", HELPERS], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    att = [e for e in events if e["cat"] == "attention"]
+    assert len(att) == 1 and "FlashAttnFwdSm90" in att[0]["name"], [(e["name"], e["cat"]) for e in events]
+    others = [e["dur"] for e in events if e["cat"] != "attention"]
+    assert len(others) == 3 and max(others) < 0.25 * att[0]["dur"], (att, others)
