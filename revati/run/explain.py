@@ -196,11 +196,36 @@ def cross_rank(per_rank: dict[str, list[dict]]) -> dict:
     return out
 
 
-def explain(run_dir: Path) -> dict:
+def bench_start(run_dir: Path) -> float | None:
+    """When the load generator's first request started (its clock: virtual CLOCK_MONOTONIC under
+    the time warp, as the steps' ``t``), from the run's bench.json; None without one."""
+    bench = run_dir / "bench.json" if run_dir.is_dir() else None
+    if bench is None or not bench.exists():
+        return None
+    try:
+        starts = [x for x in json.loads(bench.read_text()).get("start_times") or [] if x is not None]
+    except (OSError, json.JSONDecodeError):
+        return None
+    return min(starts) if starts else None
+
+
+def explain(run_dir: Path, *, all_steps: bool = False) -> dict:
+    """The report of a run folder. Steps that began before the benchmark's first request
+    (vLLM's warm-up, the load generator's probe request and the idle time up to the run) are
+    left out unless all_steps."""
     logs = step_logs(run_dir)
     per_rank = {name: read_steps(p) for name, p in logs.items()}
+    t0 = None if all_steps else bench_start(run_dir)
+    before = {}
+    if t0 is not None:
+        for name, steps in per_rank.items():
+            kept = [s for s in steps if s.get("t_start", s.get("t", t0)) >= t0]
+            before[name] = len(steps) - len(kept)
+            per_rank[name] = kept
     return {
         "run_dir": str(run_dir),
+        "bench_start": t0,
+        "steps_before_bench": before,
         "files": {k: str(v) for k, v in logs.items()},
         "ranks": {name: explain_rank(steps) for name, steps in per_rank.items()},
         "cross_rank": cross_rank(per_rank),
@@ -225,6 +250,10 @@ def print_report(rep: dict, console=None) -> None:
     if not rep["ranks"]:
         console.print(f"revati explain: no step logs (steps.replica*.jsonl) in {rep['run_dir']}")
         return
+    if rep.get("bench_start") is not None:
+        left = ", ".join(f"{n} {k}" for k, n in rep["steps_before_bench"].items())
+        console.print(f"Steps from the benchmark's first request on (left out before it, warm-up and probe: {left}; "
+                      f"--all keeps them).", highlight=False)
     for name, r in rep["ranks"].items():
         console.print(_who(name, r), highlight=False)
         if not r["groups"]:
@@ -311,12 +340,12 @@ def write_plot(rep: dict, path: Path) -> bool:
     return True
 
 
-def explain_main(run_dir: str, *, plot: bool = True, json_out: str | None = None) -> int:
+def explain_main(run_dir: str, *, plot: bool = True, json_out: str | None = None, all_steps: bool = False) -> int:
     path = Path(run_dir)
     if not path.exists():
         print(f"revati explain: {path} does not exist")
         return 2
-    rep = explain(path)
+    rep = explain(path, all_steps=all_steps)
     print_report(rep)
     folder = path if path.is_dir() else path.parent
     out_json = Path(json_out) if json_out else folder / "explain.json"

@@ -86,6 +86,18 @@ def test_the_check_fails_when_the_parts_do_not_add_up(tmp_path):
     assert explain.explain_main(str(tmp_path), plot=False) == 1
 
 
+def test_steps_before_the_benchmark_are_left_out(tmp_path):
+    warm = _step(1, "prefill", 256, 3000.0, {"runner": 1000.0, "frozen": 2000.0}, {})  # vLLM's warm-up
+    dec = [_step(i, "decode", 2, 10.0, {"runner": 2.0, "gpu": 8.0}, {"gpu": 8.0}) for i in range(10, 14)]
+    _write(tmp_path / "steps.replica0.jsonl", [warm, *dec])
+    (tmp_path / "bench.json").write_text(json.dumps({"start_times": [9.5, 11.0, None]}))  # the steps' clock
+    rep = explain.explain(tmp_path)
+    assert rep["bench_start"] == 9.5 and rep["steps_before_bench"] == {"replica0/rank0": 1}
+    assert [(g["kind"], g["count"]) for g in rep["ranks"]["replica0/rank0"]["groups"]] == [("decode", 4)]
+    every = explain.explain(tmp_path, all_steps=True)
+    assert [g["kind"] for g in every["ranks"]["replica0/rank0"]["groups"]] == ["decode", "prefill"]
+
+
 def test_buckets_and_kinds():
     assert [explain.bucket_of(n) for n in (1, 2, 4, 5, 16, 17, 64, 128, 129, 4000)] == [
         "1", "2-4", "2-4", "5-8", "9-16", "17-32", "33-64", "65-128", "129+", "129+"]
