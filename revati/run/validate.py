@@ -454,6 +454,12 @@ def _commit() -> str:
 # ---------------------------------------------------------------------------- the command
 
 
+def _short(p: Path) -> Path:
+    """p relative to the working directory when it is below it (the commands shown)."""
+    p = Path(p).resolve()
+    return p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p
+
+
 @dataclass
 class Job:
     real: RealStage
@@ -486,9 +492,8 @@ def plan_jobs(stages: list[RealStage], specs: dict, *, quick: bool, runs_glob: s
             spec = quick_spec(spec)
         measure_from = float(spec["metadata"]["labels"][LABEL_FROM])
         end = sum(s["durationSeconds"] for s in spec["spec"]["workload"]["arrival"]["stages"])
-        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         cmd = ("revati validate --quick" if quick else
-               f"revati run {rel} --out {out / spec['metadata']['name']}")
+               f"revati run {_short(path)} --out {_short(out / spec['metadata']['name'])}")
         jobs.append(Job(st, path, spec, measure_from, end, cmd, notes))
     return jobs
 
