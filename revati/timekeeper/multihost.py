@@ -783,7 +783,7 @@ class Relay(Timekeeper):
         if self._unread_input():
             self.stats.aborted_jumps += 1
             return
-        if self._holds > 0:  # a thread here waits for the emulator's own work: not quiet
+        if self._no_jump_now():  # a thread here does the emulator's own work: not quiet
             self.stats.held_jumps += 1
             return
         self._quiet_seen = True

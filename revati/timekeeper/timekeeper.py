@@ -45,6 +45,8 @@ RUNNING, WAITING = "running", "waiting"
 LAZY = 0x100  # flag on a WAIT's kind: an idle tick that may be coalesced (shim/src/timewarp.h)
 # Scheduler states of a thread that cannot make progress by itself: sleeping, idle, dead.
 # NOTE: D (disk I/O) and T/t (stopped, e.g. under a debugger) hold the clock: they will go on.
+# A JIT freeze blocks jumps for at most this long (wall s); see Timekeeper._no_jump_now.
+FREEZE_JUMP_AFTER_S = 30.0
 _IDLE_STATES = frozenset("SIZX")
 
 
@@ -400,8 +402,8 @@ class Timekeeper:
             self._sel.register(conn, selectors.EVENT_READ, "actor")
 
     def _freeze(self, a: Actor, delta: int, hold: bool = False) -> None:
-        """FREEZE [+1 | -1]: the clock stands still while any actor holds a freeze (it still
-        jumps when everything waits). A relay forwards it instead (Relay._freeze_page): the
+        """FREEZE [+1 | -1]: the clock stands still while any actor holds a freeze, and does not
+        jump for up to FREEZE_JUMP_AFTER_S (_no_jump_now). A relay forwards it instead (Relay._freeze_page): the
         coordinator freezes every host, since one frozen host would fall behind the others.
 
         FREEZE [+1 | -1, 1] is a *hold*: the emulator's own work inside an emulated thread (the
@@ -420,6 +422,20 @@ class Timekeeper:
         elif delta > 0:
             self.stats.freezes += 1
         self._freeze_page(delta)
+
+    def _no_jump_now(self) -> bool:
+        """Whether a hold, or a JIT freeze younger than FREEZE_JUMP_AFTER_S, forbids a jump.
+
+        A JIT compile is work that a warmed-up server does not do, so nothing else may happen
+        during it either: while the compiling thread waits for ptxas (a process off the clock)
+        the deployment looks quiescent, and a jump then moved the clock to another thread's
+        timer (steps of 117-175 virtual ms around a compile in a default-spec run). A freeze
+        older than FREEZE_JUMP_AFTER_S of wall time lets jumps happen again, so a thread that
+        froze the clock and then waits for a timer cannot hang the deployment."""
+        if self._holds > 0:
+            return True
+        return (self._frozen_since is not None
+                and time.monotonic_ns() - self._frozen_since < FREEZE_JUMP_AFTER_S * 1e9)
 
     def _hold(self, delta: int) -> None:
         self._holds += delta
@@ -776,7 +792,7 @@ class Timekeeper:
         if self._unread_input():
             self.stats.aborted_jumps += 1
             return
-        if self._holds > 0:  # the emulator's own work is in flight in a thread (see _freeze)
+        if self._no_jump_now():
             self.stats.held_jumps += 1
             return
         waiting = [a for a in self._actors.values() if a.greeted and a.state == WAITING and a.deadline >= 0]
