@@ -234,7 +234,14 @@ def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None,
 
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="revati-sidecar-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    endpoint = f"ipc://{tmp}/sidecar.sock"
+    sock = tmp / "sidecar.sock"
+    # NOTE: a Unix socket path holds at most 107 bytes; a deep run folder (a pytest tmp_path)
+    # would make the sidecar fail to bind. Then the socket lives in a short temporary folder.
+    short = None
+    if len(str(sock).encode()) > 100:
+        short = Path(tempfile.mkdtemp(prefix="rv-sc-"))
+        sock = short / "s.sock"
+    endpoint = f"ipc://{sock}"
     log = open(tmp / "sidecar.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "revati.cli", "sidecar", "--endpoint", endpoint, "--gpu", gpu],
                             stdout=log, stderr=subprocess.STDOUT, process_group=0)
@@ -265,6 +272,8 @@ def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None,
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        if short is not None:
+            shutil.rmtree(short, ignore_errors=True)
 
 
 def summarize_stats(prefix: str | os.PathLike) -> dict:
