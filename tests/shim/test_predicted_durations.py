@@ -33,10 +33,13 @@ def test_gemms_take_the_trained_predictors_time(tmp_path):
     err, events = _run(tmp_path)
     gemms = [e for e in events if e["cat"] == "gemm"]
     assert len(gemms) == 5
-    # cuBLAS sees the row-major product column-major: m=14336, n=2048, k=4096.
+    # cuBLAS sees the row-major product column-major: m=14336, n=2048, k=4096 (as recorded)...
     g = gemms[0]["args"]
     assert (g["m"], g["n"], g["k"]) == (14336, 2048, 4096)
-    expected_us = Predictor.load("h100-sxm").predict_us([{"op": "gemm", "m": 14336, "n": 2048, "k": 4096, "dtype": "bf16"}])[0]
+    # ...and the predictor is asked the row-major product, as its profiles are: C[2048, 14336].
+    expected_us = Predictor.load("h100-sxm").predict_us([{"op": "gemm", "m": 2048, "n": 14336, "k": 4096, "dtype": "bf16"}])[0]
+    swapped_us = Predictor.load("h100-sxm").predict_us([{"op": "gemm", "m": 14336, "n": 2048, "k": 4096, "dtype": "bf16"}])[0]
+    assert abs(swapped_us - expected_us) > 0.02 * expected_us  # the test tells the two apart
     for e in gemms:
         assert abs(e["dur"] - expected_us) < 0.01 * expected_us + 0.002
     assert "duration source sidecar" in err
