@@ -213,10 +213,20 @@ def audit(gpus: Sequence[str], ops: list[dict] | None = None) -> dict[str, dict[
 
 
 def format_audit(rep: dict[str, dict[str, Any]]) -> str:
-    lines = ["| GPU | family | sampled ops | below the bound (clamped) | worst raw / bound |",
-             "|---|---|---|---|---|"]
-    for gpu, fams in rep.items():
-        for fam, r in fams.items():
-            w = f"{r['worst']:.3f}" if r["clamps"] else "-"
-            lines.append(f"| {gpu} | {fam} | {r['parts']} | {r['clamps']} | {w} |")
+    """One row per GPU: per family, predictions below the bound / sampled ops (and the worst
+    raw / bound ratio where any)."""
+    fams = sorted({f for r in rep.values() for f in r})
+    lines = ["| GPU | " + " | ".join(fams) + " | total |",
+             "|---|" + "---|" * (len(fams) + 1)]
+    for gpu, r in rep.items():
+        cells = []
+        for f in fams:
+            x = r.get(f)
+            if x is None:
+                cells.append("")
+                continue
+            c = f"{x['clamps']}/{x['parts']}"
+            cells.append(c + (f" (worst {x['worst']:.2f})" if x["clamps"] else ""))
+        tot = sum(x["clamps"] for x in r.values()), sum(x["parts"] for x in r.values())
+        lines.append(f"| {gpu} | " + " | ".join(cells) + f" | {tot[0]}/{tot[1]} |")
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from revati.predictor.importers.inference_sim_attention_importer import (
+    import_inference_sim_attention, warmup_rows)
 from revati.predictor.importers.llmservingsim_layers_importer import import_llmservingsim_layers
 from revati.predictor.importers.vidur_attention_importer import import_vidur_attention
 from revati.predictor.importers.vidur_compute_importer import import_vidur_compute
@@ -86,3 +88,40 @@ def test_llmservingsim_attention_counts_total_keys(shared_data):
     assert four["kv_len_max"] == 16384  # 65536 keys over 4 sequences
     # a quarter of the keys per sequence, a quarter of the time (1747 us vs 433 us)
     assert four["dur_us_median"] == pytest.approx(one["dur_us_median"] / 4, rel=0.05)
+
+
+def test_inference_sim_attention(shared_data):
+    base = shared_data / "inference-sim-bench/mha"
+    dec = import_inference_sim_attention(base / "decode/h100/32-32-128-tp1.csv", shared_data)
+    assert len(dec) == 52  # 53 rows less the warm-up first one (1 x 256 keys, 37.0 us)
+    r = [x for x in dec if x["batch_size"] == 16 and x["kv_len_max"] == 1024][0]
+    assert (r["num_heads"], r["num_kv_heads"], r["head_dim"], r["kv_len_sum"]) == \
+        (32, 32, 128, 16 * 1024)
+    assert r["dur_us_median"] == pytest.approx(93.12) and r["gpu"] == "h100-sxm"
+    assert r["source"] == "inference-sim" and r["attn_pairs"] == 16 * 1024
+    assert min(x["dur_us_median"] for x in dec) == pytest.approx(21.919)
+    # TP 4 of 28 query / 4 KV heads: 7 / 1 per GPU (MQA)
+    tp4 = import_inference_sim_attention(base / "decode/h100/28-4-128-tp4.csv", shared_data)
+    assert {(x["num_heads"], x["num_kv_heads"]) for x in tp4} == {(7, 1)}
+    pre = import_inference_sim_attention(base / "prefill/h100/32-32-128.csv", shared_data)
+    assert len(pre) == 5
+    p = [x for x in pre if x["num_tokens"] == 4096][0]
+    assert (p["batch_size"], p["kv_len_max"], p["attn_pairs"]) == (1, 4096, 4096 * 4097 / 2)
+    assert p["dur_us_median"] == pytest.approx(217.109)
+
+
+def test_inference_sim_first_decode_rows_are_warm_ups(shared_data):
+    # the evidence for dropping each decode file's first row: in 17 of the 18 files it is
+    # more than 1.3x a bigger shape of the same file, and nothing else is
+    from revati.predictor.importers.common import read_csv
+
+    files = sorted((shared_data / "inference-sim-bench/mha/decode/h100").glob("*.csv"))
+    assert len(files) == 18
+    found = 0
+    for f in files:
+        raw = read_csv(f)
+        bad = warmup_rows([(int(r["batch_size"]), int(r["kv_len"]), float(r["latency_us"]))
+                           for r in raw])
+        assert bad <= {0}, (f.name, bad)
+        found += len(bad)
+    assert found == 17

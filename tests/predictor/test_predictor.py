@@ -134,7 +134,8 @@ def test_evaluate_held_out_shapes_quick():
     from revati.predictor.training import TrainConfig
 
     cfg = TrainConfig(num_rounds=60)
-    rep = evaluate(["a100-80gb-sxm"], ["gemm"], folds=3, max_groups=12, cfg=cfg)
+    rep = evaluate(["a100-80gb-sxm"], ["gemm"], folds=3, max_groups=12, cfg=cfg,
+                   audit_gpus=())
     res = rep["results"]["a100-80gb-sxm"]["gemm"]
     assert res["held_out_by"] == "n+k" and res["groups"] == 12
     assert np.isfinite(res["mape"]) and res["mape"] < 25, res
@@ -147,6 +148,13 @@ def test_evaluate_held_out_shapes_quick():
     res = rep["results"]["h100-sxm"]["collective"]
     assert res["held_out_by"] == "bytes" and res["groups"] == 300
     assert np.isfinite(res["mape"]) and res["mape"] < 25, res
+    assert res["below_bound"] == 0 and res["data_below_bound"] == 0
+    # H100 prefill is served by the FA model fitted to its measured rows: scored so, refitted
+    # on each fold (held out: whole sequence lengths, 1024 .. 32768 tokens)
+    rep = evaluate(["h100-sxm"], ["attention_prefill"], audit_gpus=())
+    res = rep["results"]["h100-sxm"]["attention_prefill"]
+    assert res["served_by"].startswith("fa_analytic") and res["n"] == 30
+    assert res["mape"] < 8 and res["below_bound"] == 0, res
 
 
 def test_profile_refuses_without_gpu(tmp_path):
