@@ -24,7 +24,12 @@ Lookup order for one op part (family, key), a whole batch at a time (predict_par
                      slower kernel than vLLM's (SLOW_PREFILL_DATA, decided by
                      flash_attention.slow_kernel_ratio), the served time is
                      min(data model, FA model), counted where it departs from the data; a
-                     GPU with no prefill data at all (L40S) is served by the FA model alone
+                     GPU with no prefill data at all (L40S), or whose FA constants are fitted
+                     to its own measured prefill rows (h100-sxm, and h200 through it), is
+                     served by the FA model alone
+  5. the physics guard, on every value of 2-4 before it is cached: max(value, the op's
+     physical lower bound, physics.lower_bound_us), each raised value counted per family
+     (`physics_clamps`); a clamp is a bug of its source, not a feature of the model
 """
 
 from __future__ import annotations

@@ -146,8 +146,11 @@ def test_decode_monotone_over_layouts(gpu):
             us = p.predict_us([_decode(b, k, layout) for k in
                                (16, 100, 1000, 4000, 16000, 64000, 131072)])
             assert _nondecreasing(us), (gpu, layout, b, us)
+        # batch is not constrained (measured kernels are not monotone in it: Vidur A100 at
+        # 1025 keys, 6 sequences 33 us, 7 sequences 24 us); a dip of a few % is allowed
         us = p.predict_us([_decode(b, 2048, layout) for b in (1, 2, 8, 32, 128, 512)])
-        assert _nondecreasing(us), (gpu, layout, us)
+        assert all(y >= x * 0.95 for x, y in zip(us, us[1:])), (gpu, layout, us)
+        assert us[-1] > 5 * us[0]
     # more KV heads (the same query heads and keys) never faster
     us = p.predict_us([_decode(32, 4096, (32, kvh, 128)) for kvh in (1, 2, 4, 8, 16, 32)])
     assert _nondecreasing(us), (gpu, us)
