@@ -309,6 +309,8 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
             "sidecar_hit_rate": sc.get("hit_rate"),
             "fallbacks_total": sc.get("fallbacks_total") if sc else None,
             "fallbacks": sc.get("fallbacks") if sc else None,
+            # predictions the physics guard raised to their bound (a bug of their source)
+            "physics_clamps": sc.get("physics_clamps") if sc else None,
         },
         "predicted_gpu_ms_by_family": {k: v / 1e6 for k, v in sorted(total_stats["family_ns"].items(),
                                                                        key=lambda kv: -kv[1]) if v},
@@ -394,13 +396,15 @@ def _clock_text(prog: Progress, timekeeper) -> str:
 
 
 def _add_sidecar(per_replica: list[dict]) -> dict:
-    out: dict = {"ops": 0, "fallbacks_total": 0, "fallbacks": {}}
+    out: dict = {"ops": 0, "fallbacks_total": 0, "fallbacks": {}, "physics_clamps": {}}
     hits = 0
     for st in per_replica:
         pred = st.get("predictor", {})
         out["ops"] += pred.get("ops", 0)
         hits += pred.get("hit_rate", 0) * pred.get("ops", 0)
         out["fallbacks_total"] += pred.get("fallbacks_total", 0)
+        for fam, n in (pred.get("physics_clamps") or {}).items():
+            out["physics_clamps"][fam] = out["physics_clamps"].get(fam, 0) + n
         for fam, reasons in (pred.get("fallbacks") or {}).items():
             for r, n in reasons.items():
                 out["fallbacks"].setdefault(fam, {})

@@ -211,5 +211,7 @@ def summary_table(report: dict) -> str:
                                          f"{_fmt(pred.get('shim_cache_hit_rate'), '.2%')}, coverage "
                                          f"{_fmt(pred.get('coverage'), '.1%')})"))
     out.append(line.format("Predictor fallbacks:", f"{pred.get('fallbacks_total', 0)} {pred.get('fallbacks') or ''}"))
+    if pred.get("physics_clamps"):
+        out.append(line.format("Physics clamps:", f"{sum(pred['physics_clamps'].values())} {pred['physics_clamps']}"))
     out.append("=" * 50)
     return "\n".join(out)

@@ -340,7 +340,7 @@ def pod_report(spec, bench: dict, run: BenchRun, lp, plan, *, target: str, notes
                    "predictor_held_wall_s", "dilation_effective", "dilation_how", "host_cores", "contention_factor",
                    "shim_steps", "graph_launches", "predictor.duration_source", "predictor.shim_cache_hit_rate",
                    "predictor.coverage", "predictor.unmapped_ops", "predictor.sidecar_ops",
-                   "predictor.sidecar_hit_rate", "predictor.fallbacks_total", "predictor.fallbacks",
+                   "predictor.sidecar_hit_rate", "predictor.fallbacks_total", "predictor.fallbacks", "predictor.physics_clamps",
                    "predicted_gpu_ms_by_family", "predicted_gpu_ms_by_kind", "trace"]
     emulation = {
         "timewarp": em.timewarp,
@@ -367,7 +367,8 @@ def pod_report(spec, bench: dict, run: BenchRun, lp, plan, *, target: str, notes
         "graph_launches": None,
         "predictor": {"source": em.predictor, "duration_source": None, "shim_cache_hit_rate": None,
                       "coverage": None, "unmapped_ops": None, "sidecar_ops": None, "sidecar_hit_rate": None,
-                      "fallbacks_total": None, "fallbacks": None},
+                      "fallbacks_total": None, "fallbacks": None,
+                      "physics_clamps": None},
         "predicted_gpu_ms_by_family": None,
         "predicted_gpu_ms_by_kind": None,
         **deployment_block(s, plan, lp),
