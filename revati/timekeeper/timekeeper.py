@@ -114,7 +114,7 @@ def _c_scanner() -> "_Scanner | None":
     if _scanner is None:
         _scanner = False
         try:
-            from revati.emulator import shim_dir
+            from revati.launch.paths import shim_dir
 
             lib = ctypes.CDLL(str(shim_dir() / "librevati_tk.so"))
             fn = lib.rv_tk_scan
