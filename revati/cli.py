@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from revati import envs
 from revati.catalog import DEFAULT_GPU, load_catalog
 
 
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("exec", help="run any command under the emulator (children inherit it)",
                        description="Run CMD with virtual GPUs, like faketime does for clocks.")
-    e.add_argument("--gpu", default=os.environ.get("REVATI_GPU", DEFAULT_GPU), help="catalog key (see `revati gpus`)")
+    e.add_argument("--gpu", default=envs.get("REVATI_GPU", DEFAULT_GPU), help="catalog key (see `revati gpus`)")
     e.add_argument("--num-gpus", type=int, default=None, help="GPUs on the virtual node (default: 8)")
     e.add_argument("--predictor", default=None,
                    help="sidecar (default: the trained models), roofline, or constant:<n>{ns,us,ms,s}")

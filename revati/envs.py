@@ -13,7 +13,10 @@ ENV_VARS: dict[str, str] = {
     "REVATI_GPU": "catalog key of the virtual GPU (default h100-sxm); `revati gpus` lists them.",
     "REVATI_NUM_GPUS": "GPUs on the virtual node (default: the part's max_gpus_per_node, 8).",
     "REVATI_NODE_NAME": "node name mixed into device UUIDs, so two virtual nodes differ.",
-    "REVATI_PREDICTOR": "duration source: roofline (default) or constant:<n>{ns,us,ms,s}.",
+    "REVATI_PREDICTOR": "duration source: sidecar (default: the trained models, through REVATI_SIDECAR; the "
+                        "roofline when no sidecar answers), roofline, or constant:<n>{ns,us,ms,s}.",
+    "REVATI_SIDECAR": "endpoint of the prediction sidecar the shim asks on a cache miss (ipc://... or tcp://...).",
+    "REVATI_ZMQ_LIB": "path of the libzmq (pyzmq's) the shim opens with dlopen to reach REVATI_SIDECAR.",
     "REVATI_TRACE": "write a Chrome/Perfetto trace of the virtual GPU timelines to this path.",
     "REVATI_STATS_FILE": "each process writes <path>.<pid>.json with op counts and busy time at exit.",
     "REVATI_LOG_LEVEL": "shim log level: 0 error, 1 warn (default), 2 info, 3 debug.",
@@ -21,11 +24,19 @@ ENV_VARS: dict[str, str] = {
     "REVATI_BACKED_MAX": "device allocations up to this many bytes are host-backed (default 64 MiB).",
     "REVATI_SEED": "seed for values the semantic layer supplies (sampled tokens).",
     "REVATI_STEP_LOG": "the semantic layer writes one JSON line per model step to this path.",
+    "REVATI_STEP_RING": "steps the semantic layer keeps in its in-memory ring before writing (default 4096).",
+    "REVATI_FREEZE_JIT": "1 (default): the clock stands still while vLLM JIT-compiles or loads a Triton kernel; "
+                         "0: JIT time counts (to measure a cold server's first requests).",
+    "REVATI_SPEC_ACCEPTANCE": "speculative decoding: probability that each draft token is accepted (default 0.7).",
     "REVATI_SHIM_DIR": "folder holding librevati_shim.so (default: the repo's shim/build/lib).",
     "REVATI_TIMEWARP": "1: clocks, sleeps and timed waits follow the Timekeeper's virtual clock (default 0: real).",
     "REVATI_TIMEWARP_LAZY": "thread-name prefixes whose poll timeouts are idle ticks the time warp may coalesce (default gloo_tcp_loop).",
     "REVATI_CLOCK": "path of the Timekeeper's shared-memory clock page (set with REVATI_TIMEWARP).",
     "REVATI_CACHE_DIR": "cache for tokenizers and the offline model hub (default ~/.cache/revati).",
+    "REVATI_PROFILES_DIR": "predictor: profiles root (default: profiles/ of the checkout).",
+    "REVATI_PROFILE_DATA": "predictor: the public raw profiles (default: shared/data/profiles beside the checkout).",
+    "REVATI_MODEL_CACHE": "predictor: cache of fitted models keyed by data and config hash "
+                          "(default ~/.cache/revati/models).",
     "REVATI_OPERATOR_RUNTIME_IMAGE": "operator: image of the engine, coordinator, router and loadgen containers "
                                      "(default ghcr.io/revati-dev/revati-runtime:0.1.0).",
     "REVATI_OPERATOR_SIDECAR_IMAGE": "operator: image of the per-pod predictor/relay sidecar "

@@ -26,6 +26,7 @@ from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
+from revati import envs
 from revati.models._words import WORDS
 
 # Bump whenever the produced tokenizer files change (vocabulary, specials, configs).
@@ -41,7 +42,7 @@ TAB = "\u0109"  # "ĉ": b"\t"
 
 def cache_dir() -> Path:
     """Root of revati's on-disk cache: $REVATI_CACHE_DIR, else $XDG_CACHE_HOME/revati."""
-    env = os.environ.get("REVATI_CACHE_DIR")
+    env = envs.get("REVATI_CACHE_DIR")
     if env:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -9,14 +9,15 @@ Environment variables (read here only):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from revati import envs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def profiles_root() -> Path:
-    return Path(os.environ.get("REVATI_PROFILES_DIR") or REPO_ROOT / "profiles")
+    return Path(envs.get("REVATI_PROFILES_DIR") or REPO_ROOT / "profiles")
 
 
 def shipped_models_root() -> Path:
@@ -24,7 +25,7 @@ def shipped_models_root() -> Path:
 
 
 def shared_data_root() -> Path:
-    env = os.environ.get("REVATI_PROFILE_DATA")
+    env = envs.get("REVATI_PROFILE_DATA")
     if env:
         return Path(env)
     for cand in (REPO_ROOT / "shared" / "data" / "profiles",
@@ -35,5 +36,5 @@ def shared_data_root() -> Path:
 
 
 def model_cache_root() -> Path:
-    env = os.environ.get("REVATI_MODEL_CACHE")
+    env = envs.get("REVATI_MODEL_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "revati" / "models"

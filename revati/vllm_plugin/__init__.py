@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import threading
 
+from revati import envs
 from revati.vllm_plugin.steps import STEP_RING, step_hook
 
 __all__ = ["register", "is_active", "step_hook", "STEP_RING", "seam_status"]
@@ -34,7 +35,7 @@ _lock = threading.Lock()
 
 
 def is_active() -> bool:
-    return os.environ.get("REVATI_ACTIVE", "").strip().lower() in ("1", "true", "yes", "on")
+    return envs.get("REVATI_ACTIVE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def register() -> None:
@@ -87,7 +88,7 @@ def _freeze_clock_during_jit() -> None:
     import ctypes
     import functools
 
-    if os.environ.get("REVATI_FREEZE_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+    if envs.get("REVATI_FREEZE_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
         return
 
     try:

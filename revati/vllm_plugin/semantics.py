@@ -15,10 +15,11 @@ drafter. We draw it per request and step: each draft is accepted with probabilit
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from revati import envs
 
 from revati.vllm_plugin.tokens import TokenPolicy, request_key, unit_uniform
 
@@ -27,7 +28,7 @@ _ACCEPT_SALT = 0x5A17
 
 def spec_acceptance_from_env() -> float:
     try:
-        p = float(os.environ.get("REVATI_SPEC_ACCEPTANCE", "0.7"))
+        p = float(envs.get("REVATI_SPEC_ACCEPTANCE", "0.7"))
     except ValueError:
         p = 0.7
     return min(max(p, 0.0), 1.0)

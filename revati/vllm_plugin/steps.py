@@ -51,7 +51,9 @@ from typing import Any
 
 import numpy as np
 
-RING_SIZE = int(os.environ.get("REVATI_STEP_RING", "4096") or 4096)
+from revati import envs
+
+RING_SIZE = int(envs.get("REVATI_STEP_RING", "4096") or 4096)
 
 #: The most recent step dicts of this process (newest last).
 STEP_RING: collections.deque[dict[str, Any]] = collections.deque(maxlen=RING_SIZE)
@@ -99,7 +101,7 @@ def step_hook(batch: dict[str, Any]) -> None:
         batch.setdefault("t", now)
         batch.update(_where())
         STEP_RING.append(batch)
-        path = os.environ.get("REVATI_STEP_LOG")
+        path = envs.get("REVATI_STEP_LOG")
         tid = threading.get_ident()
         prev = _pending.pop(tid, None)
         if prev is not None:
@@ -178,7 +180,7 @@ def _where() -> dict[str, Any]:
     global _where_cache
     if _where_cache is not None:
         return _where_cache
-    node = os.environ.get("REVATI_NODE_NAME", "")
+    node = envs.get("REVATI_NODE_NAME", "")
     replica: int | str = int(node[7:]) if node.startswith("replica") and node[7:].isdigit() else (node or 0)
     where: dict[str, Any] = {"rank": 0, "tp_rank": 0, "pp_rank": 0, "replica": replica}
     import sys

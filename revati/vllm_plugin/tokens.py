@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from revati import envs
+
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
 
@@ -39,7 +41,7 @@ _MIN_PLAIN_TOKENS = 256
 
 
 def seed_from_env() -> int:
-    raw = os.environ.get("REVATI_SEED", "0").strip() or "0"
+    raw = envs.get("REVATI_SEED", "0").strip() or "0"
     try:
         return int(raw, 0) & _MASK64
     except ValueError:
