@@ -30,6 +30,7 @@ import yaml
 
 from revati import envs
 from revati.spec import API_VERSION, KIND, EmulatedDeployment, SpecError, spec_from_dict
+from revati.spec.crds import status_from_report  # status fields of a report (also `revati sweep`)
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "emulateddeployments"
@@ -606,36 +607,6 @@ def parse_report(log: str) -> dict | None:
                 return None
             return out if isinstance(out, dict) else None
     return None
-
-
-def _num(v: Any) -> float | int | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)) and math.isfinite(v):
-        return v
-    return None
-
-
-def status_from_report(report: dict) -> dict:
-    """status fields (metrics, virtualSeconds, wallSeconds, speedup) from report.json."""
-    def pair(metric: str) -> dict:
-        return {k: v for k, v in (("p50", _num(report.get(f"p50_{metric}_ms"))),
-                                  ("p99", _num(report.get(f"p99_{metric}_ms")))) if v is not None}
-
-    metrics: dict[str, Any] = {k: v for k, v in (("ttftMs", pair("ttft")), ("tpotMs", pair("tpot")),
-                                                  ("e2elMs", pair("e2el"))) if v}
-    for key, src in (("requestThroughput", "request_throughput"), ("outputThroughput", "output_throughput"),
-                     ("goodput", "request_goodput"), ("completed", "completed"), ("failed", "failed")):
-        v = _num(report.get(src))
-        if v is not None:
-            metrics[key] = v
-    emu = report.get("emulation") or {}
-    out: dict[str, Any] = {"metrics": metrics}
-    for key, src in (("virtualSeconds", "virtual_s"), ("wallSeconds", "wall_s"), ("speedup", "speedup")):
-        v = _num(emu.get(src))
-        if v is not None:
-            out[key] = v
-    return out
 
 
 def gpu_count(model: EmulatedDeployment) -> int:

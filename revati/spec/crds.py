@@ -23,6 +23,7 @@ How strict the API server is with these schemas:
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,40 @@ class EmulatedDeploymentStatus(_Status):
     gpus: int | None = Field(default=None, ge=0, description="Virtual GPUs: TP x PP x replicas.")
     metrics: Metrics | None = Field(default=None, description="The metric summary of the report.")
     reportConfigMap: str | None = Field(default=None, description="ConfigMap holding the full report.json.")
+
+
+def _num(v: Any) -> float | int | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return v
+    return None
+
+
+def status_from_report(report: dict) -> dict:
+    """status fields (metrics, virtualSeconds, wallSeconds, speedup) from report.json.
+
+    The operator writes them into an EmulatedDeployment's status; `revati sweep` ranks local
+    runs by the same metrics.
+    """
+    def pair(metric: str) -> dict:
+        return {k: v for k, v in (("p50", _num(report.get(f"p50_{metric}_ms"))),
+                                  ("p99", _num(report.get(f"p99_{metric}_ms")))) if v is not None}
+
+    metrics: dict[str, Any] = {k: v for k, v in (("ttftMs", pair("ttft")), ("tpotMs", pair("tpot")),
+                                                  ("e2elMs", pair("e2el"))) if v}
+    for key, src in (("requestThroughput", "request_throughput"), ("outputThroughput", "output_throughput"),
+                     ("goodput", "request_goodput"), ("completed", "completed"), ("failed", "failed")):
+        v = _num(report.get(src))
+        if v is not None:
+            metrics[key] = v
+    emu = report.get("emulation") or {}
+    out: dict[str, Any] = {"metrics": metrics}
+    for key, src in (("virtualSeconds", "virtual_s"), ("wallSeconds", "wall_s"), ("speedup", "speedup")):
+        v = _num(emu.get(src))
+        if v is not None:
+            out[key] = v
+    return out
 
 
 class SweepChild(_Status):
