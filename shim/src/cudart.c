@@ -320,6 +320,7 @@ API cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum c
 
 API cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind) {
   cudaError_t e = cudaMemcpyAsync(dst, src, count, kind, 0);
+  rv_periodic_flush();
   rv_stream_sync(rv_stream_resolve(0));
   return e;
 }
@@ -349,6 +350,7 @@ API cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, siz
 API cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                              enum cudaMemcpyKind kind) {
   cudaError_t e = cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, 0);
+  rv_periodic_flush();
   rv_stream_sync(rv_stream_resolve(0));
   return e;
 }
@@ -365,6 +367,7 @@ API cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t
 }
 API cudaError_t cudaMemset(void *dst, int value, size_t count) {
   cudaError_t e = cudaMemsetAsync(dst, value, count, 0);
+  rv_periodic_flush();
   rv_stream_sync(rv_stream_resolve(0));
   return e;
 }
@@ -455,7 +458,7 @@ API cudaError_t cudaStreamDestroy(cudaStream_t s) {
   rv_stream_destroy(s);
   return cudaSuccess;
 }
-API cudaError_t cudaStreamSynchronize(cudaStream_t s) { INIT(); rv_stream_sync(rv_stream_resolve(s)); return cudaSuccess; }
+API cudaError_t cudaStreamSynchronize(cudaStream_t s) { INIT(); rv_periodic_flush(); rv_stream_sync(rv_stream_resolve(s)); return cudaSuccess; }
 API cudaError_t cudaStreamQuery(cudaStream_t s) {
   INIT();
   return rv_stream_done(rv_stream_resolve(s)) ? cudaSuccess : cudaErrorNotReady;

@@ -422,7 +422,7 @@ API CUresult cuStreamCreateWithPriority(CUstream *s, unsigned int flags, int pri
   return CUDA_SUCCESS;
 }
 API CUresult cuStreamDestroy(CUstream s) { INIT(); if ((uintptr_t)s > 2) rv_stream_destroy(s); return CUDA_SUCCESS; }
-API CUresult cuStreamSynchronize(CUstream s) { INIT(); rv_stream_sync(rv_stream_resolve(s)); return CUDA_SUCCESS; }
+API CUresult cuStreamSynchronize(CUstream s) { INIT(); rv_periodic_flush(); rv_stream_sync(rv_stream_resolve(s)); return CUDA_SUCCESS; }
 API CUresult cuStreamQuery(CUstream s) { INIT(); return rv_stream_done(rv_stream_resolve(s)) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY; }
 API CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) { (void)flags; INIT(); rv_stream_wait_event(rv_stream_resolve(s), e); return CUDA_SUCCESS; }
 API CUresult cuStreamGetCtx(CUstream s, CUcontext *ctx) { INIT(); *ctx = primary(rv_stream_resolve(s)->device); return CUDA_SUCCESS; }

@@ -6,7 +6,6 @@
  * Per-thread and per-process CPU clocks always stay real.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -19,42 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "libc_real.h"
 #include "shim.h"
 #include "timewarp.h"
 
-#define LIBC(ret, name, params, ver) typedef ret(*name##_fn) params; static name##_fn real_##name;
-#include "libc.def"
-#undef LIBC
-
-static pthread_once_t libc_once = PTHREAD_ONCE_INIT;
-
-static void resolve_real(void) {
-#define LIBC(ret, name, params, ver)                                                              \
-  {                                                                                               \
-    const char *v = ver;                                                                          \
-    real_##name = v ? (name##_fn)dlvsym(RTLD_NEXT, #name, v) : NULL;                              \
-    if (!real_##name) real_##name = (name##_fn)dlsym(RTLD_NEXT, #name);                          \
-  }
-#include "libc.def"
-#undef LIBC
-}
-
-/* real_clock_gettime is the last one resolved; NULL means not yet. */
-#define LIBC_INIT()                                                                               \
-  do {                                                                                            \
-    if (RV_UNLIKELY(!real_sem_clockwait)) pthread_once(&libc_once, resolve_real);                 \
-  } while (0)
 #define FAKE (rv_tw_on && !rv_tw_guard)
-
-int rv_real_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask) {
-  LIBC_INIT();
-  return real_ppoll(fds, n, ts, mask);
-}
-
-int rv_real_clock_gettime(clockid_t clk, struct timespec *ts) {
-  LIBC_INIT();
-  return real_clock_gettime(clk, ts);
-}
 
 /* ----------------------------------------------------------------- helpers */
 
@@ -98,17 +66,17 @@ static int64_t after(int64_t ns) { return rv_tw_now() + ns; }
 /* --------------------------------------------------------------------- clocks */
 
 RV_EXPORT int clock_gettime(clockid_t clk, struct timespec *ts) {
-  LIBC_INIT();
+  RV_LIBC_INIT();
   int64_t delta;
-  if (!FAKE || !virtual_delta(clk, &delta)) return real_clock_gettime(clk, ts);
+  if (!FAKE || !virtual_delta(clk, &delta)) return rv_libc_clock_gettime(clk, ts);
   ns_ts(rv_tw_now() + delta, ts);
   return 0;
 }
 
 RV_EXPORT int gettimeofday(struct timeval *restrict tv, void *restrict tz) {
-  LIBC_INIT();
-  if (!FAKE) return real_gettimeofday(tv, tz);
-  if (tz) real_gettimeofday(NULL, tz);
+  RV_LIBC_INIT();
+  if (!FAKE) return rv_libc_gettimeofday(tv, tz);
+  if (tz) rv_libc_gettimeofday(NULL, tz);
   if (!is_null(tv)) {
     int64_t ns = rv_tw_now() + rv_tw_realtime_delta;
     tv->tv_sec = ns / NS;
@@ -118,8 +86,8 @@ RV_EXPORT int gettimeofday(struct timeval *restrict tv, void *restrict tz) {
 }
 
 RV_EXPORT time_t time(time_t *t) {
-  LIBC_INIT();
-  if (!FAKE) return real_time(t);
+  RV_LIBC_INIT();
+  if (!FAKE) return rv_libc_time(t);
   time_t s = (time_t)((rv_tw_now() + rv_tw_realtime_delta) / NS);
   if (t) *t = s;
   return s;
@@ -131,16 +99,16 @@ RV_EXPORT time_t time(time_t *t) {
 static int sleep_until(int64_t d) { return rv_tw_poll_until(NULL, 0, d, NULL, RV_WAIT_SLEEP) < 0 ? -1 : 0; }
 
 RV_EXPORT int sched_yield(void) {
-  LIBC_INIT();
-  if (!FAKE) return real_sched_yield();
+  RV_LIBC_INIT();
+  if (!FAKE) return rv_libc_sched_yield();
   rv_tw_yield();
   return 0;
 }
 
 RV_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem) {
-  LIBC_INIT();
+  RV_LIBC_INIT();
   if (FAKE && req && ts_valid(req) && ts_ns(req) == 0) { rv_tw_yield(); return 0; } /* a yield */
-  if (!FAKE || !req || !ts_valid(req)) return real_nanosleep(req, rem);
+  if (!FAKE || !req || !ts_valid(req)) return rv_libc_nanosleep(req, rem);
   int64_t d = after(ts_ns(req));
   if (sleep_until(d) < 0) {
     if (rem) ns_ts(d - rv_tw_now(), rem);
@@ -150,9 +118,9 @@ RV_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem) {
 }
 
 RV_EXPORT int clock_nanosleep(clockid_t clk, int flags, const struct timespec *req, struct timespec *rem) {
-  LIBC_INIT();
+  RV_LIBC_INIT();
   int64_t delta;
-  if (!FAKE || !req || !ts_valid(req) || !virtual_delta(clk, &delta)) return real_clock_nanosleep(clk, flags, req, rem);
+  if (!FAKE || !req || !ts_valid(req) || !virtual_delta(clk, &delta)) return rv_libc_clock_nanosleep(clk, flags, req, rem);
   int64_t d;
   if (flags & TIMER_ABSTIME) d = ts_ns(req) - delta;
   else if (ts_ns(req) == 0) { rv_tw_yield(); return 0; } /* a yield */
@@ -166,15 +134,15 @@ RV_EXPORT int clock_nanosleep(clockid_t clk, int flags, const struct timespec *r
 }
 
 RV_EXPORT int usleep(useconds_t usec) {
-  LIBC_INIT();
+  RV_LIBC_INIT();
   if (FAKE && usec == 0) { rv_tw_yield(); return 0; }
-  if (!FAKE) return real_usleep(usec);
+  if (!FAKE) return rv_libc_usleep(usec);
   return sleep_until(after((int64_t)usec * 1000));
 }
 
 RV_EXPORT unsigned int sleep(unsigned int seconds) {
-  LIBC_INIT();
-  if (!FAKE || seconds == 0) return real_sleep(seconds);
+  RV_LIBC_INIT();
+  if (!FAKE || seconds == 0) return rv_libc_sleep(seconds);
   int64_t d = after((int64_t)seconds * NS);
   if (sleep_until(d) < 0) return (unsigned)((d - rv_tw_now() + NS - 1) / NS);
   return 0;
@@ -183,14 +151,14 @@ RV_EXPORT unsigned int sleep(unsigned int seconds) {
 /* -------------------------------------------------------------- poll and select */
 
 RV_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout) {
-  LIBC_INIT();
-  if (!FAKE || timeout <= 0) return real_poll(fds, n, timeout);
+  RV_LIBC_INIT();
+  if (!FAKE || timeout <= 0) return rv_libc_poll(fds, n, timeout);
   return rv_tw_poll_until(fds, n, after((int64_t)timeout * 1000000), NULL, RV_WAIT_POLL);
 }
 
 RV_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask) {
-  LIBC_INIT();
-  if (!FAKE || !ts || !ts_valid(ts) || ts_ns(ts) == 0) return real_ppoll(fds, n, ts, mask);
+  RV_LIBC_INIT();
+  if (!FAKE || !ts || !ts_valid(ts) || ts_ns(ts) == 0) return rv_libc_ppoll(fds, n, ts, mask);
   return rv_tw_poll_until(fds, n, after(ts_ns(ts)), mask, RV_WAIT_POLL);
 }
 
@@ -235,10 +203,10 @@ static int select_virtual(int nfds, fd_set *r, fd_set *w, fd_set *e, int64_t d, 
 }
 
 RV_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv) {
-  LIBC_INIT();
+  RV_LIBC_INIT();
   if (!FAKE || !tv || tv->tv_usec < 0 || tv->tv_usec >= 1000000 || tv->tv_sec < 0 ||
       (tv->tv_sec == 0 && tv->tv_usec == 0))
-    return real_select(nfds, r, w, e, tv);
+    return rv_libc_select(nfds, r, w, e, tv);
   int64_t d = after((int64_t)tv->tv_sec * NS + (int64_t)tv->tv_usec * 1000);
   int rc = select_virtual(nfds, r, w, e, d, NULL);
   int err = errno;
@@ -251,8 +219,8 @@ RV_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *
 }
 
 RV_EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *ts, const sigset_t *mask) {
-  LIBC_INIT();
-  if (!FAKE || !ts || !ts_valid(ts) || ts_ns(ts) == 0) return real_pselect(nfds, r, w, e, ts, mask);
+  RV_LIBC_INIT();
+  if (!FAKE || !ts || !ts_valid(ts) || ts_ns(ts) == 0) return rv_libc_pselect(nfds, r, w, e, ts, mask);
   return select_virtual(nfds, r, w, e, after(ts_ns(ts)), mask);
 }
 
@@ -267,21 +235,21 @@ static int epoll_virtual(int epfd, struct epoll_event *ev, int max, int timeout,
     int rc = rv_tw_poll_until(&p, 1, d, mask, RV_WAIT_POLL);
     if (rc < 0) return -1;
     if (p.revents & POLLNVAL) { errno = EBADF; return -1; }
-    int k = real_epoll_wait(epfd, ev, max, 0);
+    int k = rv_libc_epoll_wait(epfd, ev, max, 0);
     if (k != 0 || rc == 0) return k;
     /* Another thread took the events first: wait again until the same deadline. */
   }
 }
 
 RV_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout) {
-  LIBC_INIT();
-  if (!FAKE || timeout <= 0) return real_epoll_wait(epfd, ev, max, timeout);
+  RV_LIBC_INIT();
+  if (!FAKE || timeout <= 0) return rv_libc_epoll_wait(epfd, ev, max, timeout);
   return epoll_virtual(epfd, ev, max, timeout, NULL);
 }
 
 RV_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask) {
-  LIBC_INIT();
-  if (!FAKE || timeout <= 0) return real_epoll_pwait(epfd, ev, max, timeout, mask);
+  RV_LIBC_INIT();
+  if (!FAKE || timeout <= 0) return rv_libc_epoll_pwait(epfd, ev, max, timeout, mask);
   return epoll_virtual(epfd, ev, max, timeout, mask);
 }
 
@@ -300,13 +268,13 @@ static void slice_abs(clockid_t clk, int64_t left, struct timespec *abs) {
   int64_t span = rv_tw_real_span(left);
   if (span > RV_TW_SLICE_NS) span = RV_TW_SLICE_NS;
   struct timespec now;
-  real_clock_gettime(clk, &now);
+  rv_libc_clock_gettime(clk, &now);
   ns_ts(ts_ns(&now) + span, abs);
 }
 
 static int cond_virtual(pthread_cond_t *c, pthread_mutex_t *m, clockid_t clk, const struct timespec *abs) {
   int64_t delta;
-  if (!virtual_delta(clk, &delta)) return real_pthread_cond_clockwait(c, m, clk, abs);
+  if (!virtual_delta(clk, &delta)) return rv_libc_pthread_cond_clockwait(c, m, clk, abs);
   if (!ts_valid(abs)) return EINVAL;
   int64_t d = ts_ns(abs) - delta, left = d - rv_tw_now();
   if (left <= 0) return ETIMEDOUT;
@@ -320,12 +288,12 @@ static int cond_virtual(pthread_cond_t *c, pthread_mutex_t *m, clockid_t clk, co
   struct timespec rabs;
   if (slot >= 0) {
     struct timespec now;
-    real_clock_gettime(CLOCK_MONOTONIC, &now);
+    rv_libc_clock_gettime(CLOCK_MONOTONIC, &now);
     ns_ts(ts_ns(&now) + rv_tw_real_span(left), &rabs);
   } else {
     slice_abs(CLOCK_MONOTONIC, left, &rabs);
   }
-  int rc = real_pthread_cond_clockwait(c, m, CLOCK_MONOTONIC, &rabs);
+  int rc = rv_libc_pthread_cond_clockwait(c, m, CLOCK_MONOTONIC, &rabs);
   rv_tw_cond_unwatch(slot);
   if (rc == ETIMEDOUT) rc = rv_tw_now() >= d ? ETIMEDOUT : 0;
   rv_tw_wait_end(tok);
@@ -333,20 +301,20 @@ static int cond_virtual(pthread_cond_t *c, pthread_mutex_t *m, clockid_t clk, co
 }
 
 RV_EXPORT int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *abs) {
-  LIBC_INIT();
-  if (!FAKE || is_null(abs)) return real_pthread_cond_timedwait(c, m, abs);
+  RV_LIBC_INIT();
+  if (!FAKE || is_null(abs)) return rv_libc_pthread_cond_timedwait(c, m, abs);
   return cond_virtual(c, m, cond_clock(c), abs);
 }
 
 RV_EXPORT int pthread_cond_clockwait(pthread_cond_t *c, pthread_mutex_t *m, clockid_t clk, const struct timespec *abs) {
-  LIBC_INIT();
-  if (!FAKE || is_null(abs)) return real_pthread_cond_clockwait(c, m, clk, abs);
+  RV_LIBC_INIT();
+  if (!FAKE || is_null(abs)) return rv_libc_pthread_cond_clockwait(c, m, clk, abs);
   return cond_virtual(c, m, clk, abs);
 }
 
 static int sem_virtual(sem_t *s, clockid_t clk, const struct timespec *abs) {
   int64_t delta;
-  if (!virtual_delta(clk, &delta)) return real_sem_clockwait(s, clk, abs);
+  if (!virtual_delta(clk, &delta)) return rv_libc_sem_clockwait(s, clk, abs);
   if (!ts_valid(abs)) { errno = EINVAL; return -1; }
   int64_t d = ts_ns(abs) - delta;
   if (sem_trywait(s) == 0) return 0;
@@ -365,12 +333,12 @@ static int sem_virtual(sem_t *s, clockid_t clk, const struct timespec *abs) {
       int64_t span = rv_tw_real_span(left);
       if (span > RV_TW_SEM_SLICE_NS) span = RV_TW_SEM_SLICE_NS;
       struct timespec now;
-      real_clock_gettime(CLOCK_MONOTONIC, &now);
+      rv_libc_clock_gettime(CLOCK_MONOTONIC, &now);
       ns_ts(ts_ns(&now) + span, &rabs);
     } else {
       slice_abs(CLOCK_MONOTONIC, left, &rabs);
     }
-    rc = real_sem_clockwait(s, CLOCK_MONOTONIC, &rabs);
+    rc = rv_libc_sem_clockwait(s, CLOCK_MONOTONIC, &rabs);
     if (rc == 0) break;
     if (errno == EINTR && slot >= 0 && rv_tw_kicked()) continue; /* our kick: the clock jumped */
     if (errno != ETIMEDOUT) break;
@@ -383,13 +351,13 @@ static int sem_virtual(sem_t *s, clockid_t clk, const struct timespec *abs) {
 }
 
 RV_EXPORT int sem_timedwait(sem_t *s, const struct timespec *abs) {
-  LIBC_INIT();
-  if (!FAKE || is_null(abs)) return real_sem_timedwait(s, abs);
+  RV_LIBC_INIT();
+  if (!FAKE || is_null(abs)) return rv_libc_sem_timedwait(s, abs);
   return sem_virtual(s, CLOCK_REALTIME, abs);
 }
 
 RV_EXPORT int sem_clockwait(sem_t *s, clockid_t clk, const struct timespec *abs) {
-  LIBC_INIT();
-  if (!FAKE || is_null(abs)) return real_sem_clockwait(s, clk, abs);
+  RV_LIBC_INIT();
+  if (!FAKE || is_null(abs)) return rv_libc_sem_clockwait(s, clk, abs);
   return sem_virtual(s, clk, abs);
 }

@@ -3,7 +3,7 @@
  * Each collective is one op with its kind, bytes and rank count. With the time warp on, the
  * Timekeeper resolves it across ranks: every rank numbers its calls per communicator (and per
  * peer for send/recv), sends its arrival, and every rank's stream ends at
- * end = max(arrivals) + duration (timeline.c, revati/timekeeper/collectives.py). Without the
+ * end = max(arrivals) + duration (collectives.c, revati/timekeeper/collectives.py). Without the
  * time warp each rank records its own arrival and the predicted duration (an approximation:
  * the ranks' ends do not agree). */
 #define _GNU_SOURCE
@@ -18,14 +18,6 @@
 
 #define API RV_EXPORT
 
-struct ncclComm {
-  uint64_t id;
-  int nranks, rank, device;
-  uint64_t coll_seq;               /* collectives called so far */
-  uint64_t *send_seq, *recv_seq;   /* sends to / receives from each peer */
-  uint64_t splits;                 /* ncclCommSplit calls on this comm (the same on every rank) */
-};
-
 static __thread int rv_group_depth;
 
 static struct ncclComm *comm_new(uint64_t id, int nranks, int rank, int device) {
@@ -38,28 +30,6 @@ static struct ncclComm *comm_new(uint64_t id, int nranks, int rank, int device) 
   c->recv_seq = calloc((size_t)nranks, sizeof *c->recv_seq);
   rv_tw_comm(id, nranks, rank);
   return c;
-}
-
-int rv_nccl_next_key(struct ncclComm *c, const rv_op *op, rv_ckey *key, int *slot) {
-  int peer = op->u.coll.peer;
-  key->comm = c->id;
-  switch (op->u.coll.coll) {
-    case RV_COLL_SEND:
-    case RV_COLL_RECV: {
-      if (peer < 0 || peer >= c->nranks) return 1;
-      int send = op->u.coll.coll == RV_COLL_SEND;
-      int src = send ? c->rank : peer, dst = send ? peer : c->rank;
-      key->chan = 1 + (uint64_t)src * 65536 + (uint64_t)dst;
-      key->seq = send ? c->send_seq[peer]++ : c->recv_seq[peer]++;
-      *slot = send ? 0 : 1;
-      return 2;
-    }
-    default:
-      key->chan = 0;
-      key->seq = c->coll_seq++;
-      *slot = c->rank;
-      return c->nranks;
-  }
 }
 
 static uint64_t id_hash(const ncclUniqueId *u) {

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "msgpack.h"
 #include "shim.h"
 #include "timewarp.h"
 
@@ -38,8 +39,8 @@ typedef struct {
 static rv_step rv_cur_step;
 static rv_model rv_model_info;
 
-/* Exported for the vLLM semantic layer (ctypes). Values are per GPU (after tensor parallel). */
-RV_EXPORT void revati_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int intermediate) {
+/* From the vLLM semantic layer (revati_set_model). Values are per GPU (after tensor parallel). */
+void rv_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int intermediate) {
   rv_model_info = (rv_model){num_heads, num_kv_heads, head_dim, hidden, intermediate, 1};
 }
 
@@ -47,43 +48,18 @@ RV_EXPORT void revati_set_model(int num_heads, int num_kv_heads, int head_dim, i
 static uint64_t rv_steps_seen;
 uint64_t rv_steps_seen_total(void) { return __atomic_load_n(&rv_steps_seen, __ATOMIC_RELAXED); }
 
-RV_EXPORT void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode,
-                               int64_t prefill_tokens, int64_t prefill_kv_sum, int64_t prefill_kv_max,
-                               int64_t prefill_pairs, int64_t decode_kv_sum, int64_t decode_kv_max) {
+void rv_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode, int64_t prefill_tokens,
+                 int64_t prefill_kv_sum, int64_t prefill_kv_max, int64_t prefill_pairs, int64_t decode_kv_sum,
+                 int64_t decode_kv_max) {
   pthread_mutex_lock(&rv_lock);
   rv_cur_step = (rv_step){num_tokens, num_reqs, num_prefill, num_decode, prefill_tokens,
                           prefill_kv_sum, prefill_kv_max, prefill_pairs, decode_kv_sum, decode_kv_max};
   rv_steps_seen++;
   pthread_mutex_unlock(&rv_lock);
-  rv_periodic_flush(); /* once per step at most every second: serving steps sync on events, not streams */
 }
 
-/* ---------------------------------------------------------------- msgpack writer */
-
-typedef struct {
-  uint8_t buf[512];
-  size_t n;
-} rv_mp;
-
-static void mp_byte(rv_mp *w, uint8_t b) { if (w->n < sizeof w->buf) w->buf[w->n++] = b; }
-static void mp_bytes(rv_mp *w, const void *p, size_t n) {
-  if (w->n + n <= sizeof w->buf) { memcpy(w->buf + w->n, p, n); w->n += n; }
-}
-static void mp_map(rv_mp *w, int n) { mp_byte(w, (uint8_t)(0x80 | n)); }
-static void mp_str(rv_mp *w, const char *s) {
-  size_t n = strlen(s);
-  if (n < 32) mp_byte(w, (uint8_t)(0xa0 | n));
-  else { mp_byte(w, 0xd9); mp_byte(w, (uint8_t)n); }
-  mp_bytes(w, s, n);
-}
-static void mp_int(rv_mp *w, int64_t v) {
-  if (v >= 0 && v < 128) { mp_byte(w, (uint8_t)v); return; }
-  uint8_t b[9] = {0xd3};
-  for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)((uint64_t)v >> (56 - 8 * i));
-  mp_bytes(w, b, 9);
-}
-static void kv_str(rv_mp *w, const char *k, const char *v) { mp_str(w, k); mp_str(w, v); }
-static void kv_int(rv_mp *w, const char *k, int64_t v) { mp_str(w, k); mp_int(w, v); }
+/* Descriptors are short: a buffer of this size holds the longest (attention, 11 fields). */
+#define RV_DESC_MAX 512
 
 /* ----------------------------------------------------------- descriptors per op */
 
@@ -105,18 +81,18 @@ static int64_t geometry_bytes(const rv_op *op) {
 static void describe_attention(rv_mp *w, int prefill) {
   const rv_model *m = &rv_model_info;
   const rv_step *s = &rv_cur_step;
-  mp_map(w, 11);
-  kv_str(w, "op", "attention");
-  kv_str(w, "phase", prefill ? "prefill" : "decode");
-  kv_int(w, "batch_size", prefill ? s->num_prefill : s->num_decode);
-  kv_int(w, "num_tokens", prefill ? s->prefill_tokens : s->num_decode);
-  kv_int(w, "kv_len_sum", prefill ? s->prefill_kv_sum : s->decode_kv_sum);
-  kv_int(w, "kv_len_max", prefill ? s->prefill_kv_max : s->decode_kv_max);
-  kv_int(w, "attn_pairs", prefill ? s->prefill_pairs : s->decode_kv_sum);
-  kv_int(w, "num_heads", m->num_heads);
-  kv_int(w, "num_kv_heads", m->num_kv_heads);
-  kv_int(w, "head_dim", m->head_dim);
-  kv_str(w, "dtype", "bf16");
+  rv_mp_map(w, 11);
+  rv_mp_kv_str(w, "op", "attention");
+  rv_mp_kv_str(w, "phase", prefill ? "prefill" : "decode");
+  rv_mp_kv_int(w, "batch_size", prefill ? s->num_prefill : s->num_decode);
+  rv_mp_kv_int(w, "num_tokens", prefill ? s->prefill_tokens : s->num_decode);
+  rv_mp_kv_int(w, "kv_len_sum", prefill ? s->prefill_kv_sum : s->decode_kv_sum);
+  rv_mp_kv_int(w, "kv_len_max", prefill ? s->prefill_kv_max : s->decode_kv_max);
+  rv_mp_kv_int(w, "attn_pairs", prefill ? s->prefill_pairs : s->decode_kv_sum);
+  rv_mp_kv_int(w, "num_heads", m->num_heads);
+  rv_mp_kv_int(w, "num_kv_heads", m->num_kv_heads);
+  rv_mp_kv_int(w, "head_dim", m->head_dim);
+  rv_mp_kv_str(w, "dtype", "bf16");
 }
 
 /* The decode part of a mixed (prefill + decode) attention step, or 0 if there is none. */
@@ -138,38 +114,38 @@ static int describe(const rv_op *op, rv_mp *w, int *mapped) {
   *mapped = 1;
   switch (op->kind) {
     case RV_OP_GEMM:
-      mp_map(w, 6);
-      kv_str(w, "op", "gemm");
+      rv_mp_map(w, 6);
+      rv_mp_kv_str(w, "op", "gemm");
       /* cuBLAS and cuBLASLt are column-major: the m x n C they are asked for is the row-major
        * n x m C that torch computes (y = x W^T runs as m = out features, n = tokens). The
        * descriptor is row-major, as the profiles it is trained on (m = tokens, n = out features):
        * swap. Without the swap every decode GEMM was looked up as a 1-row-wide weight shape that
        * no profile has (12288 x 4096 at 1 token: 41.1 us instead of 36.8 us). */
-      kv_int(w, "m", op->u.gemm.n); kv_int(w, "n", op->u.gemm.m); kv_int(w, "k", op->u.gemm.k);
-      kv_str(w, "dtype", dtype_name(op->u.gemm.dtype_a));
-      kv_int(w, "batch", op->u.gemm.batch);
+      rv_mp_kv_int(w, "m", op->u.gemm.n); rv_mp_kv_int(w, "n", op->u.gemm.m); rv_mp_kv_int(w, "k", op->u.gemm.k);
+      rv_mp_kv_str(w, "dtype", dtype_name(op->u.gemm.dtype_a));
+      rv_mp_kv_int(w, "batch", op->u.gemm.batch);
       return 1;
     case RV_OP_MEMCPY: {
       static const char *const dirs[] = {"h2h", "h2d", "d2h", "d2d"};
       if (op->u.copy.dir == RV_H2H) return 0;
-      mp_map(w, 3);
-      kv_str(w, "op", "memcpy"); kv_int(w, "bytes", (int64_t)op->u.copy.bytes); kv_str(w, "direction", dirs[op->u.copy.dir & 3]);
+      rv_mp_map(w, 3);
+      rv_mp_kv_str(w, "op", "memcpy"); rv_mp_kv_int(w, "bytes", (int64_t)op->u.copy.bytes); rv_mp_kv_str(w, "direction", dirs[op->u.copy.dir & 3]);
       return 1;
     }
     case RV_OP_COLLECTIVE: {
       const char *kind = op->u.coll.coll == RV_COLL_SEND || op->u.coll.coll == RV_COLL_RECV ? "send_recv"
                          : op->u.coll.coll <= RV_COLL_BROADCAST ? rv_coll_names[op->u.coll.coll] : NULL;
       if (!kind || op->u.coll.nranks < 2) return 0;
-      mp_map(w, 5);
-      kv_str(w, "op", "collective"); kv_str(w, "kind", kind); kv_int(w, "bytes", (int64_t)op->u.coll.bytes);
-      kv_int(w, "ranks", op->u.coll.nranks);
-      kv_str(w, "topology", rv_gpu->nvlink ? "nvswitch" : "pcie");
+      rv_mp_map(w, 5);
+      rv_mp_kv_str(w, "op", "collective"); rv_mp_kv_str(w, "kind", kind); rv_mp_kv_int(w, "bytes", (int64_t)op->u.coll.bytes);
+      rv_mp_kv_int(w, "ranks", op->u.coll.nranks);
+      rv_mp_kv_str(w, "topology", rv_gpu->nvlink ? "nvswitch" : "pcie");
       return 1;
     }
     case RV_OP_MEMSET:
-      mp_map(w, 3);
-      kv_str(w, "op", "elementwise"); kv_int(w, "bytes", op->u.memset.bytes ? (int64_t)op->u.memset.bytes : 1);
-      kv_int(w, "tokens", tokens);
+      rv_mp_map(w, 3);
+      rv_mp_kv_str(w, "op", "elementwise"); rv_mp_kv_int(w, "bytes", op->u.memset.bytes ? (int64_t)op->u.memset.bytes : 1);
+      rv_mp_kv_int(w, "tokens", tokens);
       return 1;
     default: break;
   }
@@ -186,15 +162,15 @@ static int describe(const rv_op *op, rv_mp *w, int *mapped) {
     int64_t hidden = fam == RV_FAM_ACTIVATION ? m->intermediate
                      : fam == RV_FAM_ROTARY ? (int64_t)(m->num_heads + m->num_kv_heads) * m->head_dim
                      : fam == RV_FAM_CACHE_WRITE ? 2LL * m->num_kv_heads * m->head_dim : m->hidden;
-    mp_map(w, 4);
-    kv_str(w, "op", opname); kv_int(w, "tokens", tokens); kv_int(w, "hidden", hidden); kv_str(w, "dtype", "bf16");
+    rv_mp_map(w, 4);
+    rv_mp_kv_str(w, "op", opname); rv_mp_kv_int(w, "tokens", tokens); rv_mp_kv_int(w, "hidden", hidden); rv_mp_kv_str(w, "dtype", "bf16");
     return 1;
   }
   /* Everything else (sampler, generic Triton, torch elementwise/reduce/copy, unknown):
    * described by the bytes its launch geometry suggests. */
   *mapped = 0;
-  mp_map(w, 3);
-  kv_str(w, "op", "elementwise"); kv_int(w, "bytes", geometry_bytes(op) + 1); kv_int(w, "tokens", tokens);
+  rv_mp_map(w, 3);
+  rv_mp_kv_str(w, "op", "elementwise"); rv_mp_kv_int(w, "bytes", geometry_bytes(op) + 1); rv_mp_kv_int(w, "tokens", tokens);
   return 1;
 }
 
@@ -348,11 +324,12 @@ static uint64_t lookup(const rv_mp *d, const rv_op *op, const rv_gpu_spec *gpu) 
   rv_misses++;
   uint64_t ns = 0;
   if (rv_sidecar_ok) {
-    rv_mp req = {.n = 0};
-    mp_map(&req, 1);
-    mp_str(&req, "ops");
-    mp_byte(&req, 0x91);
-    mp_bytes(&req, d->buf, d->n);
+    uint8_t reqbuf[RV_DESC_MAX];
+    rv_mp req = RV_MP(reqbuf);
+    rv_mp_map(&req, 1);
+    rv_mp_str(&req, "ops");
+    rv_mp_byte(&req, 0x91);
+    rv_mp_bytes(&req, d->buf, d->n);
     uint8_t t;
     double us;
     int r = request(0x02, req.buf, req.n, &t);
@@ -372,12 +349,14 @@ static uint64_t lookup(const rv_mp *d, const rv_op *op, const rv_gpu_spec *gpu) 
 }
 
 static uint64_t sidecar_ns(const rv_op *op, const rv_gpu_spec *gpu) {
-  rv_mp d = {.n = 0};
+  uint8_t dbuf[RV_DESC_MAX];
+  rv_mp d = RV_MP(dbuf);
   int mapped;
   if (op->kind == RV_OP_KERNEL) rv_kernel_family((rv_kernel *)op->u.kernel.k);
   if (!describe(op, &d, &mapped)) return account(rv_roofline_ns(op, gpu), 0);
   uint64_t ns = lookup(&d, op, gpu);
-  rv_mp dec = {.n = 0};
+  uint8_t decbuf[RV_DESC_MAX];
+  rv_mp dec = RV_MP(decbuf);
   if (describe_decode_part(op, &dec)) ns += lookup(&dec, op, gpu);
   return account(ns, mapped);
 }
@@ -401,10 +380,11 @@ const rv_duration_source *rv_sidecar_init(void) {
   z.setsockopt(rv_sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
   z.setsockopt(rv_sock, ZMQ_LINGER, &linger, sizeof linger);
   if (z.connect(rv_sock, ep)) return NULL;
-  rv_mp hello = {.n = 0};
-  mp_map(&hello, 2);
-  kv_int(&hello, "version", 1);
-  kv_str(&hello, "gpu", rv_gpu->key);
+  uint8_t hellobuf[RV_DESC_MAX];
+  rv_mp hello = RV_MP(hellobuf);
+  rv_mp_map(&hello, 2);
+  rv_mp_kv_int(&hello, "version", 1);
+  rv_mp_kv_str(&hello, "gpu", rv_gpu->key);
   uint8_t t;
   int r = request(0x01, hello.buf, hello.n, &t);
   if (r < 0 || t != 0x01) {

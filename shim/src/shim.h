@@ -14,7 +14,6 @@
 
 #define RV_EXPORT __attribute__((visibility("default")))
 
-struct ncclComm;
 #define RV_LIKELY(x) __builtin_expect(!!(x), 1)
 #define RV_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -23,16 +22,22 @@ struct ncclComm;
 enum { RV_LOG_ERROR = 0, RV_LOG_WARN = 1, RV_LOG_INFO = 2, RV_LOG_DEBUG = 3 };
 extern int rv_log_level; /* read once at init from REVATI_LOG_LEVEL */
 
-void rv_ensure_init(void);
+/* base.c: the layer every other file may use. */
+void rv_log_init(void); /* REVATI_LOG_LEVEL, REVATI_LOG_FILE */
 void rv_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define RV_LOG(level, ...)                                                                        \
   do {                                                                                            \
     if (RV_UNLIKELY((level) <= rv_log_level)) rv_log(level, __VA_ARGS__);                         \
   } while (0)
 
+/* init.c: initializes the shim once; every entry point calls it first. */
+void rv_ensure_init(void);
+
 /* The libraries whose entry points the shim exports (entrypoints.def). */
 enum rv_lib { RV_LIB_CUDART, RV_LIB_CUDA, RV_LIB_CUBLAS, RV_LIB_CUBLASLT, RV_LIB_NCCL, RV_LIB_NVML };
 
+/* entries.c. Sorts the name table (at init). */
+void rv_entries_init(void);
 /* Called by every generated stub: logs the name once, returns the lib's "not supported". */
 int rv_stub_hit(int index);
 /* Address of an exported entry point by exact name, or NULL. */
@@ -199,8 +204,8 @@ typedef struct rv_op {
 
 /* --------------------------------------------------------------- duration source */
 
-/* The pluggable source of op durations. The roofline source is built in; the predictor
- * (sidecar) and constant sources plug in behind the same interface. */
+/* The pluggable source of op durations (duration.c): the predictor (sidecar, the default),
+ * the roofline and constant sources, behind one interface. */
 typedef struct rv_duration_source {
   const char *name;
   /* Returns the predicted duration of op on the given part, in ns. */
@@ -212,13 +217,23 @@ void rv_duration_init(const char *spec); /* "sidecar" (default), "roofline" or "
 /* Counters of the sidecar source's signature cache (all zero for other sources). */
 void rv_sidecar_stats(uint64_t *hits, uint64_t *misses, uint64_t *unmapped, uint64_t *errors,
                       uint64_t *mapped_ns, uint64_t *unmapped_ns);
+/* roofline.c */
 uint64_t rv_roofline_ns(const rv_op *op, const rv_gpu_spec *gpu);
+extern const rv_duration_source rv_roofline_source;
+/* predictor_client.c: the sidecar source (NULL when no sidecar answers), and the vLLM
+ * semantic layer's model shape and step composition (revati_set_model, revati_set_step). */
+const rv_duration_source *rv_sidecar_init(void);
+void rv_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int intermediate);
+void rv_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode, int64_t prefill_tokens,
+                 int64_t prefill_kv_sum, int64_t prefill_kv_max, int64_t prefill_pairs, int64_t decode_kv_sum,
+                 int64_t decode_kv_max);
+uint64_t rv_steps_seen_total(void); /* steps handed over so far */
 
 /* ------------------------------------------------------------ streams and graphs */
 
 /* A collective as the Timekeeper names it (time warp on): the communicator (a hash of its
  * unique id), a channel (0 for collectives; 1 + src * 65536 + dst for the send/recv pairs from
- * src to dst; 0 on a process-private "comm" for joins, see timeline.c) and the call's number on
+ * src to dst; 0 on a process-private "comm" for joins, see positions.c) and the call's number on
  * that channel. Every rank numbers its calls alike, so the ranks' arrivals meet under one key. */
 typedef struct rv_ckey {
   uint64_t comm, chan, seq;
@@ -228,7 +243,7 @@ typedef struct rv_ckey {
  * on, a collective's end is known only once every rank has arrived (the Timekeeper resolves
  * it), so a stream's later work is kept relative to the pending ends it follows; n == 0 is an
  * absolute time b. The form is closed under "then an op of duration d launched at host time h"
- * (b = max(b, h) + d, every a += d) and under max (union of refs), see timeline.c. */
+ * (b = max(b, h) + d, every a += d) and under max (union of refs), see positions.c. */
 #define RV_TREF_MAX 4
 typedef struct rv_tpos {
   uint64_t b;
@@ -272,6 +287,16 @@ struct rv_graph {
 struct CUgraph_st { rv_graph g; };
 struct CUgraphExec_st { rv_graph g; };
 
+/* A communicator (nccl.c creates it; collectives.c numbers its calls). */
+struct ncclComm {
+  uint64_t id;
+  int nranks, rank, device;
+  uint64_t coll_seq;               /* collectives called so far */
+  uint64_t *send_seq, *recv_seq;   /* sends to / receives from each peer */
+  uint64_t splits;                 /* ncclCommSplit calls on this comm (the same on every rank) */
+};
+
+/* timeline.c, collectives.c, graphs.c and ops.c (graph lists). */
 /* Resolves a stream handle (NULL, cudaStreamLegacy, cudaStreamPerThread, or ours). */
 struct CUstream_st *rv_stream_resolve(void *handle);
 struct CUstream_st *rv_stream_create(int device, unsigned flags, int priority);
@@ -290,13 +315,13 @@ int rv_event_done(struct CUevent_st *e);
 void rv_event_sync(struct CUevent_st *e);
 double rv_event_elapsed_ms(struct CUevent_st *a, struct CUevent_st *b);
 /* NCCL calls (nccl.c): onto the timeline, or into the capture. With the time warp on, a call
- * on a communicator of more than one rank is an arrival the Timekeeper resolves (timeline.c). */
+ * on a communicator of more than one rank is an arrival the Timekeeper resolves (collectives.c). */
 void rv_coll_submit(struct CUstream_st *s, const rv_op *op);
 void rv_coll_group_begin(void);                        /* outermost ncclGroupStart */
 void rv_coll_group_end(void);                          /* outermost ncclGroupEnd */
-/* The Timekeeper's key for this rank's next call of op (nccl.c; under rv_lock). Returns the
- * number of participants (ranks of a collective, 2 for send/recv) and this rank's slot. */
-int rv_nccl_next_key(struct ncclComm *c, const rv_op *op, rv_ckey *key, int *slot);
+/* The Timekeeper's key for this rank's next call of op (under rv_lock). Returns the number
+ * of participants (ranks of a collective, 2 for send/recv) and this rank's slot. */
+int rv_coll_next_key(struct ncclComm *c, const rv_op *op, rv_ckey *key, int *slot);
 int rv_begin_capture(struct CUstream_st *s, int mode);
 rv_graph *rv_end_capture(struct CUstream_st *s);
 void rv_graph_launch(const rv_graph *exec, struct CUstream_st *s);
@@ -310,7 +335,7 @@ uint64_t rv_now_ns(void);
 /* Blocks the calling host thread until virtual time t (a jump: it costs no wall time). */
 void rv_wait_until(uint64_t t);
 
-/* Kernel registry. */
+/* Kernel registry (kernels.c). */
 rv_kernel *rv_kernel_register(const void *host_fun, const char *mangled);
 rv_kernel *rv_kernel_by_host_fun(const void *host_fun);
 rv_kernel *rv_kernel_new(const char *mangled, int from_triton);
@@ -319,7 +344,7 @@ int rv_classify_kernel(const char *mangled);
 /* The kernel's family, classified from its name on first use. */
 int rv_kernel_family(rv_kernel *k);
 
-/* Global statistics (read by tests through revati_stats). */
+/* Global counters (base.c), written out by stats.c. */
 typedef struct rv_stats {
   uint64_t ops[RV_OP_KINDS];
   uint64_t graph_launches, graph_nodes_replayed;
@@ -332,16 +357,21 @@ typedef struct rv_stats {
 extern rv_stats rv_global_stats;
 extern pthread_mutex_t rv_lock; /* guards streams, events, graphs, allocator and stats */
 
-/* Trace (REVATI_TRACE). */
+/* Trace (REVATI_TRACE, trace.c). */
 void rv_trace_init(const char *path);
 void rv_trace_op(const struct CUstream_st *s, const rv_op *op, uint64_t start, uint64_t dur, int in_graph);
 void rv_trace_flush(void);
-void rv_write_stats(void);
-/* Flushes the trace and statistics at most once a second; called at synchronization points. */
-void rv_periodic_flush(void);
 extern int rv_trace_on;
 
-/* Names of ops for the trace and logs. */
+/* Names of ops for the trace and logs (ops.c). */
 void rv_op_describe(const rv_op *op, char *buf, size_t len);
+
+/* stats.c: REVATI_STATS_FILE (at init), the stats file, and the flush of stats and trace. */
+void rv_stats_init(const char *path);
+void rv_write_stats(void);
+void rv_flush(void);
+/* Flushes the trace and statistics at most once a second; the entry points call it at
+ * synchronization points. */
+void rv_periodic_flush(void);
 
 #endif

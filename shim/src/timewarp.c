@@ -43,6 +43,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "msgpack.h"
 #include "shim.h"
 #include "timewarp.h"
 
@@ -212,21 +213,20 @@ void rv_an_pop(int state) {
 
 static void an_reset(void) { memset(&an, 0, sizeof an); }
 
-/* Exported for the vLLM plugin (ctypes). The names of revati_thread_anatomy's values: the
- * header fields before ';', then the states, each as 4 values (virtual ns, GPU-busy ns within
- * them, real ns, entries). */
-RV_EXPORT const char *revati_anatomy_fields(void) {
+/* The names of rv_an_read's values (revati_anatomy_fields): the header fields before ';',
+ * then the states, each as 4 values (virtual ns, GPU-busy ns within them, real ns, entries). */
+const char *rv_an_fields(void) {
   return "now,real,cpu,cpu_frozen,gpu_busy,gpu_work,lost;run,runner,sched,idle,input,gpu,collective,sleep,poll,cond,"
          "sem,yield,sidecar,frozen";
 }
 
-/* The calling thread's cumulative counters (see revati_anatomy_fields): now (virtual ns),
+/* The calling thread's cumulative counters (see rv_an_fields): now (virtual ns),
  * real (real ns), cpu (the thread's real CPU ns), cpu_frozen (of which inside JIT freezes,
  * whose virtual time is about nothing), gpu_busy (busy(now) of the process's GPU
  * timeline), gpu_work (predicted ns of all ops launched by the process so far), lost (pushes
  * beyond the stack's depth), then per state v, b, r, n. Returns the number of values written,
  * or -1 without the time warp. */
-RV_EXPORT int revati_thread_anatomy(int64_t *out, int n) {
+int rv_an_read(int64_t *out, int n) {
   if (!rv_tw_on || !out) return -1;
   an_mark();
   int64_t vals[7 + 4 * RV_AN_STATES];
@@ -258,16 +258,6 @@ static int64_t an_thread_cpu(void) {
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Python-side states (the model runner, the scheduler, the engine's input queue). Entering or
- * leaving one is the thread doing something else than yield-spinning: that ends a spin. */
-RV_EXPORT void revati_anatomy_push(int state) {
-  rv_tw_unspin();
-  rv_an_push(state);
-}
-RV_EXPORT void revati_anatomy_pop(int state) {
-  rv_tw_unspin();
-  rv_an_pop(state);
-}
 
 static int an_state_of(int kind) {
   switch (kind & 0xff) {
@@ -280,60 +270,19 @@ static int an_state_of(int kind) {
   }
 }
 
-/* ------------------------------------------------------------ msgpack bits */
+/* ------------------------------------------------------------ messages */
 
-static size_t mp_int(uint8_t *p, int64_t v) {
-  p[0] = 0xd3;
-  for (int i = 0; i < 8; i++) p[1 + i] = (uint8_t)((uint64_t)v >> (56 - 8 * i));
-  return 9;
-}
-
-static size_t mp_msg(uint8_t *buf, int type, const int64_t *vals, int n) {
-  size_t k = 0;
-  buf[k++] = (uint8_t)type;
-  buf[k++] = (uint8_t)(0x90 | n);
-  for (int i = 0; i < n; i++) k += mp_int(buf + k, vals[i]);
-  return k;
-}
-
-/* A message with an array of any length (array16/array32 headers). buf needs 5 + 9 * n bytes. */
-static size_t mp_msg_long(uint8_t *buf, int type, const int64_t *vals, size_t n) {
-  size_t k = 0;
-  buf[k++] = (uint8_t)type;
-  if (n < 16) {
-    buf[k++] = (uint8_t)(0x90 | n);
-  } else if (n < 65536) {
-    buf[k++] = 0xdc;
-    buf[k++] = (uint8_t)(n >> 8);
-    buf[k++] = (uint8_t)n;
-  } else {
-    buf[k++] = 0xdd;
-    for (int i = 3; i >= 0; i--) buf[k++] = (uint8_t)(n >> (8 * i));
-  }
-  for (size_t i = 0; i < n; i++) k += mp_int(buf + k, vals[i]);
-  return k;
-}
-
-/* Reads one msgpack integer. Returns bytes consumed, 0 on a non-integer. */
-static size_t mp_read_int(const uint8_t *p, size_t len, int64_t *v) {
-  if (len < 1) return 0;
-  uint8_t t = p[0];
-  if (t <= 0x7f) { *v = t; return 1; }
-  if (t >= 0xe0) { *v = (int8_t)t; return 1; }
-  static const uint8_t widths[] = {1, 2, 4, 8};
-  int signed_ = t >= 0xd0 && t <= 0xd3, unsigned_ = t >= 0xcc && t <= 0xcf;
-  if (!signed_ && !unsigned_) return 0;
-  size_t w = widths[t - (signed_ ? 0xd0 : 0xcc)];
-  if (len < 1 + w) return 0;
-  uint64_t x = 0;
-  for (size_t i = 0; i < w; i++) x = (x << 8) | p[1 + i];
-  if (signed_ && w < 8 && (x >> (8 * w - 1))) x |= ~0ULL << (8 * w);
-  *v = (int64_t)x;
-  return 1 + w;
+/* "type, [int, int...]" into buf (cap bytes; 5 + 9 * n always fit). Returns its length. */
+static size_t tw_msg(uint8_t *buf, size_t cap, int type, const int64_t *vals, size_t n) {
+  rv_mp w = {buf, cap, 0};
+  rv_mp_byte(&w, (uint8_t)type);
+  rv_mp_array(&w, n);
+  for (size_t i = 0; i < n; i++) rv_mp_int(&w, vals[i]);
+  return w.n;
 }
 
 /* Parses "type, [int, int...]". Returns the type, or -1; fills up to max ints. */
-static int mp_parse(const uint8_t *buf, size_t len, int64_t *vals, int max, int *n) {
+static int tw_parse(const uint8_t *buf, size_t len, int64_t *vals, int max, int *n) {
   if (len < 2) return -1;
   *n = 0;
   int cnt;
@@ -348,7 +297,7 @@ static int mp_parse(const uint8_t *buf, size_t len, int64_t *vals, int max, int 
     return buf[0];
   }
   for (int i = 0; i < cnt && i < max; i++) {
-    size_t used = mp_read_int(buf + k, len - k, &vals[i]);
+    size_t used = rv_mp_read_int(buf + k, len - k, &vals[i]);
     if (!used) break;
     k += used;
     (*n)++;
@@ -360,7 +309,7 @@ static int mp_parse(const uint8_t *buf, size_t len, int64_t *vals, int max, int 
 
 static void tw_send(int type, const int64_t *vals, int n) {
   uint8_t buf[64];
-  size_t len = mp_msg(buf, type, vals, n);
+  size_t len = tw_msg(buf, sizeof buf, type, vals, (size_t)n);
   if (send(tw_fd, buf, len, MSG_NOSIGNAL) < 0 && !tw_lost) {
     tw_lost = 1;
     RV_LOG(RV_LOG_WARN, "timewarp: lost the Timekeeper (%s); virtual time now runs at real speed",
@@ -391,7 +340,7 @@ static int tw_conn(void) {
   if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) goto fail;
   int64_t hello[3] = {RV_TW_PROTOCOL, getpid(), (int64_t)syscall(SYS_gettid)};
   uint8_t buf[256];
-  size_t len = mp_msg(buf, MSG_HELLO, hello, 3);
+  size_t len = tw_msg(buf, sizeof buf, MSG_HELLO, hello, 3);
   if (send(fd, buf, len, MSG_NOSIGNAL) < 0) goto fail;
   struct pollfd p = {fd, POLLIN, 0};
   struct timespec ts = {5, 0};
@@ -399,7 +348,7 @@ static int tw_conn(void) {
   ssize_t r = recv(fd, buf, sizeof buf, 0);
   int64_t v[2];
   int nv;
-  if (r <= 0 || mp_parse(buf, (size_t)r, v, 2, &nv) != MSG_WELCOME || nv < 1 || v[0] != RV_TW_PROTOCOL) {
+  if (r <= 0 || tw_parse(buf, (size_t)r, v, 2, &nv) != MSG_WELCOME || nv < 1 || v[0] != RV_TW_PROTOCOL) {
     RV_LOG(RV_LOG_ERROR, "timewarp: the Timekeeper refused the handshake (protocol %d)", RV_TW_PROTOCOL);
     goto fail;
   }
@@ -443,7 +392,7 @@ static int tw_drain(uint32_t seq) {
     if (r < 0) return woke;
     int64_t v[2];
     int nv;
-    if (mp_parse(buf, (size_t)r, v, 2, &nv) == MSG_WAKE && nv >= 1 && (uint32_t)v[0] == seq) woke = 1;
+    if (tw_parse(buf, (size_t)r, v, 2, &nv) == MSG_WAKE && nv >= 1 && (uint32_t)v[0] == seq) woke = 1;
   }
 }
 
@@ -791,7 +740,7 @@ static void tw_new_private_id(void) {
 static int tw_send_long(int type, const int64_t *vals, size_t n) {
   uint8_t stack[1024], *buf = 5 + 9 * n <= sizeof stack ? stack : malloc(5 + 9 * n);
   if (!buf) return -1;
-  size_t len = mp_msg_long(buf, type, vals, n);
+  size_t len = tw_msg(buf, 5 + 9 * n, type, vals, n);
   int r = 0;
   if (send(tw_fd, buf, len, MSG_NOSIGNAL) < 0) {
     r = -1;
@@ -818,9 +767,9 @@ int rv_tw_hold(int delta) {
 
 /* Stops (+1) or restarts (-1) the deployment's virtual clock around one-off work that a
  * warmed-up server would not do, such as a Triton kernel's first-use JIT compile (the vLLM
- * plugin calls this through ctypes). Nests per process; the Timekeeper undoes what a process
- * that exits left frozen. Returns 0, or -1 without a Timekeeper. */
-RV_EXPORT int revati_clock_freeze(int delta) {
+ * plugin calls this through revati_clock_freeze). Nests per process; the Timekeeper undoes what
+ * a process that exits left frozen. Returns 0, or -1 without a Timekeeper. */
+int rv_tw_freeze(int delta) {
   if (!rv_tw_on || (delta != 1 && delta != -1) || tw_conn() < 0) return -1;
   int64_t v[1] = {delta};
   rv_tw_unspin(); /* a compile begins, or it is over: either way no spin goes on */
@@ -905,7 +854,7 @@ static int tw_resolve_reply(uint32_t req, int n, int64_t *ends) {
       if (r < 0) break;
       int64_t got[1 + 64];
       int nv;
-      if (mp_parse(buf, (size_t)r, got, 1 + 64, &nv) != MSG_RESOLVED || nv < 1 + n || (uint32_t)got[0] != req)
+      if (tw_parse(buf, (size_t)r, got, 1 + 64, &nv) != MSG_RESOLVED || nv < 1 + n || (uint32_t)got[0] != req)
         continue; /* a stale WAKE */
       int unresolved = 0;
       for (int i = 0; i < n; i++) {

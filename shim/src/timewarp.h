@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "clock_page.h"
+#include "libc_real.h"
 #include "shim.h"
 
 #define RV_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -65,7 +66,7 @@ int rv_tw_kicked(void);
 /* Real length of one slice of such a loop (ns): the latency of noticing a jump. */
 #define RV_TW_SLICE_NS 1000000LL
 
-/* Collectives resolved by the Timekeeper (see timeline.c for the timeline side).
+/* Collectives resolved by the Timekeeper (see collectives.c for the timeline side).
  * rv_tw_comm announces a communicator rank (so that a rank that dies is known as one);
  * rv_tw_arrive sends a batch of arrivals, each encoded as
  *   comm, chan, seq, op, participants, slot, duration, b, nrefs, (comm, chan, seq, a) * nrefs
@@ -106,6 +107,11 @@ enum rv_an_state {
   RV_AN_FROZEN,      /* the clock is frozen for a JIT compile held by this thread */
   RV_AN_STATES
 };
+/* The names of rv_an_read's values, and the calling thread's counters (revati_api.h). */
+const char *rv_an_fields(void);
+int rv_an_read(int64_t *out, int n);
+/* Stops (+1) or restarts (-1) the deployment's clock (revati_clock_freeze). */
+int rv_tw_freeze(int delta);
 /* Enters / leaves a state on the calling thread (no-ops without the time warp). pop unwinds
  * to the innermost entry of that state; a pop of a state not on the stack is ignored. */
 void rv_an_push(int state);
@@ -113,8 +119,5 @@ void rv_an_pop(int state);
 /* Predicted GPU work placed on a timeline of this process from start to end (virtual ns). */
 void rv_an_gpu(uint64_t start, uint64_t end);
 
-/* Real libc entry points (libc.c), for the shim's own use. */
-int rv_real_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask);
-int rv_real_clock_gettime(clockid_t clk, struct timespec *ts);
 
 #endif

@@ -1,5 +1,5 @@
-/* The Timekeeper's /proc scan, in C (loaded by revati/timekeeper/timekeeper.py with ctypes;
- * the Python reader is the fallback). One call reads the scheduler state and the run count
+/* The Timekeeper's /proc scan, in C (declared in shim/src/revati_api.h, bound by
+ * revati/launch/shim_api.py; the Python reader is the fallback). One call reads the scheduler state and the run count
  * (schedstat's timeslices) of every thread of the given processes, through /proc files kept
  * open between calls, and stops at the first thread that is not idle.
  *
@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "revati_api.h"
 
 #define CAP 8192 /* open-addressing table of cached fds, by tid */
 static struct { int32_t tid, pid, stat_fd, sched_fd; uint32_t gen, seen; int64_t runs, cur; } tab[CAP];
@@ -75,7 +77,7 @@ static int read_thread(int k, int64_t *runs) {
   return 0;
 }
 
-__attribute__((visibility("default"))) int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t cap) {
+int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t cap) {
   if (!ready) {
     for (int i = 0; i < CAP; i++) tab[i].tid = 0;
     ready = 1;
@@ -121,7 +123,7 @@ __attribute__((visibility("default"))) int64_t rv_tk_scan(const int32_t *pids, i
   return cnt;
 }
 
-__attribute__((visibility("default"))) int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexempt) {
+int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexempt) {
   if (!ready) {
     for (int i = 0; i < CAP; i++) tab[i].tid = 0;
     ready = 1;

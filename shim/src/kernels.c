@@ -1,0 +1,136 @@
+/* The kernel registry: kernels registered by nvcc host code (__cudaRegisterFunction), loaded
+ * from modules (cuModuleGetFunction, Triton) or created by cuLibrary calls, with their
+ * demangled names and their families (classified from the name on first launch).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shim.h"
+
+typedef struct {
+  const void *key;
+  rv_kernel *k;
+} rv_kslot;
+static rv_kslot *rv_ktab;
+static size_t rv_kcap, rv_kcount;
+static pthread_mutex_t rv_klock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t khash(const void *p, size_t cap) {
+  uint64_t x = (uint64_t)(uintptr_t)p;
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;
+  return (size_t)x & (cap - 1);
+}
+
+static void ktab_put(const void *key, rv_kernel *k) {
+  if ((rv_kcount + 1) * 2 > rv_kcap) {
+    size_t ncap = rv_kcap ? rv_kcap * 2 : 4096;
+    rv_kslot *n = calloc(ncap, sizeof *n);
+    for (size_t i = 0; i < rv_kcap; i++)
+      if (rv_ktab[i].key) {
+        size_t j = khash(rv_ktab[i].key, ncap);
+        while (n[j].key) j = (j + 1) & (ncap - 1);
+        n[j] = rv_ktab[i];
+      }
+    free(rv_ktab);
+    rv_ktab = n;
+    rv_kcap = ncap;
+  }
+  size_t j = khash(key, rv_kcap);
+  while (rv_ktab[j].key && rv_ktab[j].key != key) j = (j + 1) & (rv_kcap - 1);
+  if (!rv_ktab[j].key) rv_kcount++;
+  rv_ktab[j].key = key;
+  rv_ktab[j].k = k;
+}
+
+rv_kernel *rv_kernel_new(const char *mangled, int from_triton) {
+  rv_kernel *k = calloc(1, sizeof(struct CUfunc_st));
+  k->mangled = strdup(mangled ? mangled : "?");
+  k->from_triton = from_triton;
+  k->family = -1; /* classified on first launch: most registered kernels never run */
+  return k;
+}
+
+rv_kernel *rv_kernel_register(const void *host_fun, const char *mangled) {
+  rv_kernel *k = rv_kernel_new(mangled, 0);
+  k->host_fun = host_fun;
+  pthread_mutex_lock(&rv_klock);
+  ktab_put(host_fun, k);
+  pthread_mutex_unlock(&rv_klock);
+  return k;
+}
+
+rv_kernel *rv_kernel_by_host_fun(const void *host_fun) {
+  rv_kernel *k = NULL;
+  pthread_mutex_lock(&rv_klock);
+  if (rv_kcap) {
+    size_t j = khash(host_fun, rv_kcap);
+    while (rv_ktab[j].key) {
+      if (rv_ktab[j].key == host_fun) { k = rv_ktab[j].k; break; }
+      j = (j + 1) & (rv_kcap - 1);
+    }
+  }
+  pthread_mutex_unlock(&rv_klock);
+  return k;
+}
+
+const char *rv_kernel_demangled(rv_kernel *k) {
+  if (k->demangled) return k->demangled;
+  typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+  static demangle_fn demangle;
+  if (!demangle) demangle = (demangle_fn)dlsym(RTLD_DEFAULT, "__cxa_demangle");
+  int status = -1;
+  char *d = demangle ? demangle(k->mangled, NULL, NULL, &status) : NULL;
+  k->demangled = (status == 0 && d) ? d : strdup(k->mangled);
+  return k->demangled;
+}
+
+/* Kernel families from the (mangled) name. Order matters: the first match wins. */
+int rv_classify_kernel(const char *n) {
+  static const struct { const char *pat; int fam; } rules[] = {
+      {"reshape_and_cache", RV_FAM_CACHE_WRITE}, {"concat_and_cache", RV_FAM_CACHE_WRITE},
+      {"copy_blocks", RV_FAM_CACHE_WRITE},       {"moe", RV_FAM_MOE},
+      {"expert", RV_FAM_MOE},                    {"topk_softmax", RV_FAM_MOE},
+      /* FlashAttention's helpers around its main kernel: the split-KV scheduler's block count
+       * (FA3 prepare_varlen_num_blocks) and the combine of split-KV partial outputs (FA3
+       * FlashAttnFwdCombine, FA2 flash_fwd_splitkv_combine_kernel). They are not the attention
+       * op: described by their launch geometry, or each would be charged the whole op (the
+       * main kernel carries it, as in the measured tables, which time the whole call). */
+      {"prepare_varlen", RV_FAM_REDUCE},         {"Combine", RV_FAM_REDUCE},
+      {"combine", RV_FAM_REDUCE},
+      {"flash", RV_FAM_ATTENTION},               {"Flash", RV_FAM_ATTENTION},
+      {"fmha", RV_FAM_ATTENTION},                {"attention", RV_FAM_ATTENTION},
+      {"attn", RV_FAM_ATTENTION},                {"Attn", RV_FAM_ATTENTION},
+      {"rms_norm", RV_FAM_NORM},                 {"layer_norm", RV_FAM_NORM},
+      {"rmsnorm", RV_FAM_NORM},                  {"layernorm", RV_FAM_NORM},
+      {"RMSNorm", RV_FAM_NORM},                  {"LayerNorm", RV_FAM_NORM},
+      {"rotary", RV_FAM_ROTARY},                 {"rope", RV_FAM_ROTARY},
+      {"act_and_mul", RV_FAM_ACTIVATION},        {"silu", RV_FAM_ACTIVATION},
+      {"gelu", RV_FAM_ACTIVATION},               {"activation", RV_FAM_ACTIVATION},
+      {"sampl", RV_FAM_SAMPLER},                 {"gumbel", RV_FAM_SAMPLER},
+      {"top_k", RV_FAM_SAMPLER},                 {"topk", RV_FAM_SAMPLER},
+      {"top_p", RV_FAM_SAMPLER},                 {"argmax", RV_FAM_SAMPLER},
+      {"multinomial", RV_FAM_SAMPLER},           {"gemm", RV_FAM_GEMM_KERNEL},
+      {"Gemm", RV_FAM_GEMM_KERNEL},              {"cutlass", RV_FAM_GEMM_KERNEL},
+      {"xmma", RV_FAM_GEMM_KERNEL},              {"matmul", RV_FAM_GEMM_KERNEL},
+      {"reduce", RV_FAM_REDUCE},                 {"Reduce", RV_FAM_REDUCE},
+      {"softmax", RV_FAM_REDUCE},                {"copy", RV_FAM_COPY_KERNEL},
+      {"Copy", RV_FAM_COPY_KERNEL},              {"CatArray", RV_FAM_COPY_KERNEL},
+      {"elementwise", RV_FAM_ELEMENTWISE},       {"fill", RV_FAM_ELEMENTWISE},
+      {"index", RV_FAM_ELEMENTWISE},             {"Index", RV_FAM_ELEMENTWISE},
+      {"scatter", RV_FAM_ELEMENTWISE},           {"gather", RV_FAM_ELEMENTWISE},
+  };
+  for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
+    if (strstr(n, rules[i].pat)) return rules[i].fam;
+  return RV_FAM_UNKNOWN;
+}
+
+int rv_kernel_family(rv_kernel *k) {
+  if (RV_UNLIKELY(k->family < 0)) {
+    int fam = rv_classify_kernel(k->mangled);
+    if (fam == RV_FAM_UNKNOWN && k->from_triton) fam = RV_FAM_TRITON;
+    k->family = fam;
+  }
+  return k->family;
+}
