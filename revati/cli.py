@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     from revati.run import roles  # `revati role replica|router|loadgen`: the Kubernetes pods' commands
 
     roles.add_parser(sub)
+    from revati.run import sweep_local  # `revati sweep FILE`: an EmulationSweep run locally
+
+    sweep_local.add_parser(sub)
 
     sc = sub.add_parser("sidecar", help="run the prediction sidecar (ZeroMQ ROUTER, msgpack)")
     sc.add_argument("--endpoint", required=True, help="e.g. ipc:///tmp/revati.sock or tcp://127.0.0.1:5555")
