@@ -316,7 +316,9 @@ def run_sweep(sweep: EmulationSweep, out: Path, *, base_dir: Path | None = None,
         elif rep is not None:
             phase, reason = "Failed", f"{rep.get('failed', '?')} request(s) failed, {rep.get('completed', '?')} completed"
         else:
-            phase, reason = "Failed", f"revati run exited {rc} (see {d / CHILD_LOG_NAME}):\n{_tail(d / CHILD_LOG_NAME)}"
+            tail = _tail(d / CHILD_LOG_NAME)
+            last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "no output")
+            phase, reason = "Failed", f"revati run exited {rc}: {last} (see {d / CHILD_LOG_NAME}):\n{tail}"
         phases[c.name], reports[c.name] = phase, rep
         state.set(c.name, phase=phase, params=c.params, rc=rc, reason=reason, startedAt=started,
                   finishedAt=_now(), wallSeconds=round(wall_s, 1))
@@ -491,7 +493,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 130
     from rich.console import Console
 
-    Console().print(table(res.result, sorted(sweep.spec.grid)))
+    Console(width=None if sys.stdout.isatty() else 200).print(table(res.result, sorted(sweep.spec.grid)))
     for row in res.result["children"]:
         if row.get("reason"):
             print(f"{row['name']}: {row['reason'].splitlines()[0]}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import copy
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from revati.run.sweep_local import (
     load_sweep, read_report, run_sweep, table,
 )
 from revati.spec.crds import status_from_report
-from revati.spec.sweep import EmulationSweep, rank
+from revati.spec.sweep import EmulationSweep, expand, rank
 
 BASE = {
     "model": "meta-llama/Llama-3.1-8B", "gpu": "h100-sxm",
@@ -143,7 +144,7 @@ def test_failed_children_are_ranked_failed_never_cheapest(tmp_path):
     by = {c["name"]: c for c in r["children"]}
     assert by["tiny-0"]["phase"] == "Failed" and by["tiny-2"]["phase"] == "Failed"
     assert not by["tiny-0"]["meetsSlo"] and not by["tiny-2"]["meetsSlo"]
-    assert "exited 1" in by["tiny-0"]["reason"] and "the server exited" in by["tiny-0"]["reason"]
+    assert by["tiny-0"]["reason"].startswith("revati run exited 1: revati run: the server exited (1) (see ")
     assert "2 request(s) failed" in by["tiny-2"]["reason"]
     assert "metrics" in by["tiny-2"]  # its report is kept, but it is not ranked
     assert r["ranking"] == ["tiny-1", "tiny-3"]  # same cost and TPOT: in expansion order
@@ -303,7 +304,7 @@ def test_cli_runs_the_sweep_prints_the_table_and_exits_by_outcome(tmp_path, monk
     assert rc == 1
     printed = capsys.readouterr().out
     assert "cheapest meeting the SLO: tiny-2" in printed
-    assert "tiny-3: revati run exited 1" in printed
+    assert "tiny-3: revati run exited 1: revati run: the server exited (1)" in printed
     assert f"wrote {RESULT_NAME}" in printed
     assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--parallel", "0"]) == 2
 
@@ -316,6 +317,13 @@ def test_run_child_runs_revati_run_and_logs_its_output(tmp_path):
     rc = sweep_local.run_child(spec, tmp_path / "out", tmp_path / CHILD_LOG_NAME, threading.Event())
     assert rc == 2
     assert "tensorParallelSize" in (tmp_path / CHILD_LOG_NAME).read_text()
+
+
+@pytest.mark.parametrize("path", ["examples/sweep-llama-8b-batch.yaml", "charts/revati/examples/emulationsweep.yaml"])
+def test_shipped_sweep_files_load(path):
+    repo = Path(__file__).resolve().parents[2]
+    sw = load_sweep(repo / path)
+    assert len(expand(sw)) == math.prod(len(v) for v in sw.spec.grid.values()) >= 4
 
 
 def test_cost_latency_front():
