@@ -14,6 +14,11 @@ when its host needs an absolute time (a sync, a query); RESOLVE waits until then
 
 A *join* (op 255) is a one-participant collective of no duration on a process's private comm:
 the shim's way to name the max of more pending ends than its positions hold.
+
+CollectiveWaits holds the requests that wait for ends, beside the table that answers them: the
+single-host Timekeeper's (upstream.LocalUpstream) and the multi-host Coordinator's use the same
+one, with the same lost-rank check: a wait for a collective that lacks a rank whose process has
+left can never end.
 """
 
 from __future__ import annotations
@@ -214,3 +219,96 @@ class CollectiveTable:
                 f"pid {pid}, exited" if pid in self.dead else f"pid {pid}, has not called it"
             parts.append(f"missing rank {rank} ({state})")
         return "; ".join(parts)
+
+
+@dataclass(eq=False)
+class Wait:
+    """A RESOLVE that waits: the ends of keys, answered to req once every one is resolved.
+
+    who is the requester, for its owner to answer: an Actor (the Timekeeper) or a host (the
+    Coordinator). done: answered, or its requester left."""
+
+    keys: list[Key]
+    req: int
+    who: object = None
+    done: bool = False
+
+
+class CollectiveWaits:
+    """The waits for collectives' ends of one CollectiveTable (not thread-safe).
+
+    Its owner answers: ask() tells whether a request waits, arrive() and completed() which waits
+    can be answered now (the owner sends their ends, ends(), and sets done), lost_rank() whether
+    one never can be."""
+
+    def __init__(self, table: CollectiveTable) -> None:
+        self.table = table
+        self._by_key: dict[Key, list[Wait]] = {}
+
+    def ends(self, keys: list[Key]) -> list[int]:
+        """The ends of keys (virtual ns), -1 for each not resolved."""
+        out = []
+        for k in keys:
+            e = self.table.end(k)
+            out.append(-1 if e is None else e)
+        return out
+
+    def ask(self, keys: list[Key], req: int, who: object, wait: bool) -> Wait | None:
+        """A RESOLVE for keys. None: answer it now with ends(keys) (it does not wait, or every
+        end is known). Otherwise its Wait, kept until every key is resolved."""
+        ends = [self.table.end(k) for k in keys]
+        if not wait or all(e is not None for e in ends):
+            return None
+        w = Wait(keys, req, who)
+        for k, e in zip(keys, ends):
+            if e is None:
+                self._by_key.setdefault(k, []).append(w)
+        return w
+
+    def arrive(self, body: list, pid: int) -> list[Wait]:
+        """Records an ARRIVE payload's arrivals from pid; returns the waits they completed."""
+        done: list[Key] = []
+        for arrival in arrivals(body):
+            done += self.table.arrive(*arrival, pid)
+        return self.completed(done) if done else []
+
+    def completed(self, resolved: list[Key]) -> list[Wait]:
+        """The waits not done that the resolved keys leave with every end known, each once, in
+        the order they wait for those keys."""
+        out: list[Wait] = []
+        for key in resolved:
+            for w in self._by_key.pop(key, ()):
+                if not w.done and w not in out and all(self.table.end(k) is not None for k in w.keys):
+                    out.append(w)
+        return out
+
+    def pending(self) -> list[Wait]:
+        """The waits not done, each once."""
+        out: list[Wait] = []
+        seen: set[int] = set()
+        for ws in self._by_key.values():
+            for w in ws:
+                if not w.done and id(w) not in seen:
+                    seen.add(id(w))
+                    out.append(w)
+        return out
+
+    def blockers(self, w: Wait) -> list[Key]:
+        """The unresolved collectives that hold w up (CollectiveTable.blockers of its keys)."""
+        seen: set = set()
+        out: list[Key] = []
+        for k in w.keys:
+            out += self.table.blockers(k, seen)
+        return out
+
+    def lost_rank(self) -> tuple[Wait, Key, int, int] | None:
+        """(wait, collective, rank, pid): a pending wait held up by a collective that lacks a rank
+        whose process has left, so that it can never end; None if there is none."""
+        if not self.table.dead:
+            return None
+        for w in self.pending():
+            for k in self.blockers(w):
+                lost = self.table.lost_rank(k)
+                if lost is not None:
+                    return w, k, lost[0], lost[1]
+        return None

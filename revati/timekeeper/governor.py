@@ -48,8 +48,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from revati.timekeeper.clock_page import ClockPage
+
+if TYPE_CHECKING:
+    from revati.timekeeper.timekeeper import Timekeeper
 
 
 def runnable_tasks(stat_path: str = "/proc/stat") -> int:
@@ -231,3 +235,9 @@ class ContentionGovernor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def start_for(timekeeper: "Timekeeper") -> ContentionGovernor:
+    """Starts a governor on a Timekeeper's clock page, measuring every thread it knows
+    (Timekeeper.announced_tasks, read each sample)."""
+    return ContentionGovernor(timekeeper.page, timekeeper.announced_tasks).start()

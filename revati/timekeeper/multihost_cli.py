@@ -1,5 +1,5 @@
 """`revati coordinator` and `revati relay`: the two halves of multi-host virtual time
-(multihost.py), each run until SIGTERM/SIGINT."""
+(coordinator.py, relay.py), each run until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
-from revati.timekeeper.multihost import Coordinator, Relay, parse_address
+from revati.timekeeper.coordinator import Coordinator
+from revati.timekeeper.link import parse_address
+from revati.timekeeper.relay import Relay
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -14,57 +14,44 @@ in real time (scaled by dilation), which is slower but still correct. Processes 
 shim loads and leave when their connections close, which the kernel does at exit or on a
 crash, so a dead process never freezes the clock.
 
-NCCL collectives are resolved here too (collectives.py): ranks send their arrivals without
-waiting, and a thread that needs a collective's end (a sync) asks for it and blocks, idle like
-any thread blocked in the kernel, until the last rank has arrived. A collective that lacks a
-rank whose process has left can never end: a thread waiting for it is a deadlock at once.
+What a quiescent host does next is its upstream's call (upstream.py). By default
+(LocalUpstream) the host is the whole deployment: the clock jumps here, and NCCL collectives
+are resolved here too (collectives.py): ranks send their arrivals without waiting, and a thread
+that needs a collective's end (a sync) asks for it and blocks, idle like any thread blocked in
+the kernel, until the last rank has arrived. A collective that lacks a rank whose process has
+left can never end: a thread waiting for it is a deadlock at once. A host of a multi-host
+deployment has a relay.Relay upstream instead, which asks the Coordinator.
+
+Modules: actor.py (the actor), tasks.py (threads' scheduler states from /proc or the C
+scanner), upstream.py (the policy), collectives.py (the collective table and its waits).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import selectors
 import socket
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
+from revati.timekeeper.actor import LAZY, RUNNING, WAITING, Actor
 from revati.timekeeper.clock_page import ClockPage
-from revati.timekeeper.collectives import CollectiveTable, Key, arrivals
+from revati.timekeeper.collectives import CollectiveTable, Key
 from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
+from revati.timekeeper.tasks import TaskReader, Tasks, c_scanner, describe_wait, int32s, ran, snapshot
+from revati.timekeeper.upstream import LocalUpstream, Upstream
 
 log = logging.getLogger(__name__)
 
-RUNNING, WAITING = "running", "waiting"
-LAZY = 0x100  # flag on a WAIT's kind: an idle tick that may be coalesced (shim/src/timewarp.h)
-# Scheduler states of a thread that cannot make progress by itself: sleeping, idle, dead.
-# NOTE: D (disk I/O) and T/t (stopped, e.g. under a debugger) hold the clock: they will go on.
 # A JIT freeze blocks jumps for at most this long (wall s); see Timekeeper._no_jump_now.
 FREEZE_JUMP_AFTER_S = 30.0
-_IDLE_STATES = frozenset("SIZX")
-
-
-@dataclass(eq=False)
-class Actor:
-    conn: socket.socket
-    pid: int = 0
-    tid: int = 0
-    state: str = RUNNING
-    seq: int = 0
-    deadline: int = 0
-    kind: int = 0
-    lazy: bool = False
-    greeted: bool = False
-    frozen: int = 0  # FREEZE depth this actor holds
-    held: int = 0  # of which holds (FREEZE [delta, 1]): no jump either while any is held
-    # A RESOLVE with wait=1 not answered yet: (req, keys).
-    resolving: "tuple[int, list[Key]] | None" = None
 
 
 @dataclass
@@ -93,137 +80,7 @@ class TimekeeperStats:
 class _Sample:
     t: float
     gen: int
-    tasks: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
-
-
-@dataclass
-class _Scanner:
-    fn: object
-    out: object
-    cap: int
-    quiet: object = None
-
-
-_scanner: "_Scanner | bool | None" = None
-
-
-def _c_scanner() -> "_Scanner | None":
-    """shim/build/lib/librevati_tk.so's rv_tk_scan (about 10x faster than reading /proc from
-    Python), or None when it is not built."""
-    global _scanner
-    if _scanner is None:
-        _scanner = False
-        try:
-            from revati.launch.paths import shim_dir
-
-            lib = ctypes.CDLL(str(shim_dir() / "librevati_tk.so"))
-            fn = lib.rv_tk_scan
-            fn.restype = ctypes.c_int64
-            fn.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
-            cap = 16384
-            _scanner = _Scanner(fn, (ctypes.c_int64 * (3 * cap))(), cap)
-            quiet = lib.rv_tk_quiet
-            quiet.restype = ctypes.c_int
-            quiet.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.POINTER(ctypes.c_int32), ctypes.c_int]
-            _scanner.quiet = quiet
-        except (OSError, AttributeError, RuntimeError):
-            log.warning("timekeeper: librevati_tk.so not found; reading /proc from Python")
-    return _scanner or None
-
-
-class _TaskReader:
-    """Reads the scheduler state of threads through /proc files kept open (pread per sample)."""
-
-    def __init__(self) -> None:
-        self._fds: dict[tuple[int, int], tuple[int, int]] = {}
-        self.schedstat = os.path.exists("/proc/self/schedstat")
-
-    def read(self, pid: int, tid: int) -> tuple[str, int] | None:
-        """(scheduler state letter, times the task got a CPU) of a thread, or None if it is gone."""
-        key = (pid, tid)
-        fds = self._fds.get(key)
-        try:
-            if fds is None:
-                base = f"/proc/{pid}/task/{tid}"
-                st = os.open(f"{base}/stat", os.O_RDONLY | os.O_CLOEXEC)
-                ss = os.open(f"{base}/schedstat", os.O_RDONLY | os.O_CLOEXEC) if self.schedstat else -1
-                fds = self._fds[key] = (st, ss)
-            stat = os.pread(fds[0], 1024, 0)
-            if not stat:
-                raise ProcessLookupError
-            r = stat.rindex(b")")
-            state = chr(stat[r + 2])
-            if fds[1] >= 0:
-                runs = int(os.pread(fds[1], 128, 0).split()[2])
-            else:  # kernels without schedstats: CPU ticks
-                fields = stat[r + 2:].split()
-                runs = int(fields[11]) + int(fields[12])
-            return state, runs
-        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError, OSError):
-            self.forget(key)
-            return None
-
-    def forget(self, key: tuple[int, int]) -> None:
-        for fd in self._fds.pop(key, ()):
-            if fd >= 0:
-                os.close(fd)
-
-    def keep_only(self, live: set[tuple[int, int]]) -> None:
-        for key in [k for k in self._fds if k not in live]:
-            self.forget(key)
-
-    def close(self) -> None:
-        self.keep_only(set())
-
-
-# x86-64 numbers of the syscalls a blocked thread is usually in.
-_SYSCALLS = {0: "read", 1: "write", 7: "poll", 17: "pread64", 19: "readv", 23: "select", 35: "nanosleep",
-             43: "accept", 45: "recvfrom", 47: "recvmsg", 61: "wait4", 202: "futex", 230: "clock_nanosleep",
-             232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait",
-             288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2", 34: "pause", 130: "rt_sigsuspend",
-             128: "rt_sigtimedwait", 44: "sendto", 46: "sendmsg", 42: "connect", 72: "fcntl", 73: "flock"}
-_FD_SYSCALLS = {0, 1, 17, 19, 43, 44, 45, 46, 47, 42, 232, 281, 288, 299, 441, 72, 73}
-_WAIT_KINDS = {0: "GPU sync", 1: "sleep", 2: "poll timeout", 3: "condition variable", 4: "semaphore",
-               5: "yield-spin (waits for another thread's write)"}
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-def describe_wait(pid: int, tid: int, actor: "Actor | None" = None) -> str:
-    """One line: a thread's process, name, and what it waits on (from /proc, and its announced wait)."""
-    base = f"/proc/{pid}/task/{tid}"
-    pcomm, tcomm = _read(f"/proc/{pid}/comm"), _read(f"{base}/comm")
-    sc = _read(f"{base}/syscall").split()
-    what = "?"
-    if sc and sc[0].lstrip("-").isdigit():
-        nr = int(sc[0])
-        name = _SYSCALLS.get(nr, f"syscall {nr}")
-        what = name
-        if nr in _FD_SYSCALLS and len(sc) > 1:
-            fd = int(sc[1], 16)
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                target = "?"
-            what = f"{name}(fd {fd} -> {target})"
-        elif nr == 202 and len(sc) > 1:
-            what = f"futex(0x{int(sc[1], 16):x})"
-        elif nr in (7, 271) and len(sc) > 2:
-            what = f"{name}({int(sc[2], 16)} fds)"
-    elif sc:
-        what = sc[0]
-    wchan = _read(f"{base}/wchan")
-    line = f"pid {pid} ({pcomm}) thread {tid} ({tcomm}): {what} [kernel: {wchan}]"
-    if actor is not None and actor.state == WAITING:
-        until = f" until {actor.deadline / 1e9:.6f} s" if actor.deadline >= 0 else ""
-        line += f"; announced wait: {_WAIT_KINDS.get(actor.kind, actor.kind)}{until}"
-    return line
+    tasks: Tasks = field(default_factory=dict)
 
 
 class Timekeeper:
@@ -242,12 +99,14 @@ class Timekeeper:
         page_path: the clock page's path (default: a fresh name in shm_dir). Other process
             trees join this deployment's clock with REVATI_TIMEWARP=1 REVATI_CLOCK=page_path
             (`revati exec --timewarp --clock PATH`).
+        upstream: what decides jumps, freezes and collectives (upstream.py); default
+            LocalUpstream: this Timekeeper, for a deployment on one host.
     """
 
     def __init__(self, *, quiescence_s: float = 0.002, dilation: float = 1.0, deadlock_s: float | None = 5.0,
                  on_deadlock: "Callable[[str], None] | None" = None,
                  run_dir: str | os.PathLike | None = None, shm_dir: str | os.PathLike = "/dev/shm",
-                 page_path: str | os.PathLike | None = None):
+                 page_path: str | os.PathLike | None = None, upstream: Upstream | None = None):
         self.quiescence_s = quiescence_s
         self.deadlock_s = deadlock_s
         self.on_deadlock = on_deadlock
@@ -268,13 +127,13 @@ class Timekeeper:
         self._gen = 0
         self._sample: _Sample | None = None
         self._wake_r, self._wake_w = socket.socketpair()
-        self._tasks = _TaskReader()
+        self._tasks = TaskReader()
         self._sampled_gen = -1
         self._sampled_t = 0.0
         self._busy_samples = 0
         self._c_baseline = False
-        self.collectives = CollectiveTable()
-        self._resolve_waiters: dict[Key, list[Actor]] = {}
+        self.upstream = upstream or LocalUpstream()
+        self.upstream.bind(self)
         # Bumped whenever a thread may have become runnable (a RUN, a new or closed connection,
         # a RESOLVED sent): unread input that does not bump it cannot invalidate a jump.
         self._woken = 0
@@ -282,6 +141,11 @@ class Timekeeper:
         self._frozen_since: int | None = None
         self._holds = 0  # holds in force, all actors
         self._held_since: int | None = None
+
+    @property
+    def collectives(self) -> CollectiveTable | None:
+        """The collectives resolved on this host (None under a relay: its coordinator's)."""
+        return self.upstream.waits.table if self.upstream.waits is not None else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -294,16 +158,12 @@ class Timekeeper:
         self._listener.bind(self.sock_path)
         self._listener.listen(256)
         self._listener.setblocking(False)
-        self.page = self._create_page()
+        self.page = self.upstream.create_page()
         self._sel.register(self._listener, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._busy_loop, name="revati-timekeeper", daemon=True)
         self._thread.start()
         return self
-
-    def _create_page(self) -> ClockPage:
-        return ClockPage.create(self.page_path, sock_path=self.sock_path,
-                                protocol_version=PROTOCOL_VERSION, dilation=self.dilation)
 
     def stop(self) -> None:
         """Stops the loop and removes the page and the socket. Idempotent."""
@@ -345,6 +205,77 @@ class Timekeeper:
         assert self.page is not None
         return self.page.now_ns()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def announced_tasks(self) -> set[tuple[int, int]]:
+        """(pid, tid) of every thread that announced itself, and of each of their processes'
+        main thread. Safe from another thread (the contention governor's): it reads a snapshot."""
+        live = [a for a in list(self._actors.values()) if a.pid]
+        return {(a.pid, a.tid) for a in live if a.tid} | {(a.pid, a.pid) for a in live}
+
+    # ------------------------------------------------------------ for the upstream
+
+    @property
+    def gen(self) -> int:
+        """Bumped whenever an actor may have changed state."""
+        return self._gen
+
+    def actors(self) -> list[Actor]:
+        """The actors that have said HELLO."""
+        return [a for a in self._actors.values() if a.greeted]
+
+    def add_link(self, sock: socket.socket, on_input: Callable[[], None]) -> None:
+        """Has the loop call on_input whenever sock is readable (the upstream's own link)."""
+        self._sel.register(sock, selectors.EVENT_READ, on_input)
+
+    def remove_link(self, sock: socket.socket) -> None:
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def count_jump(self, skip: int) -> None:
+        """Counts a move of the page forward by skip ns (0: it did not move)."""
+        if skip:
+            self.stats.jumps += 1
+            self.stats.jumped_ns += skip
+
+    def wake_due(self, target: int) -> None:
+        """Wakes the WAITING actors whose deadline is at most target (the page has reached it),
+        in (deadline, kind, pid, tid) order."""
+        due = sorted((a for a in self._actors.values()
+                      if a.greeted and a.state == WAITING and 0 <= a.deadline <= target),
+                     key=lambda a: (a.deadline, a.kind, a.pid, a.tid))
+        v = self.page.now_ns()
+        for a in due:
+            a.state = RUNNING
+            self._send(a, MsgType.WAKE, [a.seq, v])
+            self.stats.wakes += 1
+        self._gen += 1
+
+    def answer(self, a: Actor, req: int, ends: list[int]) -> None:
+        """RESOLVED [req, end...] to a: a thread that waited for collectives may run."""
+        self._send(a, MsgType.RESOLVED, [req] + ends)
+        self._gen += 1
+        self._woken += 1
+
+    def confirm_quiet(self) -> bool:
+        """A fresh sample agrees that the host is still quiescent: no thread of a joined process
+        is runnable, and none but WAITING actors got a CPU since the last sample."""
+        actors = self.actors()
+        if not actors:
+            return True
+        scan = c_scanner()
+        if scan is None:
+            return self._snapshot() is not None
+        pids = sorted({a.pid for a in actors})
+        exempt = [a.tid for a in actors if a.state == WAITING]
+        parr, earr = int32s(pids), int32s(exempt)
+        self.stats.samples += 1
+        return scan.quiet(parr, len(pids), earr, len(exempt)) == 0
+
     # --------------------------------------------------------------------- loop
 
     def _busy_loop(self) -> None:
@@ -358,7 +289,7 @@ class Timekeeper:
                     self._accept()
                 elif key.data == "wake":
                     self._wake_r.recv(64)
-                elif callable(key.data):  # a subclass's extra link (multihost.py)
+                elif callable(key.data):  # the upstream's link (add_link)
                     key.data()
                 else:
                     self._read(key.fileobj)
@@ -376,7 +307,7 @@ class Timekeeper:
         moved it part of the way), that real timer fires late. Waking them here bounds the
         lateness to one tick of this loop plus the wake-up.
         """
-        if self.page is None:
+        if self.page is None or self.page.held:  # (reading a held page would wait for ourselves)
             return
         now = None
         for a in self._actors.values():
@@ -403,8 +334,9 @@ class Timekeeper:
 
     def _freeze(self, a: Actor, delta: int, hold: bool = False) -> None:
         """FREEZE [+1 | -1]: the clock stands still while any actor holds a freeze, and does not
-        jump for up to FREEZE_JUMP_AFTER_S (_no_jump_now). A relay forwards it instead (Relay._freeze_page): the
-        coordinator freezes every host, since one frozen host would fall behind the others.
+        jump for up to FREEZE_JUMP_AFTER_S (_no_jump_now). The upstream decides how
+        (Upstream.freeze): LocalUpstream freezes this page (freeze_clock); a relay forwards it,
+        and the coordinator freezes every host, since one frozen host would fall behind the others.
 
         FREEZE [+1 | -1, 1] is a *hold*: the emulator's own work inside an emulated thread (the
         shim asking the prediction sidecar for an op it has not seen). The clock stands still
@@ -412,7 +344,7 @@ class Timekeeper:
         blocked in a real wait that the quiescence test would read as idle, and a jump then would
         move the clock across the reply (measured before the hold: 200 GEMM misses beside a
         thread with a 50 ms timer took 333 virtual seconds). Holds bump the wake count, so a
-        jump decided on samples taken before the hold arrived is voided (_unread_input)."""
+        jump decided on samples taken before the hold arrived is voided (unread_input)."""
         if delta not in (1, -1) or (delta < 0 and (a.held if hold else a.frozen - a.held) == 0):
             return
         a.frozen += delta
@@ -421,7 +353,7 @@ class Timekeeper:
             self._hold(delta)
         elif delta > 0:
             self.stats.freezes += 1
-        self._freeze_page(delta)
+        self.upstream.freeze(delta)
 
     def _no_jump_now(self) -> bool:
         """Whether a hold, or a JIT freeze younger than FREEZE_JUMP_AFTER_S, forbids a jump.
@@ -448,7 +380,8 @@ class Timekeeper:
             self.stats.held_ns += time.monotonic_ns() - self._held_since
             self._held_since = None
 
-    def _freeze_page(self, delta: int) -> None:
+    def freeze_clock(self, delta: int) -> None:
+        """Freezes this host's page (+1) or ends one freeze (-1), timing how long it stood still."""
         if delta > 0:
             if not self.page.frozen:
                 self._frozen_since = time.monotonic_ns()
@@ -465,19 +398,17 @@ class Timekeeper:
             if a.held > 0:
                 a.held -= 1
                 self._hold(-1)
-            self._freeze_page(-1)
+            self.upstream.freeze(-1)
         self._sel.unregister(a.conn)
         self._actors.pop(a.conn.fileno(), None)
         a.conn.close()
         self._gen += 1
         self._woken += 1
-        a.resolving = None
+        if a.resolving is not None:
+            a.resolving.done = True
+            a.resolving = None
         if a.greeted and not any(o.pid == a.pid for o in self._actors.values()):
-            self._process_left(a.pid)
-
-    def _process_left(self, pid: int) -> None:
-        self.collectives.dead.add(pid)  # the process left: its ranks will never arrive
-        self._check_lost_ranks()
+            self.upstream.left(a.pid)
 
     def _send(self, a: Actor, t: MsgType, payload) -> None:
         try:
@@ -506,7 +437,8 @@ class Timekeeper:
                 self._drop(a)
                 return
             if t == MsgType.ARRIVE:  # no actor changes state: no new sample needed
-                self._arrive(a, body)
+                self.stats.arrive_msgs += 1
+                self.upstream.arrive(a, body)
                 continue
             self._gen += 1
             if t == MsgType.HELLO:
@@ -517,7 +449,7 @@ class Timekeeper:
                     return
                 a.pid, a.tid, a.greeted = int(body[1]), int(body[2]), True
                 self._woken += 1
-                self.collectives.dead.discard(a.pid)  # (an exec'ed process joins again)
+                self.upstream.joined(a.pid)  # (an exec'ed process joins again)
                 self.stats.actors_seen += 1
                 if not any(o.pid == a.pid for o in self._actors.values() if o is not a):
                     self.stats.processes_seen += 1
@@ -534,120 +466,26 @@ class Timekeeper:
                 ok = isinstance(body, list) and body and all(isinstance(x, int) for x in body[:2])
                 self._freeze(a, int(body[0]) if ok else 0, hold=bool(ok and len(body) > 1 and body[1]))
             elif t == MsgType.COMM:
-                self._comm(a, body)
+                self.upstream.comm(a, body)
             elif t == MsgType.RESOLVE:
-                self._resolve(a, body)
+                self.upstream.resolve(a, body)
             else:
                 self._send(a, MsgType.ERROR, {"error": f"unexpected message type {t}", "code": "bad_type"})
 
-    # ------------------------------------------------------------- collectives
-
-    def _comm(self, a: Actor, body: list) -> None:
-        """COMM [comm, nranks, rank]: a.pid is a rank of an NCCL communicator."""
-        self.collectives.comm(int(body[0]), int(body[1]), int(body[2]), a.pid)
-
-    def _arrive(self, a: Actor, body: list) -> None:
-        """ARRIVE [count, arrival * count] (protocol.py), in order: later arrivals of a batch
-        may refer to earlier ones."""
-        self.stats.arrive_msgs += 1
-        done = []
-        for arrival in arrivals(body):
-            done += self.collectives.arrive(*arrival, a.pid)
-        if done:
-            self._answer(done)
-
-    def _resolve(self, a: Actor, body: list) -> None:
-        """RESOLVE [req, wait, (comm, chan, seq) * n]: answers now, or once all are resolved."""
-        req, wait = int(body[0]), int(body[1])
-        keys = [(body[k], body[k + 1], body[k + 2]) for k in range(2, len(body) - 2, 3)]
-        ends = [self.collectives.end(k) for k in keys]
-        if not wait or all(e is not None for e in ends):
-            self.stats.resolve_asks += 1
-            self._woken += 1
-            self._send(a, MsgType.RESOLVED, [req] + [-1 if e is None else e for e in ends])
-            return
-        self.stats.resolve_waits += 1
-        a.resolving = (req, keys)
-        for k, e in zip(keys, ends):
-            if e is None:
-                self._resolve_waiters.setdefault(k, []).append(a)
-        self._check_lost_ranks()
-
-    def _answer(self, resolved: list[Key]) -> None:
-        for key in resolved:
-            for a in self._resolve_waiters.pop(key, ()):
-                if a.resolving is None or a.conn.fileno() < 0:
-                    continue
-                req, keys = a.resolving
-                ends = [self.collectives.end(k) for k in keys]
-                if all(e is not None for e in ends):
-                    a.resolving = None
-                    self._send(a, MsgType.RESOLVED, [req] + ends)
-                    self._gen += 1
-                    self._woken += 1
-
-    def _collective_waits(self) -> list[tuple[Actor, list[Key]]]:
-        """Each thread waiting for a collective's end, with the collectives that hold it up."""
-        out = []
-        for a in self._actors.values():
-            if a.resolving is not None:
-                seen: set = set()
-                blockers: list[Key] = []
-                for k in a.resolving[1]:
-                    blockers += self.collectives.blockers(k, seen)
-                out.append((a, blockers))
-        return out
-
-    def _check_lost_ranks(self) -> None:
-        """A thread waits for a collective that lacks a rank whose process has left: it can never
-        end. That is a deadlock now; no need to wait for the whole deployment to stall."""
-        if self.deadlock or not self.collectives.dead:
-            return
-        for a, blockers in self._collective_waits():
-            for k in blockers:
-                lost = self.collectives.lost_rank(k)
-                if lost is not None:
-                    self._declare_deadlock(
-                        None, 0.0, headline=f"revati: time warp: deadlock: a collective lacks rank {lost[0]}, whose "
-                        f"process (pid {lost[1]}) has exited; the threads waiting for it can never go on "
-                        f"(virtual time {self.now_ns() / 1e9:.6f} s). Waiting:")
-                    return
-
     # -------------------------------------------------------------- quiescence
 
-    def _snapshot(self) -> dict[tuple[int, int], tuple[str, int]] | None:
+    def _snapshot(self) -> Tasks | None:
         """Scheduler state of every thread of every joined process; None if one is not idle."""
-        scan = _c_scanner()
-        if scan is not None:
-            pids = sorted({a.pid for a in self._actors.values() if a.greeted})
-            arr = (ctypes.c_int32 * len(pids))(*pids)
-            n = scan.fn(arr, len(pids), scan.out, scan.cap)
-            if n == -1:
-                return None
-            if n >= 0:
-                o = scan.out
-                return {(o[3 * i], o[3 * i + 1]): ("S", o[3 * i + 2]) for i in range(n)}
-        tasks: dict[tuple[int, int], tuple[str, int]] = {}
-        busy = False
-        for pid in {a.pid for a in self._actors.values() if a.greeted}:
-            try:
-                tids = os.listdir(f"/proc/{pid}/task")
-            except FileNotFoundError:
-                continue  # gone: its connections close shortly
-            for t in tids:
-                st = self._tasks.read(pid, int(t))
-                if st is None:
-                    continue
-                if st[0] not in _IDLE_STATES:
-                    busy = True
-                    break
-                tasks[(pid, int(t))] = st
-            if busy:
-                return None
-        self._tasks.keep_only(set(tasks))
-        return tasks
+        return snapshot(sorted({a.pid for a in self._actors.values() if a.greeted}), self._tasks)
 
     def _try_jump(self) -> None:
+        """The loop's quiescence test, within the upstream's begin_test and end_test."""
+        if not self.upstream.begin_test():
+            return
+        self._test_quiescence()
+        self.upstream.end_test()
+
+    def _test_quiescence(self) -> None:
         """Samples the deployment when an actor changed state, or every quiescence_s otherwise.
 
         Quiescent: every thread is idle now, and none that is not a WAITING actor got a CPU since
@@ -661,6 +499,8 @@ class Timekeeper:
         waiting = [a for a in actors if a.state == WAITING and a.deadline >= 0]
         if not actors or self.deadlock:
             self._sample = self._stall_since = None
+            if not actors:
+                self.upstream.quiet(-1, -1)  # nothing here can run, nor wake
             return
         now = time.monotonic()
         # With no deadline to jump to, only a deadlock is left to find: sample slowly. While
@@ -673,7 +513,7 @@ class Timekeeper:
         if self._gen != self._sampled_gen:
             self._busy_samples = 0
         self._sampled_gen, self._sampled_t = self._gen, now
-        scan = _c_scanner()
+        scan = c_scanner()
         if scan is not None and (waiting or self._stall_since is None and self.deadlock_s is None):
             self._try_jump_c(scan, waiting, spinning)
             return
@@ -685,7 +525,7 @@ class Timekeeper:
             return
         prev, self._sample = self._sample, _Sample(now, self._gen, tasks)
         waiting_ids = {(a.pid, a.tid) for a in waiting} | {(a.pid, a.tid) for a in spinning}
-        if prev is None or self._ran(prev.tasks, tasks, waiting_ids):
+        if prev is None or ran(prev.tasks, tasks, waiting_ids):
             # A first idle sample, or threads ran since the last one: confirm this one at
             # once against a second sample.
             prev, tasks = self._sample, self._snapshot()
@@ -695,29 +535,29 @@ class Timekeeper:
                 self._stall_since = None
                 return
             self._sample = _Sample(time.monotonic(), self._gen, tasks)
-            if self._ran(prev.tasks, tasks, waiting_ids):
+            if ran(prev.tasks, tasks, waiting_ids):
                 self._stall_since = None
                 self._busy_samples += 1
                 return
         if waiting:
             self._stall_since = None
-            self._jump(waiting)
+            self._quiescent()
             return
         # Quiescent with no deadline: every thread waits on another, or on nothing.
         if self._stall_since is None:
             self._stall_since = prev.t
         if self.deadlock_s is not None and now - self._stall_since >= self.deadlock_s:
-            self._declare_deadlock(tasks, now - self._stall_since)
+            self.declare_deadlock(tasks, now - self._stall_since)
 
-    def _try_jump_c(self, scan: "_Scanner", waiting: list[Actor], spinning: list[Actor] = ()) -> None:
-        """_try_jump's test done by rv_tk_quiet: no per-thread work in Python.
+    def _try_jump_c(self, scan, waiting: list[Actor], spinning: list[Actor] = ()) -> None:
+        """_test_quiescence's test done by rv_tk_quiet: no per-thread work in Python.
 
         Yield-spinners' run counts are exempt (they spin), not their state: one that is
         runnable at a sample may have left its spin, so that sample is busy."""
         pids = sorted({a.pid for a in self._actors.values() if a.greeted})
-        parr = (ctypes.c_int32 * len(pids))(*pids)
+        parr = int32s(pids)
         exempt = [a.tid for a in waiting] + [a.tid for a in spinning]
-        earr = (ctypes.c_int32 * len(exempt))(*exempt)
+        earr = int32s(exempt)
         self._sample = None  # the Python baseline is stale now
         self._stall_since = None
         for attempt in (0, 1):  # a first idle scan, or one after activity, is confirmed at once
@@ -727,21 +567,18 @@ class Timekeeper:
                 self._busy_samples += 1
                 return
             if r == 0 and self._c_baseline:
-                self._jump(waiting)
+                self._quiescent()
                 return
             self._c_baseline = True
         self._busy_samples += 1
 
-    @staticmethod
-    def _ran(prev: dict, tasks: dict, waiting_ids: set) -> bool:
-        """Whether a thread that is not a WAITING actor got a CPU between two samples."""
-        for key, (_, runs) in tasks.items():
-            if key not in waiting_ids and (key not in prev or prev[key][1] != runs):
-                return True
-        return False
+    def _collective_waits(self) -> list[tuple[Actor, list[Key]]]:
+        """Each thread waiting for a collective's end here, with the collectives that hold it up."""
+        cw = self.upstream.waits
+        return [(w.who, cw.blockers(w)) for w in cw.pending()] if cw is not None else []
 
-    def _declare_deadlock(self, tasks: "dict[tuple[int, int], tuple[str, int]] | None", stalled_s: float,
-                          headline: str | None = None) -> None:
+    def declare_deadlock(self, tasks: Tasks | None = None, stalled_s: float = 0.0,
+                         headline: str | None = None) -> None:
         """Reports the waiting threads (tasks: every thread of the deployment, or None: the ones
         waiting for a collective) and the collectives they wait for, then ends the run."""
         waits = self._collective_waits()
@@ -760,22 +597,25 @@ class Timekeeper:
         blockers = sorted({k for _, b in waits for k in b})
         if blockers:
             lines.append("Collectives that lack a rank:")
-            lines += ["  " + self.collectives.describe(k) for k in blockers]
-        self.deadlock = "\n".join(lines)
-        log.debug("%s", self.deadlock)
-        if self.on_deadlock is not None:
-            self.on_deadlock(self.deadlock)
-            return
-        import sys
+            lines += ["  " + self.upstream.waits.table.describe(k) for k in blockers]
+        self.end_deadlocked("\n".join(lines), {p for p, _ in tasks})
 
-        print(self.deadlock, file=sys.stderr, flush=True)
-        for pid in sorted({p for p, _ in tasks} | {a.pid for a in self._actors.values() if a.greeted}):
+    def end_deadlocked(self, report: str, pids: set[int] = frozenset()) -> None:
+        """Ends a run that can never go on: keeps report as ``deadlock``, then hands it to
+        on_deadlock, or prints it and kills pids and every joined process."""
+        self.deadlock = report
+        log.debug("%s", report)
+        if self.on_deadlock is not None:
+            self.on_deadlock(report)
+            return
+        print(report, file=sys.stderr, flush=True)
+        for pid in sorted(set(pids) | {a.pid for a in self._actors.values() if a.greeted}):
             try:
                 os.kill(pid, 9)
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def _unread_input(self) -> bool:
+    def unread_input(self) -> bool:
         """Reads what actors sent since the last select (a thread may send a message and block
         between the select and the samples). True if that may have made a thread runnable (a
         RUN, an ARRIVE or RESOLVE answered, a new or closed connection): the samples no longer
@@ -788,29 +628,16 @@ class Timekeeper:
                 self._accept()
         return woken != self._woken
 
-    def _jump(self, waiting: list[Actor]) -> None:
-        if self._unread_input():
+    def _quiescent(self) -> None:
+        """The samples found the host quiescent: its earliest deadlines go to the upstream, unless
+        input read now, or a hold or a young freeze, voids the samples."""
+        if self.unread_input():
             self.stats.aborted_jumps += 1
             return
         if self._no_jump_now():
             self.stats.held_jumps += 1
             return
         waiting = [a for a in self._actors.values() if a.greeted and a.state == WAITING and a.deadline >= 0]
-        if not waiting:
-            return
-        # Lazy deadlines (idle ticks, REVATI_TIMEWARP_LAZY) are never the target while a firm
-        # one is pending; the jump that passes them wakes them.
-        firm = [a.deadline for a in waiting if not a.lazy and a.deadline >= 0]
-        target = min(firm) if firm else min(a.deadline for a in waiting if a.deadline >= 0)
-        skip = self.page.jump_to(target)
-        if skip:
-            self.stats.jumps += 1
-            self.stats.jumped_ns += skip
-        due = sorted((a for a in waiting if 0 <= a.deadline <= target),
-                     key=lambda a: (a.deadline, a.kind, a.pid, a.tid))
-        v = self.page.now_ns()
-        for a in due:
-            a.state = RUNNING
-            self._send(a, MsgType.WAKE, [a.seq, v])
-            self.stats.wakes += 1
-        self._gen += 1
+        firm = [a.deadline for a in waiting if not a.lazy]
+        lazy = [a.deadline for a in waiting if a.lazy]
+        self.upstream.quiet(min(firm) if firm else -1, min(lazy) if lazy else -1)

@@ -20,7 +20,7 @@ def open_clock(args, clock):
     wall0, virt0 = time.monotonic(), clock.now_ns()
 
     def summary() -> None:
-        if clock.page is None or clock._stop.is_set():
+        if clock.page is None or clock.stopped:
             return
         wall = time.monotonic() - wall0
         virt = (clock.now_ns() - virt0) / 1e9

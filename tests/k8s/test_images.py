@@ -300,7 +300,7 @@ _SIDECAR_CODE = """
 import tempfile
 from revati.cli import build_parser
 from revati.sidecar.server import SidecarServer
-import revati.timekeeper.multihost_cli, revati.timekeeper.multihost
+import revati.timekeeper.multihost_cli, revati.timekeeper.coordinator, revati.timekeeper.relay, revati.timekeeper.link
 args = build_parser().parse_args(["sidecar", "--gpu", "h100-sxm", "--endpoint", "ipc:///tmp/x.sock",
                                   "--relay", "coordinator:7070", "--relay-dir", "/tmp/r"])
 with tempfile.TemporaryDirectory() as d:

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from revati.timekeeper import netns
-from revati.timekeeper.multihost import Coordinator, Relay, global_pid, parse_address, split_pid
+from revati.timekeeper.coordinator import Coordinator
+from revati.timekeeper.link import global_pid, parse_address, split_pid
+from revati.timekeeper.relay import Relay
 from tests.timewarp._timewarp import finish, spawn, tw_env
 from tests.timewarp.test_causality import PING
 from tests.timewarp.test_collectives import MS, RANK, SLACK, _check_resolved
