@@ -152,6 +152,10 @@ def report_phase(rep: dict) -> str:
     return "Succeeded" if rep.get("completed") == n and not rep.get("failed") else "Failed"
 
 
+def _requests_failed(rep: dict) -> str:
+    return f"{rep.get('failed', '?')} request(s) failed, {rep.get('completed', '?')} completed"
+
+
 def _tail(path: Path, lines: int = 8) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -216,7 +220,7 @@ class _State:
 
 def _child_status(out: Path) -> str:
     """What a running child is doing, from its folder (for the progress display)."""
-    from revati.run.loadgen import START_MARK, parse_progress
+    from revati.launch.bench import START_MARK, parse_progress
 
     try:
         text = (out / "bench.log").read_bytes()
@@ -267,11 +271,12 @@ def run_sweep(sweep: EmulationSweep, out: Path, *, base_dir: Path | None = None,
         entry = state.children.get(c.name) or {}
         same_spec = _read_yaml(d / CHILD_SPEC_NAME) == bodies[c.name]
         rep = read_report(d) if same_spec else None
-        if rep is not None:  # NOTE: a rerun empties the folder first, so this report is of this spec
+        # NOTE: a rerun empties the folder first, so a report there is of this spec.
+        if rep is not None and not (retry_failed and report_phase(rep) == "Failed"):
             phases[c.name], reports[c.name] = report_phase(rep), rep
             if entry.get("phase") not in FINISHED:  # finished before the state file said so
                 state.set(c.name, **{**entry, "phase": phases[c.name], "params": c.params,
-                                     "reason": "found a complete report.json"})
+                                     "reason": _requests_failed(rep) if phases[c.name] == "Failed" else None})
             continue
         if same_spec and entry.get("phase") == "Failed" and not retry_failed:
             phases[c.name], reports[c.name] = "Failed", None
@@ -314,7 +319,7 @@ def run_sweep(sweep: EmulationSweep, out: Path, *, base_dir: Path | None = None,
         elif rc == 0:
             phase, reason = "Succeeded", None
         elif rep is not None:
-            phase, reason = "Failed", f"{rep.get('failed', '?')} request(s) failed, {rep.get('completed', '?')} completed"
+            phase, reason = "Failed", _requests_failed(rep)
         else:
             tail = _tail(d / CHILD_LOG_NAME)
             last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "no output")

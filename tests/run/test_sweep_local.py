@@ -219,6 +219,23 @@ def test_failed_children_are_not_rerun_unless_asked(tmp_path):
     assert retry.calls == ["tiny-1"] and res.exit_code == 0
 
 
+def test_a_child_with_failed_requests_keeps_its_report_and_reruns_only_when_asked(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(_sweep(), out, runner=FakeRunner(fail={"tiny-2": "requests"}))
+    state = _state(out)
+    del state["children"]["tiny-2"]  # as if the sweep was killed before it recorded the child
+    (out / STATE_NAME).write_text(json.dumps(state))
+    again = FakeRunner()
+    res = run_sweep(_sweep(), out, runner=again)
+    assert again.calls == []
+    row = {c["name"]: c for c in res.result["children"]}["tiny-2"]
+    assert row["phase"] == "Failed" and row["reason"] == "2 request(s) failed, 2 completed"
+    assert _state(out)["failed"] == ["tiny-2"]
+    retry = FakeRunner()
+    res = run_sweep(_sweep(), out, runner=retry, retry_failed=True)
+    assert retry.calls == ["tiny-2"] and res.exit_code == 0
+
+
 def test_a_child_whose_spec_changed_is_rerun(tmp_path):
     out = tmp_path / "out"
     run_sweep(_sweep(), out, runner=FakeRunner())
