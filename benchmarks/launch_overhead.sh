@@ -29,5 +29,5 @@ for _ in range(200):
         time.sleep(0.3)
 PY
 echo "--- duration source: sidecar (trained predictor; all but the first launch hit the shim's cache)"
-REVATI_SIDECAR="ipc://$tmp/s.sock" REVATI_ZMQ_LIB=$(.venv/bin/python -c "from revati.emulator import zmq_library; print(zmq_library())") \
+REVATI_SIDECAR="ipc://$tmp/s.sock" REVATI_ZMQ_LIB=$(.venv/bin/python -c "from revati.launch.sidecar import zmq_library; print(zmq_library())") \
   LD_PRELOAD="$SHIM" shim/build/bench/launch_overhead

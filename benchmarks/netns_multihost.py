@@ -34,7 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO)) if str(REPO) not in sys.path else None
-from revati.serving import VENV_BIN, free_port  # noqa: E402
+from revati.engines.base import VENV_BIN  # noqa: E402
+from revati.launch.processes import free_port  # noqa: E402
 from revati.timekeeper.netns import Hosts, available  # noqa: E402
 
 MODEL = "meta-llama/Llama-3.1-8B"

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from revati.emulator import emulator_env
+from revati.launch.env import emulator_env
 from revati.timekeeper.timekeeper import Timekeeper
 RANK = r'''
 import ctypes, json, os, socket, sys, time

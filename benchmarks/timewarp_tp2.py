@@ -30,7 +30,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-from revati.serving import VENV_BIN, free_port
+from revati.engines.base import VENV_BIN
+from revati.launch.processes import free_port
 from revati.timekeeper.clock_page import ClockPage, real_ns_now
 
 MODEL = "meta-llama/Llama-3.1-8B"

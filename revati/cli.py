@@ -31,7 +31,9 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from revati.emulator import ShimNotBuiltError, emulator_env, merge_trace
+    from revati.launch.env import emulator_env
+    from revati.launch.paths import ShimNotBuiltError
+    from revati.launch.trace import merge_trace
 
     command = args.command[1:] if args.command and args.command[0] == "--" else args.command
     if not command:
@@ -40,16 +42,19 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from revati.catalog import get_gpu
-    from revati.emulator import prediction_sidecar
+    from revati.launch.sidecar import prediction_sidecar
 
     try:
         get_gpu(args.gpu)
     except KeyError as e:
         print(f"revati exec: {e.args[0]}", file=sys.stderr)
         return 2
+    if args.no_timewarp and (args.clock or args.dilation):
+        print("revati exec: --clock and --dilation are time-warp options; drop --no-timewarp", file=sys.stderr)
+        return 2
     import tempfile
 
-    from revati.emulator import format_summary, summarize_stats
+    from revati.launch.stats import format_summary, summarize_stats
 
     use_sidecar = args.predictor in (None, "sidecar")
     stats = args.stats or str(Path(tempfile.mkdtemp(prefix="revati-stats-")) / "stats")
@@ -74,10 +79,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def _exec_timewarp(args: argparse.Namespace):
-    """The clock of `revati exec --timewarp [--clock PATH]`: False, or a Timekeeper to own or join."""
-    if not (args.timewarp or args.clock or args.dilation):
+    """The clock of `revati exec [--clock PATH]`: a Timekeeper to own or join, or False with
+    --no-timewarp (every clock real)."""
+    if args.no_timewarp:
         return False
-    from revati.emulator import shared_timekeeper
+    from revati.launch.clock import shared_timekeeper
     from revati.timekeeper import timewarp_cli
 
     return timewarp_cli.open_clock(args, shared_timekeeper(args.clock, timewarp_cli.dilation(args.dilation),
@@ -110,47 +116,19 @@ def _run_tree(command: list[str], env: dict[str, str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Serves a model under the emulator and drives it with `vllm bench serve`."""
-    import json
-    import time
-    from pathlib import Path
+    """`revati run` of the built-in demo spec (revati.run.plan.demo_spec)."""
+    from revati.run.plan import demo_spec
+    from revati.spec import SpecError
 
-    from revati import models
-    from revati.serving import ServerFailed, bench_serve, served_model, vllm_server
-
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = models.resolve(args.model)
-    serve_args = [*(["--tokenizer", str(resolved.tokenizer)] if resolved.tokenizer else []), *args.serve_args]
-    t0 = time.monotonic()
-    print(f"revati demo: vllm serve {args.model} on a virtual {args.gpu} (logs in {out})", flush=True)
-    sidecar_stats: dict = {}
-    for old in out.glob("stats.*.json"):
-        old.unlink()
     try:
-        with vllm_server(str(resolved.model), gpu=args.gpu, serve_args=serve_args, log_path=out / "server.log",
-                         stats=str(out / "stats"), sidecar_stats=sidecar_stats) as server:
-            url = server.url
-            t_ready = time.monotonic()
-            print(f"revati demo: server ready after {t_ready - t0:.0f} s; running vllm bench serve "
-                  f"({args.num_prompts} prompts)", flush=True)
-            name = served_model(url)
-            result = bench_serve(url, name, str(resolved.tokenizer or resolved.model), gpu=args.gpu,
-                                 num_prompts=args.num_prompts, input_len=args.input_len,
-                                 output_len=args.output_len, request_rate=args.request_rate,
-                                 result_dir=out, log_path=out / "bench.log")
-    except ServerFailed as e:
+        spec = demo_spec(model=args.model, gpu=args.gpu, num_prompts=args.num_prompts, input_len=args.input_len,
+                         output_len=args.output_len, request_rate=args.request_rate, serve_args=args.serve_args)
+    except (SpecError, ValueError) as e:
         print(f"revati demo: {e}", file=sys.stderr)
-        return 1
-    print((out / "bench.log").read_text().split("============ Serving Benchmark Result ============")[-1]
-          if "Serving Benchmark Result" in (out / "bench.log").read_text() else json.dumps(result, indent=1))
-    from revati.emulator import format_summary, summarize_stats
-
-    print(format_summary(summarize_stats(out / "stats"), sidecar_stats))
-    print(f"revati demo: completed {result.get('completed')} of {args.num_prompts}, failed {result.get('failed', 0)}; "
-          f"wall {time.monotonic() - t0:.0f} s. NOTE: latencies are not yet time-warped (the virtual "
-          f"clock lands with the time-warp issue), so they reflect this machine's CPU.")
-    return 0 if result.get("completed") == args.num_prompts else 1
+        return 2
+    print(f"revati demo: revati run of the built-in spec {spec.metadata.name} ({args.model} on a virtual "
+          f"{args.gpu}, {args.num_prompts} prompts); report in {args.out}", flush=True)
+    return _run_spec(spec, Path(args.out), None, "revati demo")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -162,12 +140,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SpecError as e:
         print(f"revati run: {e}", file=sys.stderr)
         return 2
+    return _run_spec(spec, Path(args.out or Path("runs") / spec.metadata.name), Path(args.spec), "revati run")
+
+
+def _run_spec(spec, out: Path, spec_path: Path | None, name: str) -> int:
+    """Runs a spec locally (revati.run.orchestrator), prints the summary; the exit status."""
+    from revati.launch.processes import ServerFailed
     from revati.run import orchestrator
     from revati.run.loadgen import WorkloadError
     from revati.run.report import summary_table
-    from revati.serving import ServerFailed
-
-    out = Path(args.out or Path("runs") / spec.metadata.name)
 
     def interrupt(signum, _frame):  # SIGTERM/SIGHUP unwind like Ctrl-C: every child is killed
         raise KeyboardInterrupt
@@ -179,21 +160,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     # under nohup &) does: a `kill -INT` then did nothing and the run went on to the end.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        result = orchestrator.run(spec, out, spec_path=Path(args.spec).resolve())
+        result = orchestrator.run(spec, out, spec_path=spec_path.resolve() if spec_path else None)
     except WorkloadError as e:
-        print(f"revati run: invalid spec {args.spec}:\n  - {e}", file=sys.stderr)
+        print(f"{name}: invalid spec {spec_path or spec.metadata.name}:\n  - {e}", file=sys.stderr)
         return 2
     except (ServerFailed, orchestrator.RunFailed) as e:
-        print(f"revati run: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("revati run: interrupted; every process was stopped", file=sys.stderr)
+        print(f"{name}: interrupted; every process was stopped", file=sys.stderr)
         return 130
     rep = result.report
     print(summary_table(rep))
     for note in rep["emulation"].get("notes", []):
         print(f"note: {note}")
-    print(f"revati run: wrote {', '.join(result.files)} to {result.out}")
+    print(f"{name}: wrote {', '.join(result.files)} to {result.out}")
     n = rep["emulation"]["load_generator"]["num_prompts"]
     return 0 if rep.get("completed") == n and not rep.get("failed") else 1
 
@@ -270,7 +251,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
 
 
 def cmd_trace_merge(args: argparse.Namespace) -> int:
-    from revati.emulator import merge_trace
+    from revati.launch.trace import merge_trace
 
     parts = Path(args.path).with_name(Path(args.path).name + ".parts")
     if not parts.is_dir():
@@ -312,15 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sidecar (default: the trained models), roofline, or constant:<n>{ns,us,ms,s}")
     e.add_argument("--trace", default=None, help="write a Perfetto trace of the virtual GPU timelines here")
     e.add_argument("--stats", default=None, help="per-process op statistics prefix (<prefix>.<pid>.json)")
-    e.add_argument("--timewarp", action="store_true",
-                   help="one causal virtual clock for the tree: predicted GPU time and idle waits cost no wall time")
+    e.add_argument("--no-timewarp", action="store_true",
+                   help="every clock real (a debugging mode): GPU work is predicted and recorded but "
+                        "costs no time. Default: one causal virtual clock for the tree, on which "
+                        "predicted GPU time and idle waits cost no wall time, as in `revati run`")
+    e.add_argument("--timewarp", action="store_true", help=argparse.SUPPRESS)  # the default; kept as a no-op
     e.add_argument("--clock", default=None, metavar="PATH",
-                   help="time warp on one deployment clock shared by several commands: the first "
+                   help="one deployment clock shared by several commands: the first "
                         "`revati exec --clock PATH` starts the Timekeeper with its clock page at PATH, "
-                        "later ones join it (implies --timewarp)")
+                        "later ones join it")
     e.add_argument("--dilation", default=None, metavar="D|auto",
-                   help="time warp with CPU work counting 1/D of its wall time; auto: D from the "
-                        "calibration in docs/timewarp.md (implies --timewarp)")
+                   help="CPU work counts 1/D of its wall time; auto: D from the "
+                        "calibration in docs/timewarp.md (default 1)")
     e.add_argument("--host-contention", choices=("compensate", "count"), default="compensate",
                    help="time warp: compensate (default) slows the clock while this host has more runnable "
                         "tasks than cores, so CPU work costs its CPU time; count: queueing for a core "
@@ -328,14 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     e.set_defaults(func=cmd_exec)
 
-    d = sub.add_parser("demo", help="serve a model under the emulator and run vllm bench serve against it")
+    d = sub.add_parser("demo", help="`revati run` of a built-in spec: one model, random prompts, vllm bench serve",
+                       description="Runs a built-in EmulatedDeployment (one replica, a random dataset of "
+                                   "--num-prompts prompts at --request-rate, inf: all at once) like "
+                                   "`revati run`, on the time warp, and writes its report to --out.")
     d.add_argument("--model", default="meta-llama/Llama-3.1-8B")
     d.add_argument("--gpu", default=DEFAULT_GPU)
     d.add_argument("--num-prompts", type=int, default=20)
     d.add_argument("--input-len", type=int, default=128)
     d.add_argument("--output-len", type=int, default=32)
     d.add_argument("--request-rate", default="inf")
-    d.add_argument("--out", default="runs/demo", help="folder for logs, stats and the bench result")
+    d.add_argument("--out", default="runs/demo", help="report folder (as `revati run --out`)")
     d.add_argument("serve_args", nargs=argparse.REMAINDER, help="-- extra `vllm serve` flags")
     d.set_defaults(func=cmd_demo)
 

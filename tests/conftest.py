@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # appended, never prepended: see operator/src
 
-from revati.emulator import emulator_env  # noqa: E402
+from revati.launch.env import emulator_env  # noqa: E402
 
 
 @dataclass

@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from revati import envs
+from revati import engines, envs
+from revati.launch.env import emulator_vars
 from revati.spec import API_VERSION, KIND, EmulatedDeployment, SpecError, spec_from_dict
 from revati.spec.crds import status_from_report  # status fields of a report (also `revati sweep`)
 
@@ -287,33 +288,19 @@ LOADGEN_RESOURCES = _resources(1, 1 * _GIB, cpu_limit=2, mem_limit_bytes=2 * _GI
 
 
 def emulator_env(model: EmulatedDeployment, node_name: str | None) -> list[dict]:
-    """LD_PRELOAD and the REVATI_* variables of an emulated process tree (see revati/envs.py).
+    """LD_PRELOAD and the REVATI_* variables of an emulated process tree: revati.launch.env's
+    builder (the one `revati run` uses), with the pod's paths, rendered as an env list.
 
     node_name None: the pod's own name through the downward API (pods of Deployments/Jobs)."""
     s = model.spec
-    env: list[dict] = [
-        {"name": "LD_PRELOAD", "value": f"{SHIM_DIR}/librevati_shim.so"},
-        {"name": "LD_LIBRARY_PATH", "value": SHIM_DIR},
-        {"name": "TRITON_LIBCUDA_PATH", "value": SHIM_DIR},
-        {"name": "REVATI_SHIM_DIR", "value": SHIM_DIR},
-        {"name": "REVATI_ACTIVE", "value": "1"},
-        {"name": "REVATI_GPU", "value": s.gpu},
-    ]
-    if s.emulation.timewarp:
-        env.append({"name": "REVATI_TIMEWARP", "value": "1"})
-    env += [
-        {"name": "REVATI_CLOCK", "value": f"{RUN_DIR}/clock"},
-        {"name": "REVATI_SIDECAR", "value": SIDECAR_ENDPOINT},
-    ]
-    if node_name is None:
-        env.append({"name": "REVATI_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
-    else:
-        env.append({"name": "REVATI_NODE_NAME", "value": node_name})
-    env += [
+    ev = emulator_vars(s.gpu, shim=SHIM_DIR, engine=engines.get(s.engine.name, s.engine.version),
+                       timewarp=s.emulation.timewarp, clock=f"{RUN_DIR}/clock", sidecar=SIDECAR_ENDPOINT,
+                       node_name=node_name or "(downward API)")
+    refs = {"REVATI_NODE_NAME": "metadata.name"} if node_name is None else {}
+    return ev.pod_env(refs) + [
         {"name": "HOME", "value": "/home/revati"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    return env
 
 
 def _volume_mounts(with_spec: bool) -> list[dict]:

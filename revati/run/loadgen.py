@@ -245,8 +245,10 @@ def goodput_args(spec: DeploymentSpec) -> list[str]:
 
 
 def plan(spec: DeploymentSpec, *, base_url: str, model: str, tokenizer: str, result_dir: Path,
-         dataset_path: Path | None = None, spec_dir: Path = Path(".")) -> LoadPlan:
-    """The `vllm bench serve` arguments for a spec (pure: nothing is written or started)."""
+         dataset_path: Path | None = None, spec_dir: Path = Path("."), backend: str = "vllm") -> LoadPlan:
+    """The `vllm bench serve` arguments for a spec (pure: nothing is written or started).
+
+    backend: bench's --backend, the engine adapter's bench_backend."""
     w = spec.workload
     ds = w.dataset
     arr = w.arrival
@@ -254,7 +256,7 @@ def plan(spec: DeploymentSpec, *, base_url: str, model: str, tokenizer: str, res
     notes: list[str] = []
     dataset_path = dataset_path or (result_dir / TRACE_NAME)
 
-    args = ["--backend", "vllm", "--base-url", base_url, "--endpoint", "/v1/completions",
+    args = ["--backend", backend, "--base-url", base_url, "--endpoint", "/v1/completions",
             "--model", model, "--tokenizer", tokenizer, "--seed", str(w.seed),
             "--percentile-metrics", PERCENTILE_METRICS, "--metric-percentiles", METRIC_PERCENTILES,
             "--save-result", "--save-detailed", "--result-dir", str(result_dir),

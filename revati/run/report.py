@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from revati.run.loadgen import LoadPlan
+    from revati.run.plan import DeploymentPlan
 
 METRICS = ("ttft", "tpot", "itl", "e2el")
 STATS = ("mean", "median", "std", "p50", "p90", "p99")
@@ -115,6 +120,107 @@ def versions() -> dict[str, str]:
 
     out["python"] = platform.python_version()
     return out
+
+
+@dataclass
+class ClockFacts:
+    """What a runner that owns the Timekeeper knows of the clock (revati run)."""
+
+    timekeeper: Any = None          # the Timekeeper, None with the time warp off
+    governor: Any = None            # the contention governor, when one ran
+    dilation_effective: float | None = None
+    dilation_how: str | None = None
+
+
+@dataclass
+class EmulationReport:
+    """The report's emulation block: each runner fills what it knows, the rest is left out.
+
+    A part given as None is left out of the block (a pod knows neither the Timekeeper, which the
+    coordinator owns, nor the replicas' shim and sidecar counters). A part that is given but
+    empty (no Timekeeper with the time warp off, no sidecar with another predictor) is written
+    with null values, so the keys of a runner's report do not depend on the spec.
+    """
+
+    plan: "DeploymentPlan"
+    load: "LoadPlan"
+    latency_clock: str
+    virtual_s: float | None
+    wall_s: float | None
+    total_wall_s: float | None
+    notes: list[str]
+    setup_wall_s: float | None = None
+    clock: ClockFacts | None = None       # None: left out
+    shim_stats: dict | None = None        # summed per-process shim stats (launch.stats); None: left out
+    sidecar_stats: dict | None = None     # the sidecars' counters, summed; None: left out
+    trace: dict[str, int] | None = None   # trace file -> events; None: left out, {}: no trace
+    router_requests: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # the runner's own keys, last
+
+    def block(self) -> dict:
+        s = self.plan.spec.spec
+        em = s.emulation
+        e: dict[str, Any] = {
+            "timewarp": em.timewarp,
+            "latency_clock": self.latency_clock,
+            "virtual_s": self.virtual_s,
+            "wall_s": self.wall_s,
+            "speedup": (self.virtual_s / self.wall_s) if self.virtual_s and self.wall_s else None,
+        }
+        if self.clock is not None:
+            e["setup_wall_s"] = self.setup_wall_s
+        e["total_wall_s"] = self.total_wall_s
+        c = self.clock
+        if c is not None:
+            tk = c.timekeeper.stats if c.timekeeper is not None else None
+            e.update({
+                "jumps": tk.jumps if tk else None,
+                "jumped_s": tk.jumped_ns / 1e9 if tk else None,
+                # the clock stood still while vLLM JIT-compiled (or loaded) a Triton kernel on first use
+                "jit_freezes": tk.freezes if tk else None,
+                "jit_frozen_wall_s": tk.frozen_ns / 1e9 if tk else None,
+                # the clock held while the shim asked the prediction sidecar (emulator work, not target work)
+                "predictor_holds": tk.holds if tk else None,
+                "predictor_held_wall_s": tk.held_ns / 1e9 if tk else None,
+            })
+        e["dilation"] = em.dilation
+        if c is not None:
+            e["dilation_effective"] = c.dilation_effective
+            e["dilation_how"] = c.dilation_how
+        e["host_contention"] = em.hostContention if em.timewarp else None
+        if c is not None:
+            g = c.governor
+            e["host_cores"] = g.cores if g else None
+            e["contention_factor"] = {**g.stats.as_dict(), "measure": g.mode} if g else None
+        st = self.shim_stats
+        if st is not None:
+            e["shim_steps"] = st.get("steps")
+            e["graph_launches"] = st.get("graph_launches")
+        pred: dict[str, Any] = {"source": em.predictor}
+        if st is not None:
+            pred.update({"duration_source": st.get("duration_source"), "shim_cache_hit_rate": st.get("hit_rate"),
+                         "coverage": st.get("coverage"), "unmapped_ops": st["predictor"].get("unmapped_ops", 0)})
+        sc = self.sidecar_stats
+        if sc is not None:
+            pred.update({"sidecar_ops": sc.get("ops"), "sidecar_hit_rate": sc.get("hit_rate"),
+                         "fallbacks_total": sc.get("fallbacks_total") if sc else None,
+                         "fallbacks": sc.get("fallbacks") if sc else None,
+                         # predictions the physics guard raised to their bound (a bug of their source)
+                         "physics_clamps": sc.get("physics_clamps") if sc else None})
+        e["predictor"] = pred
+        if st is not None:
+            e["predicted_gpu_ms_by_family"] = {k: v / 1e6 for k, v in sorted(st["family_ns"].items(),
+                                                                            key=lambda kv: -kv[1]) if v}
+            e["predicted_gpu_ms_by_kind"] = {k: v / 1e6 for k, v in st["busy_ns"].items() if v}
+        e.update(self.plan.deployment_block(self.load))
+        if self.trace is not None:
+            e["trace"] = self.trace or None
+        e["versions"] = versions()
+        e["notes"] = self.notes
+        e.update(self.extra)
+        if self.router_requests is not None:
+            e["topology"]["router_requests"] = self.router_requests
+        return e
 
 
 def build_report(bench: dict, rows: list[dict], emulation: dict, spec_slo=None) -> dict:

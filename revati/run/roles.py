@@ -4,16 +4,17 @@ The operator (issue 6, /tmp/k8s/CONTRACT.md) spreads what `revati run` runs on o
 pods; each pod runs one piece of it, with the same code paths as `revati run`:
 
 - `revati role replica --spec FILE --replica I --port 8000` (the replica pods' `engine`
-  container): prepares the model folder and tokenizer (the offline hub), builds the `vllm
-  serve` command line of `revati run` (revati.run.orchestrator.serve_plan and
-  revati.serving.vllm_serve_command: the same flags, bound to 0.0.0.0) and execs it. The pod
-  sets LD_PRELOAD and REVATI_*; the relay sidecar container provides the clock page at
-  REVATI_CLOCK and the predictor at REVATI_SIDECAR, so no Timekeeper or sidecar starts here.
+  container): prepares the model folder and tokenizer (the offline hub), builds the serve
+  command line of `revati run` (the deployment plan, revati.run.plan: the same flags, bound to
+  0.0.0.0) and execs it. The pod sets LD_PRELOAD and REVATI_* (the operator renders them with
+  revati.launch.env, the builder this role completes them with); the relay sidecar container
+  provides the clock page at REVATI_CLOCK and the predictor at REVATI_SIDECAR, so no
+  Timekeeper or sidecar starts here.
 - `revati role router --port 8000 --backends URL,...`: the round-robin router of `revati run`
   (revati.run.router) on 0.0.0.0.
 - `revati role loadgen --spec FILE --target URL [--out DIR]`: waits for the target's /health,
-  plans the load as `revati run` does (revati.run.loadgen.plan), runs `vllm bench serve`, builds
-  the report with revati.run.report, writes report.json and requests.jsonl into --out, prints the
+  plans the load as `revati run` does (revati.run.plan), runs `vllm bench serve`, builds
+  the report with revati.run.report (the parts a pod knows), writes report.json and requests.jsonl into --out, prints the
   summary table and, as its LAST stdout line, `REVATI_REPORT <compact report JSON>` (no
   per-request rows), which the operator reads from the pod log.
 
@@ -28,16 +29,16 @@ import argparse
 import json
 import math
 import os
-import select
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from revati.launch.bench import BenchRun, BenchTimeout
+from revati.launch.bench import run_bench as run_load
 
 DEFAULT_OUT = "/tmp/revati-results"
 REPORT_PREFIX = "REVATI_REPORT "
@@ -78,28 +79,18 @@ def _check_replica(spec, replica: int) -> None:
 
 
 def replica_command(spec, replica: int, *, port: int = 8000, host: str = "0.0.0.0") -> list[str]:
-    """The `vllm serve` command line of replica `replica`: `revati run`'s, on host:port."""
-    from revati.serving import vllm_serve_command
-
+    """The serve command line of replica `replica`: `revati run`'s, on host:port."""
     _check_replica(spec, replica)
-    sp = serve_plan(spec)
-    return vllm_serve_command(sp.model, host=host, port=port, serve_args=sp.serve_args)
-
-
-def _dedupe_path_list(value: str) -> str:
-    seen: list[str] = []
-    for p in value.split(":"):
-        if p and p not in seen:
-            seen.append(p)
-    return ":".join(seen)
+    return deployment_plan(spec).serve_command(host=host, port=port)
 
 
 def replica_env(spec, replica: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the replica's `vllm serve`: the pod's, completed as `revati run` does
-    (revati.emulator.emulator_env: shim library paths, vLLM switches, the offline hub, the
+    """The environment of the replica's server: the pod's, completed as `revati run` does
+    (revati.launch.env.emulator_env: shim library paths, engine switches, the offline hub, the
     predictor). The clock (REVATI_TIMEWARP, REVATI_CLOCK) and the sidecar endpoint
     (REVATI_SIDECAR) are the pod's."""
-    from revati.emulator import ShimNotBuiltError, emulator_env
+    from revati.launch.env import emulator_env
+    from revati.launch.paths import ShimNotBuiltError
 
     s = spec.spec
     em = s.emulation
@@ -117,9 +108,6 @@ def replica_env(spec, replica: int, base: dict[str, str] | None = None) -> dict[
         env = emulator_env(s.gpu, predictor=em.predictor, sidecar=sidecar, base=base)
     except (KeyError, ShimNotBuiltError) as e:
         raise RoleError(str(e.args[0] if e.args else e)) from None
-    # The pod already preloads the shim; name it once.
-    env["LD_PRELOAD"] = _dedupe_path_list(env["LD_PRELOAD"])
-    env["LD_LIBRARY_PATH"] = _dedupe_path_list(env["LD_LIBRARY_PATH"])
     env.setdefault("REVATI_NODE_NAME", f"replica{replica}")
     return env
 
@@ -134,13 +122,13 @@ def check_timewarp_env(spec, env: dict[str, str]) -> None:
         raise RoleError("REVATI_TIMEWARP=1 is set but spec.emulation.timewarp is false", code=2)
 
 
-def serve_plan(spec):
-    """revati.run.orchestrator.serve_plan, with an unknown model as a RoleError."""
+def deployment_plan(spec, spec_dir: Path | None = None):
+    """The spec's revati.run.plan.DeploymentPlan, with an unknown model as a RoleError."""
     from revati.models import UnknownModelError
-    from revati.run.orchestrator import serve_plan as plan
+    from revati.run.plan import DeploymentPlan
 
     try:
-        return plan(spec.spec)
+        return DeploymentPlan.of(spec, spec_dir)
     except (UnknownModelError, FileNotFoundError, ValueError) as e:
         raise RoleError(f"spec.model: {e}", code=2) from None
 
@@ -223,13 +211,13 @@ def router_main(port: int, backends: list[str], host: str = "0.0.0.0") -> int:
 # ---------------------------------------------------------------------------- loadgen
 
 
-def wait_healthy(url: str, timeout_s: float) -> None:
-    """Waits until url/health answers 200."""
+def wait_healthy(url: str, timeout_s: float, probe: str = "/health") -> None:
+    """Waits until url+probe (the engine's health probe) answers 200."""
     deadline = wall_s() + timeout_s
     last = "no answer"
     while True:
         try:
-            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as r:
+            with urllib.request.urlopen(url.rstrip("/") + probe, timeout=5) as r:
                 if r.status == 200:
                     return
                 last = f"HTTP {r.status}"
@@ -238,7 +226,7 @@ def wait_healthy(url: str, timeout_s: float) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
             last = str(getattr(e, "reason", e))
         if wall_s() > deadline:
-            raise RoleError(f"the target {url} did not answer /health with 200 in {timeout_s:g} s "
+            raise RoleError(f"the target {url} did not answer {probe} with 200 in {timeout_s:g} s "
                             f"(last: {last}); are the router and every replica Ready?")
         time.sleep(1.0)
 
@@ -252,141 +240,50 @@ def router_counts(url: str) -> list[int] | None:
         return None
 
 
-@dataclass
-class BenchRun:
-    rc: int
-    bench: dict | None          # the result JSON (bench.json), when it was written
-    virtual_s: float | None     # the load phase on this process's time.monotonic() (virtual under the shim)
-    wall_s: float | None        # the load phase on the wall clock
-
-
 def run_bench(args: list[str], env: dict[str, str], out: Path, timeout_s: float,
               command: list[str] | None = None) -> BenchRun:
     """Runs `vllm bench serve ARGS` (or command + ARGS), echoing its lines to stdout and into
     out/bench.log; its result is out/bench.json.
 
-    The load phase runs from bench's "Starting main benchmark run" to its result table."""
-    from revati.serving import VENV_BIN, _kill_tree
+    The load phase runs from bench's "Starting main benchmark run" to its result table, on the
+    wall clock (CLOCK_TAI) and on this process's time.monotonic() (virtual under the shim)."""
+    from revati import engines
 
-    (out / "bench.json").unlink(missing_ok=True)
-    log = open(out / "bench.log", "wb")
-    command = command or [str(VENV_BIN / "vllm"), "bench", "serve"]
-    proc = subprocess.Popen([*command, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, process_group=0)
-    start = end = None
-    text = b""
-    pending = b""
-    deadline = wall_s() + timeout_s
+    command = [*command, *args] if command else engines.get().bench_command(args)
     try:
-        fd = proc.stdout.fileno()
-        while True:
-            if wall_s() > deadline:
-                raise RoleError(f"vllm bench serve ran past {timeout_s:g} s (wall)")
-            ready, _, _ = select.select([fd], [], [], 1.0)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            log.write(chunk)
-            log.flush()
-            text = (text + chunk)[-8192:]
-            if start is None and b"Starting main benchmark run" in text:
-                start = (time.monotonic(), wall_s())
-                text = text.split(b"Starting main benchmark run", 1)[1]
-            if start is not None and end is None and b"Serving Benchmark Result" in text:
-                end = (time.monotonic(), wall_s())
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:  # tqdm redraws with \r: the last state of each line
-                sys.stdout.write(line.split(b"\r")[-1].decode(errors="replace") + "\n")
-            sys.stdout.flush()
-        rc = proc.wait()
-    finally:
-        _kill_tree(proc, grace_s=5)
-        log.close()
-    if pending.strip():
-        print(pending.split(b"\r")[-1].decode(errors="replace"), flush=True)
-    bench = None
-    if (out / "bench.json").exists():
-        bench = json.loads((out / "bench.json").read_text())
-    span = (lambda i: end[i] - start[i]) if start and end else (lambda i: None)
-    return BenchRun(rc, bench, span(0), span(1))
+        return run_load(command, env, out, timeout_s, clocks=lambda: (wall_s(), time.monotonic()), echo=True,
+                        deadline_clock=wall_s)
+    except BenchTimeout as e:
+        raise RoleError(f"{e} (wall)") from None
 
 
-def pod_report(spec, bench: dict, run: BenchRun, lp, plan, *, target: str, notes: list[str],
+def pod_report(plan, bench: dict, run: BenchRun, lp, *, target: str, notes: list[str],
                total_wall_s: float | None, router_requests: list[int] | None) -> dict:
     """report.json of the loadgen pod: `revati run`'s report with what a pod knows.
 
-    The metrics and SLO attainment are built exactly as `revati run` builds them. The
-    emulation block has `revati run`'s keys; what only the one-machine run can know (the
-    Timekeeper's jumps, the shim statistics of the replicas, the predictor's counters, the
-    trace) is None, and `not_available_in_pod` names it."""
+    The metrics and SLO attainment are built exactly as `revati run` builds them, and so is the
+    emulation block, less what only the one-machine run knows (the Timekeeper's stats, the shim
+    statistics of the replicas, the predictor's counters, the trace): those keys are left out."""
     from revati.run import report
-    from revati.run.orchestrator import deployment_block
 
     notes = list(notes)
     notes.append("Kubernetes: the loadgen pod's report. virtual_s is bench's duration (virtual under the time "
                  "warp); wall_s is the load phase on the pod's wall clock (CLOCK_TAI, which the shim leaves "
-                 "real), load_phase_virtual_s the same span on its virtual clock. Not available in a pod: "
+                 "real), load_phase_virtual_s the same span on its virtual clock. Not in a pod's report: "
                  "the Timekeeper's stats (jumps, dilation and host-contention factor: the coordinator owns "
-                 "them), the replicas' shim statistics and predictor counters, the trace and the plots "
-                 "(emulation.not_available_in_pod)")
-    s = spec.spec
+                 "them), the replicas' shim statistics and predictor counters, the trace and the plots")
+    s = plan.spec.spec
     em = s.emulation
-    virtual_s = bench.get("duration")
-    wall = run.wall_s
-    unavailable = ["setup_wall_s", "jumps", "jumped_s", "jit_freezes", "jit_frozen_wall_s", "predictor_holds",
-                   "predictor_held_wall_s", "dilation_effective", "dilation_how", "host_cores", "contention_factor",
-                   "shim_steps", "graph_launches", "predictor.duration_source", "predictor.shim_cache_hit_rate",
-                   "predictor.coverage", "predictor.unmapped_ops", "predictor.sidecar_ops",
-                   "predictor.sidecar_hit_rate", "predictor.fallbacks_total", "predictor.fallbacks", "predictor.physics_clamps",
-                   "predicted_gpu_ms_by_family", "predicted_gpu_ms_by_kind", "trace"]
-    emulation = {
-        "timewarp": em.timewarp,
-        "latency_clock": ("virtual (the coordinator's Timekeeper, relayed to every pod)" if em.timewarp
-                          else "wall clock of the loadgen pod (time warp off)"),
-        "virtual_s": virtual_s,
-        "wall_s": wall,
-        "speedup": (virtual_s / wall) if virtual_s and wall else None,
-        "setup_wall_s": None,
-        "total_wall_s": total_wall_s,
-        "jumps": None,
-        "jumped_s": None,
-        "jit_freezes": None,
-        "jit_frozen_wall_s": None,
-        "predictor_holds": None,
-        "predictor_held_wall_s": None,
-        "dilation": em.dilation,
-        "dilation_effective": None,
-        "dilation_how": None,
-        "host_contention": em.hostContention if em.timewarp else None,
-        "host_cores": None,
-        "contention_factor": None,
-        "shim_steps": None,
-        "graph_launches": None,
-        "predictor": {"source": em.predictor, "duration_source": None, "shim_cache_hit_rate": None,
-                      "coverage": None, "unmapped_ops": None, "sidecar_ops": None, "sidecar_hit_rate": None,
-                      "fallbacks_total": None, "fallbacks": None,
-                      "physics_clamps": None},
-        "predicted_gpu_ms_by_family": None,
-        "predicted_gpu_ms_by_kind": None,
-        **deployment_block(s, plan, lp),
-        "trace": None,
-        "versions": report.versions(),
-        "notes": notes,
-        "platform": "kubernetes",
-        "pod": os.environ.get("HOSTNAME"),
-        "target": target,
-        "load_phase_virtual_s": run.virtual_s,
-        "not_available_in_pod": unavailable,
-    }
-    if router_requests is not None:
-        emulation["topology"]["router_requests"] = router_requests
     if em.trace:
         notes.append("spec.emulation.trace is set but traces are not collected from pods")
-    rows = report.per_request(bench)
-    return report.build_report(bench, rows, emulation, s.slo)
+    emulation = report.EmulationReport(
+        plan, lp, latency_clock=("virtual (the coordinator's Timekeeper, relayed to every pod)" if em.timewarp
+                                 else "wall clock of the loadgen pod (time warp off)"),
+        virtual_s=bench.get("duration"), wall_s=run.wall_s, total_wall_s=total_wall_s, notes=notes,
+        router_requests=router_requests,
+        extra={"platform": "kubernetes", "pod": os.environ.get("HOSTNAME"), "target": target,
+               "load_phase_virtual_s": run.virtual_s}).block()
+    return report.build_report(bench, report.per_request(bench), emulation, s.slo)
 
 
 def _finite(o):
@@ -427,8 +324,7 @@ def loadgen_main(spec_path: str, target: str, out: str | os.PathLike = DEFAULT_O
                  health_timeout_s: float = 1800.0, bench_timeout_s: float = 3 * 3600,
                  bench: Callable[[list[str], dict, Path, float], BenchRun] = run_bench) -> int:
     from revati.run import loadgen, report
-    from revati.run.orchestrator import bench_env, spec_notes
-    from revati.serving import served_model
+    from revati.run.plan import bench_env
 
     t0 = wall_s()
     spec = load(spec_path)
@@ -440,33 +336,30 @@ def loadgen_main(spec_path: str, target: str, out: str | os.PathLike = DEFAULT_O
 
     (out / "spec.resolved.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     check_timewarp_env(spec, os.environ)
-    plan = serve_plan(spec)
+    plan = deployment_plan(spec, spec_dir)
     try:
-        # validate the workload before waiting on anything (as revati run does)
-        loadgen.plan(s, base_url="http://-", model="-", tokenizer=plan.tokenizer, result_dir=out, spec_dir=spec_dir)
+        plan.check_load(out)  # the workload is validated before waiting on anything (as revati run does)
     except loadgen.WorkloadError as e:
         raise RoleError(f"invalid spec {spec_path}:\n  - {e}", code=2) from None
-    print(f"revati role loadgen: waiting for {target}/health", flush=True)
-    wait_healthy(target, health_timeout_s)
+    print(f"revati role loadgen: waiting for {target}{plan.engine.health_path}", flush=True)
+    wait_healthy(target, health_timeout_s, plan.engine.health_path)
     try:
-        name = served_model(target)
+        name = plan.engine.served_model(target)
     except (OSError, ValueError, KeyError, IndexError) as e:
-        raise RoleError(f"{target}/v1/models did not name the served model: {e}") from None
-    lp = loadgen.plan(s, base_url=target, model=name, tokenizer=plan.tokenizer, result_dir=out, spec_dir=spec_dir)
-    lp.write_dataset(out / loadgen.TRACE_NAME)
-    (out / "bench.cmd").write_text("vllm bench serve " + " ".join(lp.args) + "\n")
-    notes = spec_notes(spec, plan.emulator_args) + list(lp.notes)
-    env = bench_env(s.gpu, False, s.workload.seed)  # the pod's REVATI_TIMEWARP/REVATI_CLOCK pass through
-    env["LD_PRELOAD"] = _dedupe_path_list(env["LD_PRELOAD"])
-    env["LD_LIBRARY_PATH"] = _dedupe_path_list(env["LD_LIBRARY_PATH"])
-    print(f"revati role loadgen: vllm bench serve {' '.join(lp.args)}", flush=True)
+        raise RoleError(f"{target}{plan.engine.models_path} did not name the served model: {e}") from None
+    lp = plan.load(base_url=target, model=name, result_dir=out)
+    plan.start_load(lp, out)
+    notes = plan.notes() + list(lp.notes)
+    # the pod's REVATI_TIMEWARP/REVATI_CLOCK pass through
+    env = bench_env(s.gpu, False, s.workload.seed, engine=plan.engine)
+    print(f"revati role loadgen: {plan.engine.load_generator} {' '.join(lp.args)}", flush=True)
     run = bench(lp.args, env, out, bench_timeout_s)
     if run.rc != 0 or run.bench is None:
-        from revati.serving import tail
+        from revati.launch.processes import tail
 
         raise RoleError(f"vllm bench serve failed ({run.rc}); last lines of {out / 'bench.log'}:\n"
                         f"{tail(out / 'bench.log')}")
-    rep = pod_report(spec, run.bench, run, lp, plan, target=target, notes=notes, total_wall_s=wall_s() - t0,
+    rep = pod_report(plan, run.bench, run, lp, target=target, notes=notes, total_wall_s=wall_s() - t0,
                      router_requests=router_counts(target))
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=str))
     report.write_requests(out / "requests.jsonl", report.per_request(run.bench))

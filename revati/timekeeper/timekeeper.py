@@ -544,6 +544,11 @@ class Timekeeper:
             self._quiescent()
             return
         # Quiescent with no deadline: every thread waits on another, or on nothing.
+        # NOTE: not while a hold is in force: a thread then waits on the prediction sidecar,
+        # which is working (its first answers can take seconds on a loaded host).
+        if self._holds > 0:
+            self._stall_since = None
+            return
         if self._stall_since is None:
             self._stall_since = prev.t
         if self.deadlock_s is not None and now - self._stall_since >= self.deadlock_s:

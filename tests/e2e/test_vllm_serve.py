@@ -4,22 +4,55 @@ the real part would. Each test starts a real server (minutes on 2 cores)."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from revati import models
-from revati.serving import ServerFailed, bench_serve, completion, served_model, vllm_server
+from revati import engines, models
+from revati.launch.processes import ServerFailed
+from revati.launch.bench import run_bench
+from revati.run.orchestrator import local_server
+from revati.run.plan import bench_env
 
 pytestmark = pytest.mark.slow
 
 GIB = 1 << 30
+VLLM = engines.get("vllm")
 
 
 def _serve(name: str, tmp_path: Path, gpu: str = "h100-sxm", extra: list[str] | None = None):
     r = models.resolve(name)
-    return vllm_server(str(r.model), gpu=gpu, serve_args=[*(extra or [])], log_path=tmp_path / "server.log")
+    return local_server(str(r.model), gpu=gpu, serve_args=[*(extra or [])], log_path=tmp_path / "server.log")
+
+
+def served_model(url: str) -> str:
+    return VLLM.served_model(url)
+
+
+def completion(url: str, model: str, prompt: str, max_tokens: int, ignore_eos: bool = True) -> dict:
+    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                       "ignore_eos": ignore_eos, "temperature": 0.0}).encode()
+    req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.loads(r.read())
+
+
+def bench_serve(url: str, model: str, tokenizer: str, *, num_prompts: int, input_len: int, output_len: int,
+                result_dir: Path) -> dict:
+    """The engine's load generator on a random dataset, all at once (the one bench launcher)."""
+    result_dir.mkdir(parents=True, exist_ok=True)
+    args = ["--backend", VLLM.bench_backend, "--base-url", url, "--model", model, "--tokenizer", tokenizer,
+            "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len",
+            str(output_len), "--num-prompts", str(num_prompts), "--request-rate", "inf", "--ignore-eos",
+            "--save-result", "--result-dir", str(result_dir), "--result-filename", "bench.json"]
+    run = run_bench(VLLM.bench_command(args), bench_env("h100-sxm", False, 0), result_dir, 1800,
+                            clocks=lambda: (time.monotonic(), None))
+    assert run.rc == 0 and run.bench is not None, (result_dir / "bench.log").read_text()[-3000:]
+    return run.bench
 
 
 def test_llama_3_1_8b_serves_with_cuda_graphs(tmp_path):
@@ -35,8 +68,7 @@ def test_llama_3_1_8b_serves_with_cuda_graphs(tmp_path):
         assert out["usage"]["completion_tokens"] == 7
 
         result = bench_serve(server.url, model, str(models.resolve("meta-llama/Llama-3.1-8B").model),
-                             num_prompts=20, input_len=128, output_len=32, result_dir=tmp_path / "bench",
-                             log_path=tmp_path / "bench.log")
+                             num_prompts=20, input_len=128, output_len=32, result_dir=tmp_path / "bench")
         assert result["completed"] == 20
         assert result.get("failed", 0) == 0
         assert result["total_output_tokens"] == 20 * 32

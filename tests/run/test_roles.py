@@ -23,9 +23,10 @@ import pytest
 import yaml
 
 from revati.cli import main
-from revati.emulator import SHIM_NAME, shim_dir
+from revati.launch.paths import SHIM_NAME, shim_dir
 from revati.run import loadgen, orchestrator, roles
-from revati.serving import free_port
+from revati.run.plan import serve_plan
+from revati.launch.processes import free_port
 from revati.spec import load_spec
 
 MODEL = "meta-llama/Llama-3.1-8B"
@@ -99,7 +100,7 @@ class _Launched(Exception):
 
 def _what_revati_run_launches(monkeypatch, spec, out: Path) -> _Launched:
     """orchestrator.run up to its first `vllm serve` start (stubbed: nothing starts)."""
-    from revati import serving
+    from revati.launch import processes
 
     @contextmanager
     def fake_sidecar(gpu, workdir=None, startup_timeout_s=120.0):
@@ -112,8 +113,8 @@ def _what_revati_run_launches(monkeypatch, spec, out: Path) -> _Launched:
         def Popen(cmd, env=None, **kw):
             raise _Launched(cmd, env)
 
-    monkeypatch.setattr(serving, "prediction_sidecar", fake_sidecar)
-    monkeypatch.setattr(serving, "subprocess", FakeSubprocess)
+    monkeypatch.setattr(orchestrator, "prediction_sidecar", fake_sidecar)
+    monkeypatch.setattr(processes, "subprocess", FakeSubprocess)
     with pytest.raises(_Launched) as e:
         orchestrator.run(spec, out)
     return e.value
@@ -134,7 +135,7 @@ def test_replica_command_is_the_one_revati_run_launches(tmp_path, monkeypatch, t
     assert [a for a in pod if a not in ("0.0.0.0", "8000")] == \
         [a for a in launched.cmd if a not in ("127.0.0.1", str(port))]
     assert pod[1:5] == ["serve", MODEL, "--load-format", "dummy"]
-    sp = orchestrator.serve_plan(spec.spec)
+    sp = serve_plan(spec.spec)
     assert pod[-len(sp.serve_args):] == sp.serve_args
     if spec.spec.tensorParallelSize > 1:
         assert "--disable-custom-all-reduce" in pod and pod[pod.index("--shutdown-timeout") + 1] == "10"
@@ -386,7 +387,9 @@ def test_loadgen_report_line_from_a_bench_result(tmp_path, monkeypatch, capsys):
     e = rep["emulation"]
     assert (e["virtual_s"], e["wall_s"], e["speedup"], e["load_phase_virtual_s"]) == (2.0, 0.5, 4.0, 2.1)
     assert e["timewarp"] is True and e["platform"] == "kubernetes" and e["target"] == url
-    assert e["jumps"] is None and "jumps" in e["not_available_in_pod"]
+    # what a pod cannot know is left out, not written as null
+    assert not set(e) & {"jumps", "setup_wall_s", "shim_steps", "trace", "contention_factor", "not_available_in_pod"}
+    assert e["predictor"] == {"source": "sidecar"}
     assert e["topology"]["router_requests"] == [2, 1]
     assert e["load_generator"]["command"] == "vllm bench serve " + " ".join(plan.args)
     assert e["num_gpus"] == 1 and e["emulator_engine_args"] == ["--shutdown-timeout", "10"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from revati.emulator import shim_dir
+from revati.launch.paths import shim_dir
 
 DEF = shim_dir().parent.parent / "entrypoints.def"
 

@@ -61,7 +61,7 @@ def test_trace_has_one_track_per_process_and_stream_with_descriptors(tmp_path):
 
 def test_bare_revati_trace_parts_merge_with_the_cli(tmp_path):
     """REVATI_TRACE without `revati exec`: processes leave parts, `revati trace merge` joins them."""
-    from revati.emulator import emulator_env
+    from revati.launch.env import emulator_env
 
     trace = tmp_path / "bare.json"
     env = emulator_env("h100-sxm", offline_hub=False)

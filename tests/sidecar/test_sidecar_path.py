@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from revati.emulator import prediction_sidecar
+from revati.launch.sidecar import prediction_sidecar
 
 
 def test_a_deep_run_folder_still_gets_a_sidecar(tmp_path):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from revati.emulator import emulator_env
+from revati.launch.env import emulator_env
 from revati.timekeeper.timekeeper import Timekeeper
 
 

@@ -13,7 +13,7 @@ from collections import deque
 
 import pytest
 
-from revati.emulator import start_governor
+from revati.timekeeper.governor import start_for as start_governor
 from revati.timekeeper import clock_page as cp
 from revati.timekeeper.governor import ContentionGovernor, host_cores, runnable_tasks
 from revati.timekeeper.timekeeper import Timekeeper

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from revati.serving import VENV_BIN, free_port
+from revati.engines.base import VENV_BIN
+from revati.launch.processes import free_port
 
 pytestmark = pytest.mark.slow
 

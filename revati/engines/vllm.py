@@ -1,0 +1,73 @@
+"""The vLLM adapter: `vllm serve` under the emulator, driven by `vllm bench serve`."""
+
+from __future__ import annotations
+
+import re
+
+from revati.engines.base import VENV_BIN, EngineAdapter
+
+
+class VllmAdapter(EngineAdapter):
+    name = "vllm"
+    versions = ("0.32.0",)
+    distribution = "vllm"
+    load_generator = "vllm bench serve"
+    bench_backend = "vllm"
+    # NOTE: the hooks are found through the entry point that pyproject.toml declares; vLLM loads
+    # every vllm.general_plugins entry in each of its processes (API server, engine core, workers).
+    plugin_entry_point = ("vllm.general_plugins", "revati.vllm_plugin:register")
+
+    # APIServer[_i], EngineCore[_DPi], Worker[_DPi][_PPi][_PCPi][_TPi][_DCPi][_EPi]; titles are
+    # "VLLM::<name>" (VLLM_PROCESS_NAME_PREFIX) and log lines start "(<name> pid=<pid>)".
+    process_name = re.compile(r"^(?:VLLM::)?(APIServer|EngineCore|Worker)(?:_\d+|(?:_[A-Z]+\d+)*)$")
+    log_prefix = re.compile(r"\((?P<name>(?:APIServer|EngineCore|Worker)[A-Za-z0-9_]*) pid=(?P<pid>\d+)\)")
+    _KINDS = {"APIServer": "api", "EngineCore": "engine", "Worker": "worker"}
+
+    def serve_command(self, model: str, *, host: str, port: int, serve_args: list[str]) -> list[str]:
+        # dummy weights: nothing is read from disk and the virtual memory takes the tensors
+        return [str(VENV_BIN / "vllm"), "serve", model, "--load-format", "dummy", "--host", host,
+                "--port", str(port), *serve_args]
+
+    def parallel_args(self, *, tensor_parallel_size: int, pipeline_parallel_size: int) -> list[str]:
+        return ["--tensor-parallel-size", str(tensor_parallel_size),
+                "--pipeline-parallel-size", str(pipeline_parallel_size)]
+
+    def tokenizer_args(self, tokenizer: str) -> list[str]:
+        return ["--tokenizer", tokenizer]
+
+    def emulator_serve_args(self, *, tensor_parallel_size: int, given: set[str]) -> list[str]:
+        args: list[str] = []
+        # The engine drains and exits on SIGTERM instead of being force-killed, so every
+        # process's shim writes its final stats (the report's predictor figures) at exit.
+        if "shutdown-timeout" not in given:
+            args += ["--shutdown-timeout", "10"]
+        # vLLM's custom all-reduce uses IPC buffers and device flags that nothing emulates.
+        if tensor_parallel_size > 1 and "disable-custom-all-reduce" not in given:
+            args.append("--disable-custom-all-reduce")
+        return args
+
+    def env_defaults(self, *, nccl_library: str) -> dict[str, str]:
+        return {
+            # The shared-memory broadcast queue: keep the yielding spin loop (see the facts note).
+            "VLLM_USE_SPINLOOP_EXT": "0",
+            # TP > 1: all-reduce through the shim's NCCL only. FlashInfer's and symmetric-memory
+            # all-reduce use IPC buffers and device-side flags that nothing here emulates; the
+            # custom all-reduce has no variable (emulator_serve_args turns it off).
+            "VLLM_ALLREDUCE_USE_FLASHINFER": "0",
+            # pynccl opens libnccl.so.2 with ctypes and calls through that handle, which would
+            # bypass the preloaded shim: point it at the shim's NCCL.
+            "VLLM_NCCL_SO_PATH": nccl_library,
+            "VLLM_ALLREDUCE_USE_SYMM_MEM": "0",
+            "VLLM_NO_USAGE_STATS": "1",
+            # FlashInfer's top-k/top-p sampler JIT-compiles CUDA sources at start-up (minutes, and
+            # it needs cuRAND headers); kernels never run here, so vLLM's own sampler path is used.
+            # The sampler is a small share of a step; the predictor accounts for its kernels by family.
+            "VLLM_USE_FLASHINFER_SAMPLER": "0",
+        }
+
+    def bench_command(self, args: list[str]) -> list[str]:
+        return [str(VENV_BIN / "vllm"), "bench", "serve", *args]
+
+    def process_kind(self, name: str) -> str | None:
+        m = self.process_name.match(name)
+        return self._KINDS[m.group(1)] if m else None
