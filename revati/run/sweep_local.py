@@ -390,7 +390,8 @@ def ranking(sweep: EmulationSweep, children: list[Child], phases: dict[str, str]
             out: Path, state: _State | None = None, *, interrupted: bool = False) -> dict:
     """rank()'s result over the children's results, as the operator's sweep status, plus
     phase (Succeeded: every child finished; Incomplete: some did not run), the sweep's name,
-    and per child its folder (dir) and, for a failed child, the reason."""
+    and per child its folder (dir), for a failed child the reason, and interrupted: true for a
+    child stopped by an interruption."""
     rows = []
     for c in children:
         row: dict[str, Any] = {"name": c.name, "params": c.params}
@@ -404,9 +405,11 @@ def ranking(sweep: EmulationSweep, children: list[Child], phases: dict[str, str]
     entries = (state.children if state else {})
     for row in ranked["children"]:
         row["dir"] = str(out / row["name"])
-        reason = (entries.get(row["name"]) or {}).get("reason")
-        if row.get("phase") == "Failed" and reason:
-            row["reason"] = reason
+        entry = entries.get(row["name"]) or {}
+        if row.get("phase") == "Failed" and entry.get("reason"):
+            row["reason"] = entry["reason"]
+        if "phase" not in row and entry.get("phase") == "Interrupted":
+            row["interrupted"] = True
     finished = all(c.name in phases for c in children)
     return {"sweep": sweep.metadata.name, "phase": "Succeeded" if finished else "Incomplete",
             "interrupted": interrupted, **ranked}
@@ -442,7 +445,7 @@ def table(result: dict, grid_paths: list[str]):
         r = rows[name]
         m = r.get("metrics") or {}
         pos = result["ranking"].index(name) + 1 if name in result["ranking"] else None
-        phase = r.get("phase") or "not run"
+        phase = r.get("phase") or ("interrupted" if r.get("interrupted") else "not run")
         thr = m.get("outputThroughput")
         style = "bold green" if name == cheapest else ("red" if phase == "Failed" else None)
         t.add_row("-" if pos is None else str(pos), name, *(str(r["params"].get(p)) for p in grid_paths), phase,

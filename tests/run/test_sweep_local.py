@@ -173,6 +173,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_children(tmp_path)
     assert state["done"] == ["tiny-0", "tiny-1"] and state["interrupted"] == ["tiny-2"]
     assert res.result["phase"] == "Incomplete" and res.result["progress"] == "2/4"
     assert res.result["ranking"] == ["tiny-1", "tiny-0"]
+    rows = {c["name"]: c for c in res.result["children"]}
+    assert rows["tiny-2"].get("interrupted") and "phase" not in rows["tiny-2"] and "phase" not in rows["tiny-3"]
+    rendered = _render(table(res.result, ["engine.args.max-num-seqs", "tensorParallelSize"]))
+    assert "interrupted" in rendered and "not run" in rendered
     stale = out / "tiny-2" / "server.replica0.log"
     assert stale.exists()
 
