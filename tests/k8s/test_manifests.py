@@ -164,6 +164,20 @@ def test_replica_pod_shim_sidecar_engine(cr):
     assert all("emptyDir" in vols[v] for v in ("shim", "run", "tmp", "cache"))
 
 
+def test_pod_env_is_the_one_builders_output(cr):
+    """The operator renders revati.launch.env's builder (the one `revati run` uses) with the pod's
+    paths; the replica role completes that environment without changing a value of the pod's."""
+    from revati.launch.env import emulator_vars
+
+    engine = mf.build_replica_pod(cr, 1, IMAGES)["spec"]["containers"][0]
+    ev = emulator_vars("h100-sxm", shim="/opt/revati/shim", timewarp=True, clock="/run/revati/clock",
+                       sidecar="ipc:///run/revati/sidecar.sock", node_name="llm-replica-1")
+    assert engine["env"] == ev.pod_env() + [{"name": "HOME", "value": "/home/revati"},
+                                            {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    pod = {k: v for k, v in env(engine).items()}
+    assert ev.apply(pod) == pod
+
+
 def test_timewarp_off_drops_the_variable():
     cr = cr_from("examples/default.yaml", name="wall")
     cr["spec"]["emulation"] = dict(cr["spec"]["emulation"], timewarp=False)
@@ -271,10 +285,10 @@ def test_report_parsing_and_status():
         "completed": 2}
     assert mf.parse_report("no report\n") is None
     assert mf.parse_report("REVATI_REPORT {not json\n") is None
-    st = mf.status_from_report({"completed": 3, "failed": 1, "p50_ttft_ms": 1.5, "p99_ttft_ms": 2.5,
-                                "p99_tpot_ms": float("nan"), "output_throughput": 10.0,
+    st = mf.status_from_report({"completed": 3, "failed": 1, "p50_ttft_ms": 1.5, "p90_ttft_ms": 2.0,
+                                "p99_ttft_ms": 2.5, "p99_tpot_ms": float("nan"), "output_throughput": 10.0,
                                 "emulation": {"virtual_s": 4.0, "wall_s": 8.0, "speedup": 0.5}})
-    assert st == {"metrics": {"ttftMs": {"p50": 1.5, "p99": 2.5},
+    assert st == {"metrics": {"ttftMs": {"p50": 1.5, "p90": 2.0, "p99": 2.5},
                               "outputThroughput": 10.0, "completed": 3, "failed": 1},
                   "virtualSeconds": 4.0, "wallSeconds": 8.0, "speedup": 0.5}
     cm = mf.build_report_configmap({"metadata": {"name": "x", "namespace": "n", "uid": "u"}}, {"b": 1, "a": 2})

@@ -224,3 +224,20 @@ def test_slo_falls_back_to_the_base_and_no_slo_means_any_success():
     empty = {**child, "metrics": _m(100, 30, 10, completed=0)}
     assert rank(no_slo, [empty])["cheapest"] is None  # nothing completed: no success to speak of
     assert rank(no_slo, [{**child, "phase": "Pending", "metrics": None}])["children"][0]["meetsSlo"] is False
+
+
+def test_a_p90_target_is_met_by_a_report_s_p90():
+    """A child's metrics as the operator writes them from report.json carry p90, so a p90 SLO is
+    judged on the measured p90, not taken as unmeasured."""
+    from revati.spec.crds import status_from_report
+
+    spec = _spec({"tensorParallelSize": [1]}, slo={"e2elMs": {"p90": 1000}})
+    report = {"completed": 10, "failed": 0, "p50_e2el_ms": 600.0, "p90_e2el_ms": 900.0, "p99_e2el_ms": 1400.0,
+              "p50_ttft_ms": 20.0, "p99_ttft_ms": 40.0, "p50_tpot_ms": 8.0, "p99_tpot_ms": 9.0,
+              "output_throughput": 100.0, "request_throughput": 1.0}
+    child = {"name": "s-0", "params": {"tensorParallelSize": 1}, "phase": "Succeeded",
+             "metrics": status_from_report(report)["metrics"]}
+    assert rank(spec, [child])["children"][0]["meetsSlo"] is True
+    report["p90_e2el_ms"] = 1100.0
+    child["metrics"] = status_from_report(report)["metrics"]
+    assert rank(spec, [child])["children"][0]["meetsSlo"] is False
