@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from revati.predictor import paths
+from revati.predictor.families import FAMILIES
 from revati.predictor.features import SPECS, columns_from_keys, key_of_row
 from revati.predictor.flash_attention import FaParams, calibrate, fa_version, measured_on
 from revati.predictor.physics import audit, below_bound, format_audit, lower_bound_us
@@ -31,19 +32,14 @@ from revati.predictor.roofline import peaks
 from revati.predictor.schema import read_profile
 from revati.predictor.training import TrainConfig, fit_rows, select_rows, training_files
 
+# The columns each family holds out whole (Family.held_out_by, in families/<name>.py).
 GROUP_BY: dict[str, tuple[str, ...]] = {
-    "gemm": ("n", "k"),
-    "attention_prefill": ("num_tokens",),
-    "attention_decode": ("kv_len_max",),
-    "norm": ("tokens",), "activation": ("tokens",), "rotary": ("tokens",),
-    "elementwise": ("tokens",), "embedding": ("tokens",),
-    "collective": ("bytes",),
-}
+    n: f.held_out_by for n, f in FAMILIES.items() if f.held_out_by}
 # Further hold-out views of a family, reported as "<family>/<cols joined by +>".
 # attention_decode by (num_heads, num_kv_heads): whole per-GPU head layouts unseen, the case of
 # a new model or TP degree (skipped where the data has one layout, as A100's).
 ALSO_BY: dict[str, tuple[tuple[str, ...], ...]] = {
-    "gemm": (("m", "n", "k"),), "attention_decode": (("num_heads", "num_kv_heads"),)}
+    n: f.also_held_out_by for n, f in FAMILIES.items() if f.also_held_out_by}
 DEFAULT_GPUS = ("h100-sxm", "a100-80gb-sxm")
 DEFAULT_FAMILIES = ("gemm", "attention_prefill", "attention_decode", "collective", "norm",
                     "activation", "rotary", "elementwise")

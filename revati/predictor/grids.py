@@ -5,7 +5,9 @@ model, range clipping, proxies) evaluated once on fixed buckets of the op's size
 (the part of the key that is not a size), then looked up with vectorised interpolation. No
 LightGBM call happens on a grid hit.
 
-Shapes and axes (sizes on log2 axes, values interpolated linearly in log(us)):
+Shapes and axes (each family's GridSpec, in families/<name>.py, says how its keys meet its
+grids; this module builds, caches and looks them up. Sizes on log2 axes, values interpolated
+linearly in log(us)):
 
   gemm               (n, k, dtype, batch) -> m        kept by the Predictor itself (M_BUCKETS,
                                                      isotonic, step lookup; see predictor.py)
@@ -47,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,9 @@ import numpy as np
 # source of the modules that turn a model into a grid value), so a change of the model path
 # cannot serve stale grids.
 GRID_VERSION = 2
-CODE_MODULES = ("features", "inference", "grids", "predictor", "flash_attention", "roofline")
+CODE_MODULES = ("features", "inference", "grids", "predictor", "flash_attention", "roofline",
+                "families/base", "families/gemm", "families/attention", "families/small",
+                "families/collective", "families/memcpy")
 
 # Model path of one family, uncounted: keys -> (us, extrapolated mask, always-reasons).
 ModelFn = Callable[[str, list[tuple]], tuple[np.ndarray, np.ndarray, list[str]]]
@@ -73,13 +76,9 @@ def _token_axis() -> np.ndarray:
     return np.log2(np.array(out, dtype=np.float64))
 
 
+# The shared axes: grids on one of them are looked up together (FamilyGrids.lookup_family).
 TOKEN_AXIS = _token_axis()
 BYTES_AXIS = np.arange(0, 40 * 16 + 1) / 16.0
-DECODE_B_AXIS = np.log2(np.concatenate([np.arange(1, 65), 2 ** (np.arange(49, 97) / 8.0)]))
-DECODE_MEAN_AXIS = np.arange(0, 20 * 16 + 1) / 16.0
-DECODE_SKEW_AXIS = np.log2(np.array([1, 1.05, 1.1, 1.25, 1.5, 2, 3, 4, 8, 16, 64, 256]))
-PREFILL_STEPS_PER_OCTAVE = 128
-PREFILL_EXACT_BELOW = 4096
 
 
 @dataclass
@@ -167,18 +166,24 @@ class FamilyGrids:
         self.cache_tag = cache_tag
         self.curves = curves or {}
         self.grids: dict[tuple, Grid] = {}
+        # memoised model values of rounded keys (attention prefill), and their reasons
         self.memo: dict[tuple, tuple[float, bool]] = {}
-        self.prefill_reasons: list[str] = []
+        self.memo_reasons: list[str] = []
         self.builds = 0
-        self.model_ops = 0  # prefill ops whose bucket was new: they went through the model
+        self.model_ops = 0  # memoised ops whose bucket was new: they went through the model
 
     # ---- building ----
 
-    def _build(self, family: str, shape: tuple, axes: list[np.ndarray],
-               keys_of: Callable[[list[np.ndarray]], list[tuple]],
-               monotone_axes: Sequence[int] = ()) -> Grid:
+    def build(self, family: str, shape: tuple, axes: list[np.ndarray],
+              keys_of: Callable[[list[np.ndarray]], list[tuple]],
+              monotone_axes: Sequence[int] = ()) -> Grid:
+        """The grid of one shape from the model on the mesh of `axes` (log2 sizes):
+        keys_of(mesh coordinates) gives the keys; a running maximum along monotone_axes.
+        Persisted on disk if the family's grid is `cached`."""
+        from revati.predictor.families import FAMILIES
+
         path = None
-        if self.cache_dir is not None and family == "attention_decode":
+        if self.cache_dir is not None and FAMILIES[family].grid.cached:
             h = hashlib.sha256(json.dumps([self.cache_tag, GRID_VERSION, family, list(shape)],
                                           default=str).encode()).hexdigest()[:24]
             path = self.cache_dir / f"{family}-{h}.npz"
@@ -209,103 +214,32 @@ class FamilyGrids:
                 pass  # a read-only cache only costs the rebuild
         return g
 
-    def _small(self, family: str, shape: tuple) -> Grid:
-        g = self.grids.get((family, shape))
-        if g is not None:
-            return g
-        hidden, bpt, dtype = shape
-        if hidden is None:
-            return self._build(family, shape, [BYTES_AXIS], lambda c: [
-                (None, None, float(2.0 ** b), dtype) for b in c[0]])
-        return self._build(family, shape, [TOKEN_AXIS], lambda c: [
-            (float(t), hidden, float(t) * bpt, dtype) for t in np.rint(2.0 ** c[0])])
-
-    def _collective(self, shape: tuple) -> Grid:
-        g = self.grids.get(("collective", shape))
-        if g is not None:
-            return g
-        from revati.predictor.training import curve_key
-
-        kind, ranks, rpn, topo = shape
-        ck = curve_key(kind, ranks, rpn, topo)
-        if ck in self.curves:
-            # NOTE: the measured curve is already a lookup table: its knots are the axis, and
-            # the last knot's slope-1 extension (bandwidth-bound) is applied in lookup_family.
-            lx, ly = self.curves[ck]
-            ax = np.asarray(lx) / math.log(2.0)
-            if len(ax) == 1:
-                ax = np.array([ax[0], ax[0] + 1e-6])
-                ly = [ly[0], ly[0]]
-            g = Grid([ax], np.asarray(ly, dtype=np.float64), np.zeros(len(ax), dtype=bool),
-                     [])
-            self.grids[("collective", shape)] = g
-            return g
-        return self._build("collective", shape, [BYTES_AXIS], lambda c: [
-            (kind, float(2.0 ** b), ranks, rpn, topo) for b in c[0]])
-
-    def _decode(self, shape: tuple) -> Grid:
-        g = self.grids.get(("attention_decode", shape))
-        if g is not None:
-            return g
-        heads, kvh, hd, dt, kvdt = shape
-
-        def keys_of(c: list[np.ndarray]) -> list[tuple]:
-            b, mean = 2.0 ** c[0], 2.0 ** c[1]
-            skew = np.minimum(2.0 ** c[2], b)
-            kv_sum = b * mean
-            kv_max = np.maximum(mean * skew, 1.0)
-            return [(bb, bb, s, mx, s, heads, kvh, hd, dt, kvdt)
-                    for bb, s, mx in zip(b.tolist(), kv_sum.tolist(), kv_max.tolist())]
-
-        return self._build("attention_decode", shape,
-                           [DECODE_B_AXIS, DECODE_MEAN_AXIS, DECODE_SKEW_AXIS], keys_of,
-                           monotone_axes=(1, 2))
-
     # ---- lookup ----
 
     def lookup_family(self, family: str, keys: list[tuple]
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-        """Grid values of keys of one family.
+        """Grid values of keys of one family (through the family's GridSpec).
 
         Returns:
             (us, hit mask, extrapolated mask, other fallback reasons -> count). Keys that are
             not hits must take the model path.
         """
+        from revati.predictor.families import FAMILIES
+
+        return FAMILIES[family].grid.lookup(self, family, keys)
+
+    def lookup_dense(self, family: str, spec: "GridSpec", keys: list[tuple]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+        """lookup_family of a family whose grids are dense, one per shape (spec.coords,
+        spec.build)."""
         n = len(keys)
         us = np.zeros(n)
         hit = np.zeros(n, dtype=bool)
         ext = np.zeros(n, dtype=bool)
         reasons: dict[str, int] = {}
-        if family == "attention_prefill":
-            return self._lookup_prefill(keys)
         # NOTE: coordinates and validity for the whole batch with numpy; only the grouping
         # by shape (a dict of Python tuples) stays per key.
-        cols = list(zip(*keys))
-        if family == "collective":
-            nbytes = np.array(cols[1], dtype=np.float64)
-            valid = nbytes >= 1
-            coords = np.log2(np.maximum(nbytes, 1.0))[:, None]
-            shapes = list(zip(cols[0], cols[2], cols[3], cols[4]))
-        elif family == "attention_decode":
-            b, q, s_, mx, pairs = (np.array(cols[i], dtype=np.float64) for i in range(5))
-            valid = (q == b) & (b >= 1) & (s_ >= b) & (np.abs(pairs - s_) <= 1e-9 * s_)
-            bb = np.maximum(b, 1.0)
-            mean = np.maximum(s_, 1.0) / bb
-            coords = np.column_stack([np.log2(bb), np.log2(mean),
-                                      np.log2(np.maximum(mx / mean, 1.0))])
-            shapes = list(zip(*cols[5:]))
-        else:  # small ops: (tokens, hidden, bytes, dtype); tokens/hidden may be None
-            t = np.array(cols[0], dtype=np.float64)
-            h = np.array(cols[1], dtype=np.float64)
-            nb = np.array(cols[2], dtype=np.float64)
-            ti = np.where(t == t, t, 0.0)  # None (nan) -> 0
-            per_tok = (ti > 0) & (h > 0) & (nb > 0)
-            per_tok &= np.mod(nb, np.where(per_tok, ti, 1.0)) == 0
-            valid = per_tok | (nb >= 1)
-            coords = np.log2(np.where(per_tok, np.maximum(ti, 1.0), np.maximum(nb, 1.0)))[:, None]
-            dts = cols[3]
-            shapes = [(hh, nbb // tt, d) if pt else (None, None, d) for tt, hh, nbb, d, pt in
-                      zip(cols[0], cols[1], cols[2], dts, per_tok.tolist())]
+        valid, coords, shapes = spec.coords(keys)
         groups: dict[tuple, list[int]] = {}
         vidx = np.nonzero(valid)[0].tolist()
         if len(vidx) == n and len(set(shapes)) == 1:
@@ -320,27 +254,15 @@ class FamilyGrids:
                     g.append(i)
         shared: dict[int, list[tuple[list[int], Grid]]] = {}
         for shape, idx in groups.items():
-            if family == "collective":
-                g = self._collective(shape)
-            elif family == "attention_decode":
-                g = self._decode(shape)
-            else:
-                g = self._small(family, shape)
+            g = self.grids.get((family, shape))
+            if g is None:
+                g = spec.build(self, family, shape)
             if len(groups) > 1 and len(g.axes) == 1 and (g.axes[0] is TOKEN_AXIS or
                                                          g.axes[0] is BYTES_AXIS):
                 shared.setdefault(id(g.axes[0]), []).append((idx, g))
                 continue
             ii = np.asarray(idx)
-            x = coords[ii]
-            v, inside, e = g.lookup(x)
-            if family == "collective" and not g.reasons and not g.above.any():
-                # a measured curve: the edge value below it, slope-1 in log-log above it
-                over = x[:, 0] > g.axes[0][-1]
-                v = np.where(over, np.exp(g.logv[-1]) * 2.0 ** (x[:, 0] - g.axes[0][-1]), v)
-                below = x[:, 0] < g.axes[0][0]
-                v = np.where(below, np.exp(g.logv[0]), v)
-                inside = np.ones(len(idx), dtype=bool)
-                e = e | over
+            v, inside, e = g.lookup(coords[ii])
             us[ii] = v
             hit[ii] = inside
             ext[ii] = e & inside
@@ -374,29 +296,28 @@ class FamilyGrids:
                         reasons[r] = reasons.get(r, 0) + c
         return us, hit, ext, reasons
 
-    def _lookup_prefill(self, keys: list[tuple]):
-        n = len(keys)
-        us = np.zeros(n)
-        ext = np.zeros(n, dtype=bool)
-        q = PREFILL_STEPS_PER_OCTAVE
-        qkeys = []
-        for k in keys:
-            r = [k[0]]
-            for v in k[1:5]:
-                r.append(2.0 ** (round(math.log2(v) * q) / q) if v > PREFILL_EXACT_BELOW
-                         else v)
-            qkeys.append(tuple(r) + tuple(k[5:]))
-        missing = sorted({qk for qk in qkeys if qk not in self.memo}, key=repr)
-        if missing:
-            self.model_ops += sum(1 for qk in qkeys if qk not in self.memo)
-            v, above, reasons = self.model_fn("attention_prefill", missing)
-            self.prefill_reasons = list(reasons)
-            for qk, vv, aa in zip(missing, v, above):
-                self.memo[qk] = (float(vv), bool(aa))
-        for i, qk in enumerate(qkeys):
-            us[i], ext[i] = self.memo[qk]
-        reasons = {r: n for r in self.prefill_reasons}
-        return us, np.ones(n, dtype=bool), ext, reasons
+
+class GridSpec:
+    """How one family's keys meet grids (each family module subclasses it).
+
+    A dense family gives coords() and build(); a family looked up another way (attention
+    prefill's memo) overrides lookup().
+    """
+
+    # persist this family's grids on disk (they are slow to build)
+    cached = False
+
+    def coords(self, keys: list[tuple]) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+        """(valid mask, (n, ndim) log2 coordinates, the shape of each key)."""
+        raise NotImplementedError
+
+    def build(self, fg: FamilyGrids, family: str, shape: tuple) -> Grid:
+        """The grid of one shape (FamilyGrids.build does the work)."""
+        raise NotImplementedError
+
+    def lookup(self, fg: FamilyGrids, family: str, keys: list[tuple]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+        return fg.lookup_dense(family, self, keys)
 
 
 def code_hash() -> str:

@@ -6,7 +6,8 @@ device catalog (revati/catalog/gpus.toml; the A40's datasheet figures in rooflin
 The Predictor serves max(prediction, bound) and counts every clamp (`physics_clamps` in its
 stats); a clamp is a bug of the prediction's source, reported so that it gets fixed there.
 
-Bytes and FLOPs per family (keys in schema.FAMILY_COLUMNS order; heads per GPU):
+Bytes and FLOPs per family (each family's bytes_flops and lower_bound, families/<name>.py;
+heads per GPU):
   gemm                 FLOPs 2·m·n·k·batch; bytes (m·k + k·n + m·n)·dtype bytes·batch
   attention_*          FLOPs 4·attn_pairs·num_heads·head_dim (QK^T and PV over the causal
                        (query, key) pairs); bytes 2·kv_len_sum·num_kv_heads·head_dim·kv bytes
@@ -42,91 +43,35 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from revati.predictor.roofline import DTYPE_BYTES, Peaks
+from revati.predictor.families import FAMILIES
+from revati.predictor.roofline import PCIE_X16_GBPS, Peaks
 
-# Theoretical per-direction rate of a x16 link, GB/s (PCIe 3: 8 GT/s, 4: 16, 5: 32; 128b/130b).
-PCIE_X16_GBPS = {3: 15.75, 4: 31.5, 5: 63.0}
-ATTENTION = ("attention_prefill", "attention_decode")
-SMALL = ("norm", "activation", "rotary", "elementwise", "embedding")
+__all__ = ["CLAMP_RTOL", "PCIE_X16_GBPS", "audit", "audit_ops", "below_bound", "bytes_flops",
+           "format_audit", "lower_bound_us"]
+
 # A prediction counts as below its bound when it is under bound · (1 − CLAMP_RTOL): float
 # rounding of an exactly-at-bound value is not a clamp.
 CLAMP_RTOL = 1e-9
 
 
-def _elt(dtypes: Sequence[str]) -> np.ndarray:
-    return np.array([DTYPE_BYTES.get(d, 2) for d in dtypes], dtype=np.float64)
-
-
-def _rate(p: Peaks, dtypes: Sequence[str]) -> np.ndarray:
-    """Peak dense FLOP per microsecond of each dtype."""
-    return np.array([(p.tflops.get(d) or p.tflops["bf16"]) * 1e6 for d in dtypes],
-                    dtype=np.float64)
-
-
-def _f(col: Sequence) -> np.ndarray:
-    return np.array([0.0 if v is None else v for v in col], dtype=np.float64)
-
-
 def bytes_flops(family: str, keys: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
     """(bytes moved, FLOPs) of each key of one family (FLOPs 0 where an op does no math that
     the tensor peak bounds)."""
-    n = len(keys)
-    if n == 0:
+    if len(keys) == 0:
         return np.zeros(0), np.zeros(0)
-    cols = list(zip(*keys))
-    if family == "gemm":
-        m, nn, k, b = _f(cols[0]), _f(cols[1]), _f(cols[2]), _f(cols[4])
-        e = _elt(cols[3])
-        live = (m > 0) & (nn > 0) & (k > 0)  # an empty GEMM moves nothing
-        return np.where(live, e * (m * k + k * nn + m * nn) * b, 0.0), 2.0 * m * nn * k * b
-    if family in ATTENTION:
-        q, s, pairs = _f(cols[1]), _f(cols[2]), _f(cols[4])
-        h, kvh, hd = _f(cols[5]), _f(cols[6]), _f(cols[7])
-        e = _elt(cols[8])
-        ekv = np.where(np.array([d == "auto" for d in cols[9]]), e, _elt(cols[9]))
-        nbytes = 2.0 * s * kvh * hd * ekv + 2.0 * q * h * hd * e
-        return nbytes, 4.0 * pairs * h * hd
-    if family in SMALL:
-        return _f(cols[2]), np.zeros(n)
-    if family == "memcpy":
-        nb = _f(cols[0])
-        return np.where(np.array([d == "d2d" for d in cols[1]]), 2.0 * nb, nb), np.zeros(n)
-    if family == "collective":
-        return 2.0 * _f(cols[1]), np.zeros(n)
-    raise KeyError(f"no physical bound for family {family!r}")
+    fam = FAMILIES.get(family)
+    if fam is None:
+        raise KeyError(f"no physical bound for family {family!r}")
+    return fam.bytes_flops(keys)
 
 
 def lower_bound_us(p: Peaks, family: str, keys: Sequence[tuple]) -> np.ndarray:
     """The physical lower bound (us) of each key of one family on GPU `p` (see the module
     docstring). Vectorised; an empty op (a GEMM with a zero dimension, 0 bytes) has bound 0."""
-    n = len(keys)
-    if n == 0:
+    if len(keys) == 0:
         return np.zeros(0)
     nbytes, flops = bytes_flops(family, keys)
-    hbm = p.mem_bw_gbps * 1e3  # bytes per us
-    if family == "memcpy":
-        cols = list(zip(*keys))
-        link = PCIE_X16_GBPS.get(p.pcie_gen, 63.0) * 1e3
-        d2d = np.array([d == "d2d" for d in cols[1]])
-        return np.where(d2d, nbytes / hbm, nbytes / link)
-    if family in SMALL:
-        return np.maximum(nbytes - p.l2_bytes, 0.0) / hbm
-    mem = nbytes / hbm
-    if family == "collective":
-        cols = list(zip(*keys))
-        msg = _f(cols[1])
-        ranks = np.maximum(_f(cols[2]), 1.0)
-        frac = (ranks - 1.0) / ranks
-        link = np.array([PCIE_X16_GBPS.get(p.pcie_gen, 63.0) if t == "pcie"
-                         else p.interconnect_gbps for t in cols[4]], dtype=np.float64) * 1e3
-        wire = frac * msg / np.maximum(link, 1e-9)
-        # a single rank moves nothing
-        return np.where(ranks > 1, np.maximum(wire, mem), 0.0)
-    if family == "gemm" or family in ATTENTION:
-        cols = list(zip(*keys))
-        dt = cols[3] if family == "gemm" else cols[8]
-        return np.maximum(mem, flops / _rate(p, dt))
-    return mem
+    return FAMILIES[family].lower_bound(p, keys, nbytes, flops)
 
 
 def below_bound(us: np.ndarray, bound: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ Lookup order for one op part (family, key), a whole batch at a time (predict_par
   4. fallbacks, each counted by family and reason:
        proxy_gpu     no model for this GPU; the proxy GPU's model scaled by the roofline ratio
        dtype_proxy   a GEMM/small-op dtype the model was not trained on; scaled by roofline
-       roofline      no model at all: roofline.fallback_us
+       roofline      no model at all: the family's roofline fallback (Family.fallback)
        analytic      memcpy: the documented bandwidth model (there is no public profile)
        kernel_proxy  a family whose data on this GPU timed another kernel than vLLM's: another
                      GPU's model of that family (KERNEL_PROXY), scaled by the roofline
@@ -44,12 +44,14 @@ import numpy as np
 
 from revati.predictor import paths
 from revati.predictor.descriptor import normalize_batch
-from revati.predictor.features import SPECS, columns_from_keys
+from revati.predictor.families import FAMILIES
+from revati.predictor.families.attention import decode_step
+from revati.predictor.families.gemm import M_BUCKET_LIST, M_BUCKETS, monotone_grid
 from revati.predictor.flash_attention import FaParams, fa_prefill_us, fa_version, measured_on
 from revati.predictor.grids import FamilyGrids, cache_tag, code_hash
 from revati.predictor.inference import predict_keys
 from revati.predictor.physics import below_bound, lower_bound_us
-from revati.predictor.roofline import Peaks, fallback_us, memcpy_us, peaks
+from revati.predictor.roofline import Peaks, peaks
 from revati.predictor.training import FittedModel, load_models, train_gpu
 
 # GPUs without profiles borrow the models of a similar part, scaled by the roofline ratio.
@@ -76,29 +78,8 @@ SLOW_PREFILL_DATA: dict[str, float] = {
 # NOTE: ~250 bytes per entry (the key tuple and a float), so the cap is ~65 MB; a vLLM run
 # has a few thousand distinct op keys, a sweep over many batch compositions far more.
 CACHE_MAX_ENTRIES = 1 << 18
-GRID_FAMILIES = ("attention_prefill", "attention_decode", "collective", "norm", "activation",
-                 "rotary", "elementwise", "embedding")
-
-
-def _buckets() -> np.ndarray:
-    out: list[int] = list(range(1, 65))
-    for lo, hi, step in ((64, 512, 8), (512, 2048, 32), (2048, 8192, 128), (8192, 32768, 512),
-                         (32768, 131072, 2048)):
-        out.extend(range(lo + step, hi + 1, step))
-    return np.array(out, dtype=np.float64)
-
-
-M_BUCKETS = _buckets()
-M_BUCKET_LIST = M_BUCKETS.tolist()
-
-
-def monotone_grid(us: np.ndarray) -> np.ndarray:
-    """The closest non-decreasing curve to the model's values on the m buckets: isotonic
-    regression (pool adjacent violators) of log(us). Unlike a running max, a single high
-    prediction does not lift every larger m."""
-    from scipy.optimize import isotonic_regression
-
-    return np.exp(isotonic_regression(np.log(np.maximum(us, 1e-9))).x)
+# The families with bucketed grids (grids.FamilyGrids); the GEMM m-grid is the Predictor's own.
+GRID_FAMILIES = tuple(n for n, f in FAMILIES.items() if f.grid is not None)
 
 
 class PredictorStats:
@@ -274,10 +255,10 @@ class Predictor:
                 d2, dproxy[i] = base_dtype, True
             mkeys.append((m, n, k, d2, b))
         us, above = predict_keys(model, p, mkeys)
-        spec = SPECS["gemm"]
+        spec = FAMILIES["gemm"]
         if dproxy.any() or not direct:
-            tgt = spec.residual_base(self.peaks, columns_from_keys(spec, keys))
-            src = spec.residual_base(p, columns_from_keys(spec, mkeys))
+            tgt = spec.residual_base(self.peaks, spec.columns_of(keys))
+            src = spec.residual_base(p, spec.columns_of(mkeys))
             us = us * (tgt / np.maximum(src, 1e-12))
         if count:
             self.stats.model += len(keys)
@@ -433,9 +414,10 @@ class Predictor:
         return us
 
     def _predict_family(self, family: str, keys: list[tuple]) -> np.ndarray:
-        if family == "memcpy":
+        fam = FAMILIES[family]
+        if fam.analytic is not None:
             self.stats.fallback(family, "analytic", len(keys))
-            return np.array([memcpy_us(self.peaks, b, d) for b, d in keys])
+            return fam.analytic(self.peaks, keys)
         if family == "gemm":
             model = self._gemm_model()[0]
             if model is not None:
@@ -448,7 +430,7 @@ class Predictor:
                 return us
         if family == "attention_prefill" and self.fa_prefill is not None:
             return self._predict_prefill(keys)
-        if self.family_grids is not None and family in GRID_FAMILIES and \
+        if self.family_grids is not None and fam.grid is not None and \
                 self._family_model(family)[0] is not None:
             before = self.family_grids.model_ops
             us, hit, ext, reasons = self.family_grids.lookup_family(family, keys)
@@ -472,7 +454,7 @@ class Predictor:
         """Attention prefill with the FlashAttention model (fa_prefill "min" or "only")."""
         family = "attention_prefill"
         n = len(keys)
-        cols = columns_from_keys(SPECS[family], keys)
+        cols = FAMILIES[family].columns_of(keys)
         fa = fa_prefill_us(self.peaks, cols, params=self.fa_params)
         if self.fa_prefill == "only":
             self.stats.fallback(family, "fa_analytic", n)
@@ -519,7 +501,7 @@ class Predictor:
     def _decode_floor(self, keys: list[tuple]) -> np.ndarray:
         """The served decode time of the same sequences with one new token each (uncounted;
         0 without a decode model)."""
-        dkeys = [(k[0], k[0], k[2], k[3], float(k[2])) + tuple(k[5:]) for k in keys]
+        dkeys = [decode_step(k) for k in keys]
         if self._family_model("attention_decode")[0] is None:
             return np.zeros(len(keys))
         if self.family_grids is not None:
@@ -548,17 +530,15 @@ class Predictor:
         """The uncounted model path of a non-GEMM family: (us, extrapolated mask, reasons that
         apply to every key). What the grids are built from."""
         model, p, reason = self._family_model(family)
+        spec = FAMILIES[family]
         if model is None:
-            spec_cols = SPECS[family].columns if family in SPECS else None
-            us = np.array([fallback_us(self.peaks, family, dict(zip(spec_cols, k)))
-                           for k in keys])
+            us = np.array([spec.fallback(self.peaks, dict(zip(spec.columns, k))) for k in keys])
             return us, np.zeros(len(keys), dtype=bool), ["roofline"]
         us, above = predict_keys(model, p, keys)
         if reason is not None:
-            spec = SPECS[family]
-            cols = columns_from_keys(spec, keys)
+            cols = spec.columns_of(keys)
             tgt, src = spec.ideal(self.peaks, cols), spec.ideal(p, cols)
-            if family == "attention_decode":
+            if spec.proxy_shift:
                 # NOTE: decode on another part of the same architecture (h200 from the
                 # measured h100-sxm): only the roofline time changes, us - ideal(source) +
                 # ideal(target); where memory-bound that is the bandwidth ratio on the HBM

@@ -3,8 +3,9 @@
 Two uses:
   * as engineered features of the learned models (the ideal time of an op on a GPU tells a
     tree model most of what it needs; the model learns the efficiency on top);
-  * as the fallback duration where no model or data covers a query. Every such fallback is
-    counted by the Predictor.
+  * as the fallback duration where no model or data covers a query (each family's
+    `fallback`, families/<name>.py, derates these). Every such fallback is counted by the
+    Predictor.
 
 Peaks come from the device catalog (revati/catalog/gpus.toml, via revati.catalog.get_gpu).
 GPUs that the emulator does not present but that have public profiles (the A40) get their
@@ -33,6 +34,9 @@ COLLECTIVE_LATENCY_US = 10.0
 MEMCPY_LATENCY_US = 5.0
 INTER_NODE_GBPS = 25.0  # one 200 Gb/s InfiniBand NIC per GPU
 PCIE_GBPS = {3: 12.0, 4: 25.0, 5: 50.0}  # pinned-memory copies, per direction
+# Theoretical per-direction rate of a x16 link, GB/s (PCIe 3: 8 GT/s, 4: 16, 5: 32; 128b/130b):
+# what the physical lower bounds use (physics.py).
+PCIE_X16_GBPS = {3: 15.75, 4: 31.5, 5: 63.0}
 
 
 @dataclass(frozen=True)
@@ -138,21 +142,3 @@ def memcpy_us(p: Peaks, nbytes: float, direction: str) -> float:
         return 2.0 * nbytes / (MEMORY_EFFICIENCY * p.mem_bw_gbps * 1e3) + 2.0
     bw = PCIE_GBPS.get(p.pcie_gen, 25.0)
     return nbytes / (bw * 1e3) + MEMCPY_LATENCY_US
-
-
-def fallback_us(p: Peaks, family: str, f: dict) -> float:
-    """Roofline estimate of any family, from a normalised descriptor (see descriptor.py)."""
-    if family == "gemm":
-        c, m = gemm_ideal_us(p, f["m"], f["n"], f["k"], f["dtype"], f["batch"])
-        return max(c / COMPUTE_EFFICIENCY, m / MEMORY_EFFICIENCY) + LAUNCH_OVERHEAD_US
-    if family in ("attention_prefill", "attention_decode"):
-        c, m = attention_ideal_us(p, f["num_tokens"], f["kv_len_sum"], f["attn_pairs"],
-                                  f["num_heads"], f["num_kv_heads"], f["head_dim"],
-                                  f["dtype"], f["kv_cache_dtype"])
-        return max(c / COMPUTE_EFFICIENCY, m / MEMORY_EFFICIENCY) + LAUNCH_OVERHEAD_US
-    if family == "collective":
-        return collective_ideal_us(p, f["kind"], f["bytes"], f["ranks"], f["ranks_per_node"],
-                                   f["topology"]) / MEMORY_EFFICIENCY + COLLECTIVE_LATENCY_US
-    if family == "memcpy":
-        return memcpy_us(p, f["bytes"], f["direction"])
-    return memory_ideal_us(p, f["bytes"]) / MEMORY_EFFICIENCY + LAUNCH_OVERHEAD_US

@@ -4,8 +4,8 @@ The schema is versioned (``SCHEMA_VERSION``) and documented in docs/predictor.md
 stored as plain CSV under ``profiles/<gpu>/<family>.csv``: every file has the common columns
 first, then the feature columns of its family. Durations are always microseconds.
 
-NOTE: this module uses only the standard library (csv), so reading profiles needs neither
-pandas nor pyarrow.
+NOTE: reading profiles uses the standard library (csv), so it needs neither pandas nor
+pyarrow; the columns come from the family registry (revati.predictor.families).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from revati.predictor.families import FAMILIES as _FAMILIES
+from revati.predictor.families.base import column_type
 
 SCHEMA_VERSION = 1
 
@@ -43,46 +46,19 @@ COMMON_COLUMNS: tuple[str, ...] = (
     "driver_version",
 )
 
-# Feature columns of each family. The op descriptor (see revati.predictor.descriptor) uses the
+# Feature columns of each family: the fields of its key (families/<name>.py, where each
+# column is described), in order. The op descriptor (see revati.predictor.descriptor) uses the
 # same names where it can.
-FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
-    # C[m, n] = A[m, k] @ B[k, n], repeated `batch` times (strided batched GEMM).
-    "gemm": ("m", "n", "k", "dtype", "batch"),
-    # Attention over a batch of sequences. num_tokens: new (query) tokens in the step;
-    # kv_len_sum / kv_len_max: keys each query attends over, summed / max over sequences,
-    # new tokens included; attn_pairs: (query, key) pairs under the causal mask, i.e.
-    # sum_i q_i * (kv_i - (q_i - 1) / 2). Heads are per GPU (after tensor parallelism).
-    "attention_prefill": (
-        "batch_size", "num_tokens", "kv_len_sum", "kv_len_max", "attn_pairs",
-        "num_heads", "num_kv_heads", "head_dim", "dtype", "kv_cache_dtype",
-    ),
-    "attention_decode": (
-        "batch_size", "num_tokens", "kv_len_sum", "kv_len_max", "attn_pairs",
-        "num_heads", "num_kv_heads", "head_dim", "dtype", "kv_cache_dtype",
-    ),
-    # Memory-bound per-token ops: tokens x hidden elements in, `bytes` moved in total.
-    "norm": ("tokens", "hidden", "bytes", "dtype"),
-    "activation": ("tokens", "hidden", "bytes", "dtype"),
-    "rotary": ("tokens", "hidden", "bytes", "dtype"),
-    "elementwise": ("tokens", "hidden", "bytes", "dtype"),
-    "embedding": ("tokens", "hidden", "bytes", "dtype"),
-    # kind: all_reduce | all_gather | reduce_scatter | send_recv | broadcast; bytes: message
-    # size per rank; topology: nvswitch | pairwise_nvlink | pcie.
-    "collective": ("kind", "bytes", "ranks", "ranks_per_node", "topology"),
-    # direction: h2d | d2h | d2d.
-    "memcpy": ("bytes", "direction"),
-}
+FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {n: f.columns for n, f in _FAMILIES.items()}
 
 FAMILIES: tuple[str, ...] = tuple(FAMILY_COLUMNS)
 
-INT_COLUMNS = frozenset({
-    "schema_version", "count", "m", "n", "k", "batch", "batch_size", "num_tokens", "kv_len_sum",
-    "kv_len_max", "num_heads", "num_kv_heads", "head_dim", "tokens", "hidden", "bytes", "ranks",
-    "ranks_per_node",
-})
+# Column types: the common integer and float columns, and each key field by its annotation.
+INT_COLUMNS = frozenset({"schema_version", "count"} | {
+    c for f in _FAMILIES.values() for c in f.columns if column_type(f.key, c) == "int"})
 FLOAT_COLUMNS = frozenset({
-    "dur_us_median", "dur_us_mean", "dur_us_min", "dur_us_max", "dur_us_std", "attn_pairs",
-})
+    "dur_us_median", "dur_us_mean", "dur_us_min", "dur_us_max", "dur_us_std"} | {
+    c for f in _FAMILIES.values() for c in f.columns if column_type(f.key, c) == "float"})
 
 
 class SchemaError(ValueError):

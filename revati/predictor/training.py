@@ -21,13 +21,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from revati.predictor import paths
-from revati.predictor.features import (
-    ATTENTION_FAMILIES, LEARNED_FAMILIES, SMALL_FAMILIES, SPECS, FamilySpec, columns_from_keys,
-    derived_sizes, key_of_row)
+from revati.predictor.families import FAMILIES
+from revati.predictor.families.base import Family
+from revati.predictor.features import LEARNED_FAMILIES, SPECS
 from revati.predictor.roofline import peaks
 from revati.predictor.schema import profile_path, read_profile
 
-# 3: attention models record the ranges of features.derived_sizes (K/V elements, (query,
+# 3: attention models record the ranges of Family.derived_sizes (K/V elements, (query,
 # key) products) beside the columns' own
 MODEL_FORMAT_VERSION = 3
 
@@ -35,7 +35,7 @@ MODEL_FORMAT_VERSION = 3
 # each, 3-5x slower than Vidur's), so they would teach the models a different implementation
 # than vLLM's fused kernels. They stay in the profiles but are not trained on by default.
 DEFAULT_EXCLUDE: dict[str, dict[str, list[str]]] = {
-    **{f: {"sources": ["llmservingsim"]} for f in SMALL_FAMILIES},
+    **{f: {"sources": ["llmservingsim"]} for f, fam in FAMILIES.items() if fam.bytes_only},
     # NOTE: LLMServingSim's H100 attention.csv times a kernel without split-KV (one CTA per
     # sequence and KV head walks all its keys: one 65536-key decode 1747 us, 1.1% of HBM
     # bandwidth; prefill ~7% of the dense peak), which vLLM does not run on Hopper; the H100
@@ -142,34 +142,9 @@ class FittedModel:
         return self.booster.predict(X, num_threads=1)
 
 
-def curve_key(kind: str, ranks: float, ranks_per_node: float, topology: str) -> str:
-    return f"{kind}|{int(ranks)}|{int(ranks_per_node)}|{topology}"
-
-
-def collective_curves(rows: Sequence[dict]) -> dict[str, list[list[float]]]:
-    """Per collective configuration, the isotonic (non-decreasing) fit of log(time) over
-    log(bytes): duplicates of a size are averaged, then pool-adjacent-violators makes the
-    curve monotone. Lookup interpolates it linearly in log-log space (predict_keys)."""
-    from scipy.optimize import isotonic_regression
-
-    pts: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        k = curve_key(r["kind"], r["ranks"], r["ranks_per_node"], r["topology"])
-        pts.setdefault(k, []).append((math.log(r["bytes"]), math.log(r["dur_us_median"])))
-    out: dict[str, list[list[float]]] = {}
-    for k, v in sorted(pts.items()):
-        a = np.array(v)
-        ux, inv = np.unique(a[:, 0], return_inverse=True)
-        w = np.bincount(inv).astype(np.float64)
-        uy = np.bincount(inv, a[:, 1]) / w
-        fit = isotonic_regression(uy, weights=w).x
-        out[k] = [[round(float(x), 6) for x in ux], [round(float(y), 6) for y in fit]]
-    return out
-
-
-def _xy(spec: FamilySpec, gpu: str, rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list]:
-    keys = [key_of_row(spec, r) for r in rows]
-    X, _ = spec.build(peaks(gpu), columns_from_keys(spec, keys))
+def _xy(spec: Family, gpu: str, rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list]:
+    keys = [spec.key_of_row(r) for r in rows]
+    X, _ = spec.build(peaks(gpu), spec.columns_of(keys))
     y = np.log(np.array([r["dur_us_median"] for r in rows], dtype=np.float64))
     return X, y, keys
 
@@ -186,8 +161,8 @@ def fit_rows(gpu: str, family: str, rows: Sequence[dict], cfg: TrainConfig | Non
     X, y, keys = _xy(spec, gpu, rows)
     residual = family in cfg.residual
     if residual:
-        y = y - np.log(spec.residual_base(peaks(gpu), columns_from_keys(spec, keys)))
-    if family in SMALL_FAMILIES:
+        y = y - np.log(spec.residual_base(peaks(gpu), spec.columns_of(keys)))
+    if spec.bytes_only:
         # NOTE: descriptors may give only `bytes`; teach the model that case with a copy of the
         # data whose tokens/hidden are missing (LightGBM routes NaN by learned direction).
         X2 = X.copy()
@@ -196,22 +171,19 @@ def fit_rows(gpu: str, family: str, rows: Sequence[dict], cfg: TrainConfig | Non
     params = cfg.for_family(family)
     rounds = params.pop("num_rounds")
     booster = lgb.train(params, lgb.Dataset(X, y, free_raw_data=True), num_boost_round=rounds)
-    cols = columns_from_keys(spec, keys)
+    cols = spec.columns_of(keys)
     ranges = {c: [float(np.nanmin(cols[c])), float(np.nanmax(cols[c]))]
               for c in spec.size_columns if not np.all(np.isnan(cols[c]))}
-    if family in ATTENTION_FAMILIES:
+    if spec.derived_sizes is not None:
         # NOTE: the per-column ranges miss combinations beyond the data: a 32-KV-head decode
         # over 8M keys is inside both columns' ranges of the H100 table (8M keys were measured
         # with 8 KV heads only) but has twice its largest K/V; the trees then saturate and
         # served it at half its HBM time. The ranges of the K/V elements read and of the
         # (query, key) products computed let inference shrink such an op too.
-        for name, v in derived_sizes(cols).items():
+        for name, v in spec.derived_sizes(cols).items():
             ranges[name] = [float(np.nanmin(v)), float(np.nanmax(v))]
-    grid_keys: list[list[Any]] = []
-    if family == "gemm":
-        grid_keys = sorted({(int(k[1]), int(k[2]), k[3], int(k[4])) for k in keys})
-        grid_keys = [list(g) for g in grid_keys]
-    curves = collective_curves(rows) if family == "collective" else {}
+    grid_keys: list[list[Any]] = spec.grid_keys(keys) if spec.grid_keys else []
+    curves = spec.curves(rows) if spec.curves else {}
     return FittedModel(family, gpu, booster, len(rows), ranges, grid_keys, residual=residual,
                        curves=curves)
 
