@@ -62,14 +62,14 @@ def _flush_shim_at_exit() -> None:
     the run's last second of figures would be lost. multiprocessing runs its finalizers first.
     """
     import atexit
-    import ctypes
     import multiprocessing.util
 
-    try:
-        flush = ctypes.CDLL(None).revati_flush  # the preloaded shim's symbols are global
-    except (OSError, AttributeError):
+    from revati.launch import shim_api
+
+    api = shim_api.preloaded()
+    if api is None:
         return
-    flush.restype = None
+    flush = api.revati_flush
     atexit.register(flush)
     multiprocessing.util.Finalize(None, flush, exitpriority=0)
 
@@ -85,20 +85,22 @@ def _freeze_clock_during_jit() -> None:
     revati_clock_freeze tells the Timekeeper; the report counts the freezes.
     REVATI_FREEZE_JIT=0 turns it off (to measure a cold server's first requests).
     """
-    import ctypes
     import functools
+
+    from revati.launch import shim_api
 
     if envs.get("REVATI_FREEZE_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
         return
 
+    api = shim_api.preloaded()
+    if api is None:
+        return
     try:
-        freeze = ctypes.CDLL(None).revati_clock_freeze
         from triton.compiler.compiler import CompiledKernel
         from triton.runtime.jit import JITFunction
-    except (OSError, AttributeError, ImportError):
+    except ImportError:
         return
-    freeze.argtypes = [ctypes.c_int]
-    freeze.restype = ctypes.c_int
+    freeze = api.revati_clock_freeze
 
     def frozen_during(cls, name: str, first_use=lambda self: True) -> None:
         orig = getattr(cls, name)

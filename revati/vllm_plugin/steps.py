@@ -216,25 +216,20 @@ def _anatomy() -> Any:
     if _anatomy_fns is None:
         import ctypes
 
-        try:
-            # NOTE: PyDLL keeps the GIL across these short calls: with CDLL the thread would drop
-            # it and wait for it again (another thread's turn, up to the GIL's 5 ms interval)
-            # between the counters' read and the step's clock read that follows it.
-            lib = ctypes.PyDLL(None)
-            fields = lib.revati_anatomy_fields
-            fields.restype = ctypes.c_char_p
-            head, _, states = fields().decode().partition(";")
+        from revati.launch import shim_api
+
+        # NOTE: the GIL is kept across these short calls: otherwise the thread would drop it
+        # and wait for it again (another thread's turn, up to the GIL's 5 ms interval) between
+        # the counters' read and the step's clock read that follows it.
+        api = shim_api.preloaded(hold_gil=True)
+        if api is None:
+            _anatomy_fns = False
+        else:
+            head, _, states = api.revati_anatomy_fields().decode().partition(";")
             _anatomy_layout = (head.split(","), states.split(","))
-            read = lib.revati_thread_anatomy
-            read.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
-            read.restype = ctypes.c_int
-            lib.revati_anatomy_push.argtypes = lib.revati_anatomy_pop.argtypes = [ctypes.c_int]
-            lib.revati_anatomy_push.restype = lib.revati_anatomy_pop.restype = None
             n = len(_anatomy_layout[0]) + 4 * len(_anatomy_layout[1])
             buf = (ctypes.c_int64 * n)()
-            _anatomy_fns = (read, buf, n, lib.revati_anatomy_push, lib.revati_anatomy_pop)
-        except (OSError, AttributeError):
-            _anatomy_fns = False
+            _anatomy_fns = (api.revati_thread_anatomy, buf, n, api.revati_anatomy_push, api.revati_anatomy_pop)
     return _anatomy_fns
 
 
@@ -326,15 +321,9 @@ def _shim() -> Any:
     """The shim's revati_set_model / revati_set_step, or False outside the emulator."""
     global _shim_fns
     if _shim_fns is None:
-        import ctypes
+        from revati.launch import shim_api
 
-        try:
-            lib = ctypes.CDLL(None)  # the preloaded shim's symbols are global
-            lib.revati_set_step.argtypes = [ctypes.c_int64] * 10
-            lib.revati_set_model.argtypes = [ctypes.c_int] * 5
-            _shim_fns = lib
-        except (OSError, AttributeError):
-            _shim_fns = False
+        _shim_fns = shim_api.preloaded() or False
     return _shim_fns
 
 
