@@ -192,7 +192,7 @@ class ClockPage:
     def hold(self) -> None:
         """Makes the page unreadable (its seq odd) until release(): every reader, in every
         process, waits. A relay holds its host's page while a cross-host jump is decided, so no
-        thread can read the old time after another host has moved on (multihost.py)."""
+        thread can read the old time after another host has moved on (coordinator.py)."""
         assert self.writer
         with self._wlock:
             if self._held is not None:

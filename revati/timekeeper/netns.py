@@ -1,5 +1,5 @@
 """Hosts on one machine: Linux network namespaces joined by a bridge, for running a multi-host
-deployment (a coordinator and a relay per host, multihost.py) without a cluster.
+deployment (a coordinator and a relay per host: coordinator.py, relay.py) without a cluster.
 
 Each host is a namespace with one veth into a bridge in the root namespace (which holds
 <prefix>.1, where a `revati coordinator` listens); commands run in a host with `wrap()`, which

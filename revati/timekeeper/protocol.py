@@ -27,7 +27,7 @@ the top of shim/src/timewarp.c.
   RESOLVED 0x13 TK -> shim  [req, end * n]             virtual ns, -1 for not resolved yet
   ERROR   0x7F  TK -> shim  {"error": str, "code": str}, then the TK closes the connection
 
-Between a host's Relay and the deployment's Coordinator (multihost.py), over TCP, each message
+Between a host's Relay and the deployment's Coordinator (relay.py, coordinator.py), over TCP, each message
 framed by a 4-byte big-endian length. gpid = host_id << 22 | pid.
   R_HELLO    0x20 relay -> coord  [version, host name]
   R_WELCOME  0x21 coord -> relay  [version, host_id, virtual now_ns, realtime of now_ns, realtime_delta_ns,
