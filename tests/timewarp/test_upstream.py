@@ -96,3 +96,4 @@ def test_a_relay_timekeeper_has_no_local_collectives(tmp_path):
     relay = Relay(("127.0.0.1", 1), run_dir=tmp_path)
     assert relay.timekeeper.upstream is relay and relay.timekeeper.collectives is None
     assert relay.page_path == tmp_path / "clock"
+    relay.stop()
