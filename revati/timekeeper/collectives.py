@@ -75,6 +75,11 @@ def arrivals(body: list):
         yield (comm, chan, seq), op, nparts, slot, dur, b, refs
 
 
+def resolve_keys(body: list, first: int) -> list[Key]:
+    """The (comm, chan, seq) keys of a RESOLVE payload (protocol.py), from index first on."""
+    return [(body[k], body[k + 1], body[k + 2]) for k in range(first, len(body) - 2, 3)]
+
+
 class CollectiveTable:
     """Pending and resolved collectives of one deployment (one Timekeeper; not thread-safe)."""
 

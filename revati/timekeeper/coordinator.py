@@ -44,10 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from revati.timekeeper.clock_page import ClockPage
-from revati.timekeeper.collectives import CollectiveTable, CollectiveWaits, Wait
+from revati.timekeeper.collectives import CollectiveTable, CollectiveWaits, Wait, resolve_keys
 from revati.timekeeper.link import Link, realtime_offset, split_pid
 from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType
-from revati.timekeeper.upstream import resolve_keys
 
 log = logging.getLogger(__name__)
 

@@ -19,17 +19,12 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from revati.timekeeper.clock_page import ClockPage
-from revati.timekeeper.collectives import CollectiveTable, CollectiveWaits, Key, Wait
+from revati.timekeeper.collectives import CollectiveTable, CollectiveWaits, Wait, resolve_keys
 from revati.timekeeper.protocol import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
     from revati.timekeeper.actor import Actor
     from revati.timekeeper.timekeeper import Timekeeper
-
-
-def resolve_keys(body: list, first: int) -> list[Key]:
-    """The (comm, chan, seq) keys of a RESOLVE payload from index first on."""
-    return [(body[k], body[k + 1], body[k + 2]) for k in range(first, len(body) - 2, 3)]
 
 
 class Upstream(ABC):
