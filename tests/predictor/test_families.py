@@ -155,3 +155,19 @@ def test_batch_reads_defaults_from_the_table():
     assert got == [normalize(o) for o in ops]
     assert [k.ranks_per_node for (_, k), in got[:2]] == [2, 8]
     assert got[2][0][1].num_kv_heads == 12
+
+
+def test_batch_reads_the_shims_attention_pairs():
+    # the shim's attention descriptors give attn_pairs: read on the batch path, the values
+    # (and errors) op by op's; nan, bools and negatives go op by op
+    base = {"op": "attention", "phase": "prefill", "batch_size": 2, "num_tokens": 64,
+            "kv_len_sum": 900, "kv_len_max": 600, "num_heads": 32, "num_kv_heads": 8,
+            "head_dim": 128, "dtype": "bf16"}
+    for pairs in ([7000, 5000.5], [7000, None], [float("nan"), 3], [float("inf"), 1]):
+        ops = [dict(base, attn_pairs=p) if p is not None else dict(base) for p in pairs]
+        got, want = normalize_batch(ops), [normalize(o) for o in ops]
+        assert repr(got) == repr(want)  # nan != nan: compare the reprs
+        assert all(type(k.attn_pairs) is float for (_, k), in got)
+    for bad in (True, -1, "x"):
+        with pytest.raises(DescriptorError, match="ops\\[1\\]: attention: field 'attn_pairs'"):
+            normalize_batch([base, dict(base, attn_pairs=bad)])

@@ -79,16 +79,17 @@ _SUMMARY_PHASES = Field("phase", CHOICE, None, choices=("prefill", "decode"))
 def _key(q: list[int], kv: list[int], heads: int, kv_heads: int, head_dim: int, dtype: str,
          kv_dtype: str) -> AttentionKey:
     pairs = float(sum(qi * (ki - (qi - 1) / 2.0) for qi, ki in zip(q, kv)))
-    return AttentionKey(len(q), sum(q), sum(kv), max(kv), pairs, heads, kv_heads, head_dim,
-                        dtype, kv_dtype)
+    # NOTE: tuple.__new__, not AttentionKey(...): a C call, not NamedTuple's Python __new__
+    return tuple.__new__(AttentionKey, (len(q), sum(q), sum(kv), max(kv), pairs, heads,
+                                        kv_heads, head_dim, dtype, kv_dtype))
 
 
 def parse(op: dict) -> list[Part]:
-    done: dict = {}
-    for name in ("num_heads", "num_kv_heads", "head_dim", "dtype", "kv_cache_dtype"):
-        done[name] = read(op, F[name], done)
-    heads, kv_heads, head_dim = done["num_heads"], done["num_kv_heads"], done["head_dim"]
-    dtype, kv_dtype = done["dtype"], done["kv_cache_dtype"]
+    heads = read(op, F["num_heads"])
+    kv_heads = read(op, F["num_kv_heads"], default=heads)
+    head_dim = read(op, F["head_dim"])
+    dtype = read(op, F["dtype"])
+    kv_dtype = read(op, F["kv_cache_dtype"])
     phase = op.get("phase")
     if phase is not None and phase not in F["phase"].choices:
         raise DescriptorError(f"attention: field 'phase' must be prefill, decode or mixed, "
@@ -141,14 +142,13 @@ def parse(op: dict) -> list[Part]:
         qm, km = ntok / bs, kv_sum / bs
         pairs = bs * qm * (km - (qm - 1) / 2.0)
     fam = PREFILL if phase == "prefill" else DECODE
-    return [(fam, AttentionKey(bs, ntok, kv_sum, kv_max, pairs, heads, kv_heads, head_dim, dtype,
-                               kv_dtype))]
+    return [(fam, tuple.__new__(AttentionKey, (bs, ntok, kv_sum, kv_max, pairs, heads, kv_heads,
+                                               head_dim, dtype, kv_dtype)))]
 
 
 def parse_batch(sub: list[dict]) -> list[list[Part]]:
-    """Attention given by summary fields (no per-sequence lists, no attn_pairs)."""
-    if any(has_many(sub, "seq_lens")) or any(has_many(sub, "context_lens")) or \
-            any(has_many(sub, "attn_pairs")):
+    """Attention given by summary fields (no per-sequence lists)."""
+    if any(has_many(sub, "seq_lens")) or any(has_many(sub, "context_lens")):
         raise Slow
     done: dict = {"phase": read_many(sub, _SUMMARY_PHASES)}
     for name in ("num_heads", "num_kv_heads", "head_dim", "dtype", "kv_cache_dtype",
@@ -165,8 +165,11 @@ def parse_batch(sub: list[dict]) -> list[list[Part]]:
     else:
         raise Slow
     kv_max = read_many(sub, F["kv_len_max"], defaults=[-(-s // b) for s, b in zip(kv_sum, bs)])
-    # NOTE: the same float expression as parse(), so the keys are bit-identical
+    # NOTE: the same float expression as parse(), so the keys are bit-identical; the pairs
+    # of an op that gives attn_pairs are its own (the shim's descriptors do)
     pairs = [b * (q / b) * ((s / b) - ((q / b) - 1) / 2.0) for b, q, s in zip(bs, ntok, kv_sum)]
+    if any(has_many(sub, "attn_pairs")):
+        pairs = read_many(sub, F["attn_pairs"], defaults=pairs)
     fams = [PREFILL if p == "prefill" else DECODE for p in phase]
     keys = make_keys(AttentionKey, [bs, ntok, kv_sum, kv_max, pairs, done["num_heads"],
                                     done["num_kv_heads"], done["head_dim"], done["dtype"],

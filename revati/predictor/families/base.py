@@ -53,7 +53,7 @@ INT_LIST = "int_list"  # a non-empty list of non-negative integers (absent: None
 NUMBER = "number"    # a finite or infinite number >= 0 (not a bool), as a float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class From:
     """A default taken from a field read before: its value, capped at `upto` if given."""
 
@@ -61,7 +61,7 @@ class From:
     upto: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Field:
     """One descriptor field.
 
@@ -156,10 +156,13 @@ def read(op: dict, f: Field, done: dict[str, Any] | None = None, default: Any = 
         DescriptorError: naming the field.
     """
     d = f.default if default is _UNSET else default
-    if isinstance(d, From):
+    if d.__class__ is From:
         d = done[d.name] if d.upto is None else min(done[d.name], d.upto)
     if f.kind == INT:
-        if d is None and op.get(f.name) is None:
+        v = op.get(f.name, d)
+        if type(v) is int and v >= f.minimum:  # NOTE: the hot path (bool is not int by type)
+            return v
+        if v is None and d is None:
             return None  # an optional integer, absent or null
         return _int(op, f.name, d, f.minimum)
     if f.kind == DTYPE:
@@ -231,7 +234,14 @@ def read_many(sub: list[dict], f: Field, done: dict[str, list] | None = None,
         if not set(vals) <= frozenset(f.choices):
             raise Slow
         return vals
-    raise Slow  # lists and numbers: op by op
+    if f.kind == NUMBER:
+        # NOTE: a nan passes normalize() (nan < 0 is false) but not min(): op by op
+        types = set(map(type, vals))
+        if not types <= {int, float} or (float in types and any(v != v for v in vals)) or \
+                min(vals) < 0:
+            raise Slow
+        return list(map(float, vals))
+    raise Slow  # lists: op by op
 
 
 def read_columns(sub: list[dict], fields: Sequence[Field]) -> dict[str, list]:

@@ -59,7 +59,7 @@ def _op(kind: str) -> Op:
             nbytes = factor * tokens * hidden * _SMALL_ELT.get(dtype, 2)
         else:
             raise DescriptorError(f"{kind}: give field 'bytes', or both 'tokens' and 'hidden'")
-        return [(kind, SmallKey(tokens, hidden, nbytes, dtype))]
+        return [(kind, tuple.__new__(SmallKey, (tokens, hidden, nbytes, dtype)))]
 
     def parse_batch(sub: list[dict]) -> list[list[Part]]:
         dtype = read_many(sub, F["dtype"])
