@@ -14,18 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from revati.predictor.families import OPS
-from revati.predictor.families.base import (
-    DTYPE_ALIASES, DescriptorError, Part, Slow, get_many)
-from revati.predictor.families.collective import COLLECTIVE_KINDS, TOPOLOGIES
-from revati.predictor.families.memcpy import DIRECTIONS
-from revati.predictor.families.small import FAMILIES as SMALL_OPS
-from revati.predictor.families.small import SMALL_BYTES_FACTOR
+from revati.predictor.families.base import DescriptorError, Part, Slow, get_many
 
 DESCRIPTOR_VERSION = 1
 
-__all__ = ["COLLECTIVE_KINDS", "DESCRIPTOR_VERSION", "DIRECTIONS", "DTYPE_ALIASES",
-           "DescriptorError", "OPS", "SMALL_BYTES_FACTOR", "SMALL_OPS", "TOPOLOGIES",
-           "normalize", "normalize_batch"]
+__all__ = ["DESCRIPTOR_VERSION", "DescriptorError", "normalize", "normalize_batch"]
 
 
 def normalize(op: Any) -> list[Part]:

@@ -6,9 +6,9 @@ A family (families/<name>.py) owns:
   * its descriptor field table (`Field`s): the one declaration that both descriptor paths
     read, normalize() one op at a time (`read`) and normalize_batch() a field at a time over
     a group of ops (`read_many`);
-  * its features, ideal time, monotone constraints and size columns (features.py's job
-    before), its physical lower bound (physics.py), its roofline fallback, and its grid
-    (grids.py): see `Family`.
+  * its features, ideal time, monotone constraints and size columns (what training.py and
+    inference.py fit and clip with), its physical lower bound (what physics.py guards with),
+    its roofline fallback, and its grid (a grids.GridSpec): see `Family`.
 
 NOTE: the keys are tuples (NamedTuple subclasses), so a key equals, and hashes as, the plain
 tuple of its values: the exact-key cache and the grid memo are unchanged by the names.
