@@ -1,10 +1,11 @@
 /* Collectives on the virtual timelines (the NCCL entry points are in nccl.c).
+ *
  * With the time warp on, a call on a communicator of several ranks is an arrival: its key
  * (rv_coll_next_key), the stream's position when it starts (which may itself follow earlier
  * pending collectives) and its predicted duration go to the Timekeeper in one message, and the
  * thread goes on at once. The stream then ends at the collective's end, which the Timekeeper
  * computes as max(arrivals) + duration once every rank has arrived; the host learns it when
- * it needs it (tpos_resolve). Calls between ncclGroupStart and ncclGroupEnd all start at the
+ * it needs it (a sync or a query, timeline.c). Calls between ncclGroupStart and ncclGroupEnd all start at the
  * stream's position at the group's first call on it, and the stream goes on after the latest
  * of their ends. Without the time warp, a collective is an op of its predicted duration. */
 #define _GNU_SOURCE

@@ -1,7 +1,11 @@
-/* Positions on a virtual timeline (rv_tpos, timeline.h): the form "max(b, end(key_i) + a_i)"
- * that a stream's work takes after collectives whose ends are not known yet, the cache of the
- * ends the Timekeeper has resolved, and joins (one arrival standing for more refs than a
- * position holds).
+/* Positions on a virtual timeline, the cache of resolved ends, and joins.
+ *
+ * A stream's position is an rv_tpos: max(b, end(key_i) + a_i). Launching an op of duration d
+ * at host time h maps it to max(b, h) + d with every a_i + d; waiting on an event is a max
+ * (union of refs). So a stream goes on after a collective without knowing its end: the end is
+ * asked of the Timekeeper (rv_tw_resolve) only where the host needs an absolute time (a sync,
+ * a query, elapsed time, a trace record). Resolved ends are cached here (rcache). A position
+ * holds at most RV_TREF_MAX refs; more become a join, one arrival standing for their max.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -9,14 +13,6 @@
 #include "shim.h"
 #include "timeline.h"
 #include "timewarp.h"
-
-/* -------------------------------------------------------------------- positions
- *
- * A stream's position is an rv_tpos: max(b, end(key_i) + a_i). Launching an op of duration d
- * at host time h maps it to max(b, h) + d with every a_i + d; waiting on an event is a max
- * (union of refs). So a stream goes on after a collective without knowing its end: the end is
- * asked of the Timekeeper (rv_tw_resolve) only where the host needs an absolute time (a sync,
- * a query, elapsed time, a trace record). Resolved ends are cached here (rcache). */
 
 #define RV_RCACHE 4096 /* direct-mapped: a key pushed out is asked again */
 static struct {

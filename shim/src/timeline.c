@@ -1,4 +1,4 @@
-/* The GPU timelines of this process: its clock, streams and events.
+/* The GPU timelines of this process: its clock, streams, events and stream captures.
  *
  * A launch at host time V onto stream S starts at max(V, S.busy_until, event deps) and ends
  * after its predicted duration. A stream in capture records its work into the capture graph
@@ -310,6 +310,8 @@ void rv_stream_wait_event(struct CUstream_st *s, struct CUevent_st *e) {
   }
   pthread_mutex_unlock(&rv_lock);
 }
+
+/* --------------------------------------------------------------------- captures */
 
 int rv_begin_capture(struct CUstream_st *s, int mode) {
   pthread_mutex_lock(&rv_lock);
