@@ -328,7 +328,7 @@ static uint64_t lookup(const rv_mp *d, const rv_op *op, const rv_gpu_spec *gpu) 
     rv_mp req = RV_MP(reqbuf);
     rv_mp_map(&req, 1);
     rv_mp_str(&req, "ops");
-    rv_mp_byte(&req, 0x91);
+    rv_mp_array(&req, 1);
     rv_mp_bytes(&req, d->buf, d->n);
     uint8_t t;
     double us;
