@@ -481,9 +481,10 @@ def build_replica_pod(cr: dict, i: int, images: Images | None = None) -> dict:
          "--port", str(HTTP_PORT)],
         emulator_env(model, name), engine_resources(model), with_spec=True,
         ports=[{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}])
-    engine["readinessProbe"] = {"httpGet": {"path": "/health", "port": HTTP_PORT},
+    health = engines.get(model.spec.engine.name, model.spec.engine.version).health_path
+    engine["readinessProbe"] = {"httpGet": {"path": health, "port": HTTP_PORT},
                                 "periodSeconds": 5, "failureThreshold": 3}
-    engine["startupProbe"] = {"httpGet": {"path": "/health", "port": HTTP_PORT},
+    engine["startupProbe"] = {"httpGet": {"path": health, "port": HTTP_PORT},
                               "periodSeconds": 5, "failureThreshold": 360}
     meta = _metadata(cr, name, "replica", {LABEL_REPLICA: str(i)})
     spec = _emulated_pod_spec(model, n, images, engine, "Never")
