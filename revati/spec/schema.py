@@ -45,8 +45,11 @@ class Engine(_Strict):
     @field_validator("version")
     @classmethod
     def _supported(cls, v: str) -> str:
-        if v != "0.32.0":
-            raise ValueError("only vLLM 0.32.0 is supported by this release")
+        from revati import engines  # the versions are the adapter's (revati/engines/vllm.py)
+
+        versions = engines.supported()["vllm"]
+        if v not in versions:
+            raise ValueError(f"vLLM {v} is not supported by this release (supported: {', '.join(versions)})")
         return v
 
     @field_validator("args")
