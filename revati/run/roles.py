@@ -89,6 +89,7 @@ def replica_env(spec, replica: int, base: dict[str, str] | None = None) -> dict[
     (revati.launch.env.emulator_env: shim library paths, engine switches, the offline hub, the
     predictor). The clock (REVATI_TIMEWARP, REVATI_CLOCK) and the sidecar endpoint
     (REVATI_SIDECAR) are the pod's."""
+    from revati import engines
     from revati.launch.env import emulator_env
     from revati.launch.paths import ShimNotBuiltError
 
@@ -105,7 +106,8 @@ def replica_env(spec, replica: int, base: dict[str, str] | None = None) -> dict[
         base.pop("REVATI_SIDECAR", None)  # as `revati run`: another predictor, no sidecar
     check_timewarp_env(spec, base)
     try:
-        env = emulator_env(s.gpu, predictor=em.predictor, sidecar=sidecar, base=base)
+        env = emulator_env(s.gpu, predictor=em.predictor, sidecar=sidecar, base=base,
+                           engine=engines.get(s.engine.name, s.engine.version))
     except (KeyError, ShimNotBuiltError) as e:
         raise RoleError(str(e.args[0] if e.args else e)) from None
     env.setdefault("REVATI_NODE_NAME", f"replica{replica}")
