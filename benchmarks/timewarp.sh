@@ -11,7 +11,7 @@ gcc -O2 -std=gnu11 -I"$SITE/nvidia/cu13/include" benchmarks/timewarp_clock.c -o 
   -L shim/build/lib -lcuda -Wl,-rpath,"$PWD/shim/build/lib"
 echo "command: benchmarks/timewarp.sh   (host: $(nproc) cores, $(uname -m), load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "--- time warp off (REVATI_TIMEWARP unset)"
-.venv/bin/revati exec --predictor constant:1ms -- shim/build/bench/timewarp_clock 2>/dev/null
+.venv/bin/revati exec --no-timewarp --predictor constant:1ms -- shim/build/bench/timewarp_clock 2>/dev/null
 echo "--- time warp on"
 .venv/bin/revati exec --timewarp --predictor constant:1ms -- shim/build/bench/timewarp_clock 2>&1 | grep -v "^revati: [0-9]"
 for n in 0 6 24; do
