@@ -27,7 +27,7 @@ from revati.catalog import get_gpu
 from revati.engines import EngineAdapter
 from revati.launch import bench
 from revati.launch.env import emulator_env
-from revati.launch.processes import Server, ServerFailed, free_port, served, tail
+from revati.launch.processes import Server, free_port, served, tail
 from revati.launch.sidecar import prediction_sidecar
 from revati.launch.stats import format_summary, summarize_stats
 from revati.launch.trace import merge_trace
