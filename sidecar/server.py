@@ -30,6 +30,9 @@ from revati.sidecar.protocol import (
 logger = logging.getLogger("revati.sidecar")
 
 POLL_S = 0.1
+# The largest message a peer may send; ZeroMQ drops the connection of a peer that sends more
+# (a PREDICT batch of the shim is a few KiB; this bounds the memory one hostile peer can take).
+MAX_MESSAGE_BYTES = 64 << 20
 _ERROR = type_frame(MsgType.ERROR)
 
 
@@ -65,6 +68,7 @@ class SidecarServer:
     def _io_loop(self) -> None:
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         replies = self._ctx.socket(zmq.PAIR)
         try:
             router.bind(self.endpoint)

@@ -63,3 +63,29 @@ def test_a_good_peer_keeps_its_answers_beside_a_garbage_peer(tmp_path):
             assert good.predict(VALID_OPS) == before
     finally:
         s.shutdown()
+
+
+def test_an_oversized_message_drops_only_its_peer(tmp_path, monkeypatch):
+    """A peer that sends more than MAX_MESSAGE_BYTES is disconnected by ZeroMQ; a well-formed
+    peer on the same socket is still answered."""
+    import zmq
+
+    from revati.sidecar import server as server_mod
+
+    monkeypatch.setattr(server_mod, "MAX_MESSAGE_BYTES", 1 << 16)
+    ep = f"ipc://{tmp_path}/s.sock"
+    s = SidecarServer(ep, predictor=Predictor.load("h100-sxm")).start_in_thread()
+    ctx = zmq.Context()
+    hog = ctx.socket(zmq.DEALER)
+    try:
+        hog.setsockopt(zmq.LINGER, 0)
+        hog.connect(ep)
+        hog.send_multipart([bytes([MsgType.PREDICT]), b"\x00" * (1 << 17)])
+        with SidecarClient(ep, timeout_s=10) as good:
+            assert len(good.predict(VALID_OPS)) == len(VALID_OPS)
+        assert hog.poll(1000) == 0  # no reply: the hog was dropped, not answered
+        assert s.counters["messages"] == 1  # only the good peer's message got through
+    finally:
+        hog.close(0)
+        ctx.term()
+        s.shutdown()
