@@ -157,11 +157,15 @@ class FamilyGrids:
         model_fn: the Predictor's uncounted model path.
         cache_dir: where decode grids are persisted (None: memory only).
         cache_tag: hash of everything the grid values depend on besides the shape.
+        curves: the collective model's measured curves.
+        specs: the GridSpec of each family with grids (Family.grid, families/<name>.py).
     """
 
     def __init__(self, model_fn: ModelFn, cache_dir: Path | None, cache_tag: str,
-                 curves: dict[str, list[list[float]]] | None = None) -> None:
+                 curves: dict[str, list[list[float]]] | None = None,
+                 specs: dict[str, "GridSpec"] | None = None) -> None:
         self.model_fn = model_fn
+        self.specs = specs or {}
         self.cache_dir = cache_dir
         self.cache_tag = cache_tag
         self.curves = curves or {}
@@ -180,10 +184,8 @@ class FamilyGrids:
         """The grid of one shape from the model on the mesh of `axes` (log2 sizes):
         keys_of(mesh coordinates) gives the keys; a running maximum along monotone_axes.
         Persisted on disk if the family's grid is `cached`."""
-        from revati.predictor.families import FAMILIES
-
         path = None
-        if self.cache_dir is not None and FAMILIES[family].grid.cached:
+        if self.cache_dir is not None and self.specs[family].cached:
             h = hashlib.sha256(json.dumps([self.cache_tag, GRID_VERSION, family, list(shape)],
                                           default=str).encode()).hexdigest()[:24]
             path = self.cache_dir / f"{family}-{h}.npz"
@@ -224,9 +226,7 @@ class FamilyGrids:
             (us, hit mask, extrapolated mask, other fallback reasons -> count). Keys that are
             not hits must take the model path.
         """
-        from revati.predictor.families import FAMILIES
-
-        return FAMILIES[family].grid.lookup(self, family, keys)
+        return self.specs[family].lookup(self, family, keys)
 
     def lookup_dense(self, family: str, spec: "GridSpec", keys: list[tuple]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:

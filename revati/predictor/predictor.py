@@ -168,7 +168,8 @@ class Predictor:
                 self._model_family,
                 paths.model_cache_root() / gpu / "grids" if cacheable else None,
                 cache_tag([gpu] + hashes + [code_hash()]),
-                coll.curves if coll is not None else {})
+                coll.curves if coll is not None else {},
+                {f: FAMILIES[f].grid for f in GRID_FAMILIES})
         if build_grids:
             gm = self.models.get("gemm") or self.proxy_models.get("gemm")
             if gm is not None:

@@ -86,7 +86,7 @@ def test_every_family_is_complete(name):
         assert fam.grid is None and (np.diff(M_BUCKETS) > 0).all()
         return
     assert isinstance(fam.grid, grids.GridSpec)
-    fg = grids.FamilyGrids(_fake_model, None, "test")
+    fg = grids.FamilyGrids(_fake_model, None, "test", specs={name: fam.grid})
     # (one key: a decode grid is 430k model points)
     live = [k for k in keys if fam.bytes_flops([k])[0][0] > 0][:1]
     us, hit, ext, _ = fg.lookup_family(name, live)
