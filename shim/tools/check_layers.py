@@ -5,7 +5,7 @@ Reads the object files of a build (`nm`): a file depends on another when it refe
 symbol the other defines. The one exception is the entry-point name table (entries.o), which
 takes the address of every exported entry point for cuGetProcAddress and calls none of them.
 
-    python3 tools/check_layers.py build/obj        # prints the layers, exits 1 on a loop
+    python3 tools/check_layers.py build/obj/*.o    # prints the layers, exits 1 on a loop
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ def entry_point_names(path: Path = ENTRYPOINTS) -> set[str]:
     return set(re.findall(r"^EP\(\w+,\s*(\w+),", path.read_text(), re.M))
 
 
-def graph_from_objects(obj_dir: Path, exempt: set[str] | None = None) -> dict[str, set[str]]:
-    """file -> the files it refers to (by symbol), from the .o files of obj_dir."""
+def graph_from_objects(objects: list[Path], exempt: set[str] | None = None) -> dict[str, set[str]]:
+    """file -> the files it refers to (by symbol), from object files (a folder: all its .o)."""
     exempt = entry_point_names() if exempt is None else exempt
     defined: dict[str, str] = {}
     undefined: dict[str, set[str]] = {}
-    for obj in sorted(obj_dir.glob("*.o")):
+    files = sorted(o for p in objects for o in (p.glob("*.o") if p.is_dir() else [p]))
+    for obj in files:
         name = obj.stem
         out = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
         undefined[name] = set()
@@ -108,9 +109,9 @@ def layers(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("obj_dir", type=Path, help="the build's object folder (build/obj)")
+    ap.add_argument("objects", type=Path, nargs="+", help="the library's object files (or a folder of them)")
     args = ap.parse_args()
-    graph = graph_from_objects(args.obj_dir)
+    graph = graph_from_objects(args.objects)
     cycles = find_cycles(graph)
     if cycles:
         for c in cycles:
