@@ -250,6 +250,12 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from revati.run.sweep_local import cmd_sweep as run  # yaml/pydantic only when a sweep runs
+
+    return run(args)
+
+
 def cmd_trace_merge(args: argparse.Namespace) -> int:
     from revati.launch.trace import merge_trace
 
@@ -404,9 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     from revati.run import roles  # `revati role replica|router|loadgen`: the Kubernetes pods' commands
 
     roles.add_parser(sub)
-    from revati.run import sweep_local  # `revati sweep FILE`: an EmulationSweep run locally
+    sw = sub.add_parser("sweep", help="run an EmulationSweep file locally: every child a `revati run`, then the ranking",
+                        description="Expand the sweep's grid into child specs, run each with `revati run` (in "
+                                    "turn, or --parallel N at once), rank them with the operator's rank(), print "
+                                    "the table and write sweep.json, sweep-state.json and pareto.png to --out. "
+                                    "Run it again to resume: finished children are not rerun (docs/sweep.md).")
+    sw.add_argument("file", help="an EmulationSweep YAML (see charts/revati/examples/emulationsweep.yaml)")
+    sw.add_argument("--out", default=None, help="sweep folder (default: runs/<metadata.name>)")
+    sw.add_argument("--parallel", type=int, default=1, metavar="N",
+                    help="children running at once (default 1; they share this machine's cores; "
+                         "spec.maxParallel is the operator's)")
+    sw.add_argument("--retry-failed", action="store_true", help="rerun the children that failed in an earlier run")
+    sw.set_defaults(func=cmd_sweep)
 
-    sweep_local.add_parser(sub)
 
     sc = sub.add_parser("sidecar", help="run the prediction sidecar (ZeroMQ ROUTER, msgpack)")
     sc.add_argument("--endpoint", required=True, help="e.g. ipc:///tmp/revati.sock or tcp://127.0.0.1:5555")

@@ -459,22 +459,6 @@ def table(result: dict, grid_paths: list[str]):
 # -- command line -------------------------------------------------------------------------
 
 
-def add_parser(sub) -> None:
-    """`revati sweep FILE` on the CLI's subparsers."""
-    sw = sub.add_parser("sweep", help="run an EmulationSweep file locally: every child a `revati run`, then the ranking",
-                        description="Expand the sweep's grid into child specs, run each with `revati run` (in "
-                                    "turn, or --parallel N at once), rank them with the operator's rank(), print "
-                                    "the table and write sweep.json, sweep-state.json and pareto.png to --out. "
-                                    "Run it again to resume: finished children are not rerun (docs/sweep.md).")
-    sw.add_argument("file", help="an EmulationSweep YAML (see charts/revati/examples/emulationsweep.yaml)")
-    sw.add_argument("--out", default=None, help="sweep folder (default: runs/<metadata.name>)")
-    sw.add_argument("--parallel", type=int, default=1, metavar="N",
-                    help="children running at once (default 1; they share this machine's cores; "
-                         "spec.maxParallel is the operator's)")
-    sw.add_argument("--retry-failed", action="store_true", help="rerun the children that failed in an earlier run")
-    sw.set_defaults(func=cmd_sweep)
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Exit code: 0 every child Succeeded, 1 some failed, 2 an invalid sweep file, 130 interrupted."""
     try:

@@ -1,7 +1,7 @@
 """Collectives resolved across ranks: end = max(arrivals) + duration.
 
 Each NCCL call on a communicator of several ranks is an *arrival* from each rank (the shim's
-nccl.c/timeline.c): a key (communicator, channel, sequence number; every rank numbers its calls
+nccl.c/collectives.c): a key (communicator, channel, sequence number; every rank numbers its calls
 alike), the number of participants and this rank's slot, the predicted duration, and the time
 the call starts on its stream. That start may itself follow collectives the rank has not seen
 resolved yet, so it is an expression max(b, end(ref) + a, ...). Once every participant has

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from dataclasses import dataclass
-
+from revati.launch import shim_api
+from revati.launch.shim_api import TkScanner
 from revati.timekeeper.actor import WAITING, Actor
 
 log = logging.getLogger(__name__)
@@ -23,37 +23,18 @@ IDLE_STATES = frozenset("SIZX")
 Tasks = dict[tuple[int, int], tuple[str, int]]  # (pid, tid) -> (state letter, times it got a CPU)
 
 
-@dataclass
-class Scanner:
-    fn: object
-    out: object
-    cap: int
-    quiet: object = None
+_scanner: "TkScanner | bool | None" = None
 
 
-_scanner: "Scanner | bool | None" = None
-
-
-def c_scanner() -> "Scanner | None":
-    """shim/build/lib/librevati_tk.so's rv_tk_scan (about 10x faster than reading /proc from
-    Python), or None when it is not built."""
+def c_scanner() -> "TkScanner | None":
+    """librevati_tk.so's rv_tk_scan and rv_tk_quiet (about 10x faster than reading /proc from
+    Python; bound in revati/launch/shim_api.py), or None when it is not built."""
     global _scanner
     if _scanner is None:
         _scanner = False
         try:
-            from revati.launch.paths import shim_dir
-
-            lib = ctypes.CDLL(str(shim_dir() / "librevati_tk.so"))
-            fn = lib.rv_tk_scan
-            fn.restype = ctypes.c_int64
-            fn.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
-            cap = 16384
-            _scanner = Scanner(fn, (ctypes.c_int64 * (3 * cap))(), cap)
-            quiet = lib.rv_tk_quiet
-            quiet.restype = ctypes.c_int
-            quiet.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_int, ctypes.POINTER(ctypes.c_int32), ctypes.c_int]
-            _scanner.quiet = quiet
-        except (OSError, AttributeError, RuntimeError):
+            _scanner = shim_api.tk_scanner(cap=16384)
+        except (OSError, AttributeError, RuntimeError):  # ShimNotBuiltError is a RuntimeError
             log.warning("timekeeper: librevati_tk.so not found; reading /proc from Python")
     return _scanner or None
 
