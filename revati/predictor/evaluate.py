@@ -26,7 +26,7 @@ from revati.predictor import paths
 from revati.predictor.families import FAMILIES
 from revati.predictor.features import SPECS, columns_from_keys, key_of_row
 from revati.predictor.flash_attention import FaParams, calibrate, fa_version, measured_on
-from revati.predictor.physics import audit, below_bound, format_audit, lower_bound_us
+from revati.predictor.physics import audit_ops, below_bound, lower_bound_us
 from revati.predictor.predictor import Predictor
 from revati.predictor.roofline import peaks
 from revati.predictor.schema import read_profile
@@ -219,3 +219,51 @@ def format_report(report: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     print(format_report(report))
+
+
+# ---- the physics audit of the served models (the sampled grid: physics.audit_ops) ----
+
+
+def audit(gpus: Sequence[str], ops: list[dict] | None = None) -> dict[str, dict[str, Any]]:
+    """Predicts the audit grid on each GPU through a fresh Predictor and reports, per family,
+    how many parts the raw prediction put below the physical bound (the guard's clamps), out
+    of how many, and the worst ratio raw / bound.
+
+    Returns:
+        {gpu: {family: {"parts": n, "clamps": c, "worst": min raw/bound}}}
+    """
+    from revati.predictor.descriptor import normalize_batch
+
+    ops = ops if ops is not None else audit_ops()
+    parts = normalize_batch(ops)
+    out: dict[str, dict[str, Any]] = {}
+    for gpu in gpus:
+        pr = Predictor.load(gpu, build_grids=False)
+        pr.predict_parts(parts)
+        st = pr.stats
+        fams: dict[str, Any] = {}
+        for fam, n in sorted(st.by_family.items()):
+            fams[fam] = {"parts": n, "clamps": st.clamps.get(fam, 0),
+                         "worst": st.clamp_worst.get(fam, 1.0)}
+        out[gpu] = fams
+    return out
+
+
+def format_audit(rep: dict[str, dict[str, Any]]) -> str:
+    """One row per GPU: per family, predictions below the bound / sampled ops (and the worst
+    raw / bound ratio where any)."""
+    fams = sorted({f for r in rep.values() for f in r})
+    lines = ["| GPU | " + " | ".join(fams) + " | total |",
+             "|---|" + "---|" * (len(fams) + 1)]
+    for gpu, r in rep.items():
+        cells = []
+        for f in fams:
+            x = r.get(f)
+            if x is None:
+                cells.append("")
+                continue
+            c = f"{x['clamps']}/{x['parts']}"
+            cells.append(c + (f" (worst {x['worst']:.2f})" if x["clamps"] else ""))
+        tot = sum(x["clamps"] for x in r.values()), sum(x["parts"] for x in r.values())
+        lines.append(f"| {gpu} | " + " | ".join(cells) + f" | {tot[0]}/{tot[1]} |")
+    return "\n".join(lines)

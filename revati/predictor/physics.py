@@ -1,4 +1,5 @@
-"""Physical lower bounds of op durations, and the audit of predictions against them.
+"""Physical lower bounds of op durations, and the sampled grid of ops the audit checks them on
+(evaluate.audit predicts it through the served models).
 
 No GPU op can finish faster than its roofline bound on its part: the bytes it must move at
 the peak HBM bandwidth, and the FLOPs it must do at the peak dense tensor rate, both from the
@@ -46,8 +47,8 @@ import numpy as np
 from revati.predictor.families import FAMILIES
 from revati.predictor.roofline import PCIE_X16_GBPS, Peaks
 
-__all__ = ["CLAMP_RTOL", "PCIE_X16_GBPS", "audit", "audit_ops", "below_bound", "bytes_flops",
-           "format_audit", "lower_bound_us"]
+__all__ = ["CLAMP_RTOL", "PCIE_X16_GBPS", "audit_ops", "below_bound", "bytes_flops",
+           "lower_bound_us"]
 
 # A prediction counts as below its bound when it is under bound · (1 − CLAMP_RTOL): float
 # rounding of an exactly-at-bound value is not a clamp.
@@ -129,49 +130,3 @@ def audit_ops() -> list[dict[str, Any]]:
         for d in ("h2d", "d2h", "d2d"):
             ops.append({"op": "memcpy", "bytes": b, "direction": d})
     return ops
-
-
-def audit(gpus: Sequence[str], ops: list[dict] | None = None) -> dict[str, dict[str, Any]]:
-    """Predicts the audit grid on each GPU through a fresh Predictor and reports, per family,
-    how many parts the raw prediction put below the physical bound (the guard's clamps), out
-    of how many, and the worst ratio raw / bound.
-
-    Returns:
-        {gpu: {family: {"parts": n, "clamps": c, "worst": min raw/bound}}}
-    """
-    from revati.predictor.descriptor import normalize_batch
-    from revati.predictor.predictor import Predictor
-
-    ops = ops if ops is not None else audit_ops()
-    parts = normalize_batch(ops)
-    out: dict[str, dict[str, Any]] = {}
-    for gpu in gpus:
-        pr = Predictor.load(gpu, build_grids=False)
-        pr.predict_parts(parts)
-        st = pr.stats
-        fams: dict[str, Any] = {}
-        for fam, n in sorted(st.by_family.items()):
-            fams[fam] = {"parts": n, "clamps": st.clamps.get(fam, 0),
-                         "worst": st.clamp_worst.get(fam, 1.0)}
-        out[gpu] = fams
-    return out
-
-
-def format_audit(rep: dict[str, dict[str, Any]]) -> str:
-    """One row per GPU: per family, predictions below the bound / sampled ops (and the worst
-    raw / bound ratio where any)."""
-    fams = sorted({f for r in rep.values() for f in r})
-    lines = ["| GPU | " + " | ".join(fams) + " | total |",
-             "|---|" + "---|" * (len(fams) + 1)]
-    for gpu, r in rep.items():
-        cells = []
-        for f in fams:
-            x = r.get(f)
-            if x is None:
-                cells.append("")
-                continue
-            c = f"{x['clamps']}/{x['parts']}"
-            cells.append(c + (f" (worst {x['worst']:.2f})" if x["clamps"] else ""))
-        tot = sum(x["clamps"] for x in r.values()), sum(x["parts"] for x in r.values())
-        lines.append(f"| {gpu} | " + " | ".join(cells) + f" | {tot[0]}/{tot[1]} |")
-    return "\n".join(lines)
