@@ -159,15 +159,34 @@ def test_batch_reads_defaults_from_the_table():
 
 def test_batch_reads_the_shims_attention_pairs():
     # the shim's attention descriptors give attn_pairs: read on the batch path, the values
-    # (and errors) op by op's; nan, bools and negatives go op by op
+    # (and errors) op by op's; nan, inf, bools and negatives go op by op, and are errors
     base = {"op": "attention", "phase": "prefill", "batch_size": 2, "num_tokens": 64,
             "kv_len_sum": 900, "kv_len_max": 600, "num_heads": 32, "num_kv_heads": 8,
             "head_dim": 128, "dtype": "bf16"}
-    for pairs in ([7000, 5000.5], [7000, None], [float("nan"), 3], [float("inf"), 1]):
+    for pairs in ([7000, 5000.5], [7000, None], [3, 2 ** 62]):
         ops = [dict(base, attn_pairs=p) if p is not None else dict(base) for p in pairs]
         got, want = normalize_batch(ops), [normalize(o) for o in ops]
         assert repr(got) == repr(want)  # nan != nan: compare the reprs
         assert all(type(k.attn_pairs) is float for (_, k), in got)
-    for bad in (True, -1, "x"):
+    for bad in (True, -1, "x", float("nan"), float("inf"), 2 ** 62 + 1e6):
         with pytest.raises(DescriptorError, match="ops\\[1\\]: attention: field 'attn_pairs'"):
             normalize_batch([base, dict(base, attn_pairs=bad)])
+
+
+def test_counts_and_sizes_have_a_ceiling_on_both_paths():
+    """Integers beyond COUNT_MAX (counts) or BYTES_MAX (sizes) are errors naming the field, op by
+    op and in a batch: their products would overflow int64/float64 further on (found by
+    benchmarks/fuzz_protocols.py)."""
+    from revati.predictor.families.base import BYTES_MAX, COUNT_MAX
+
+    gemm = {"op": "gemm", "m": 16, "n": 4096, "k": 4096}
+    copy = {"op": "memcpy", "bytes": BYTES_MAX, "direction": "h2d"}
+    assert normalize_batch([gemm, copy]) == [normalize(gemm), normalize(copy)]
+    for op, field, value in ((gemm, "m", COUNT_MAX + 1), (copy, "bytes", BYTES_MAX + 1),
+                             ({"op": "attention", "phase": "decode", "num_heads": 8, "head_dim": 64,
+                               "seq_lens": [5]}, "seq_lens", [5, COUNT_MAX + 1])):
+        bad = dict(op, **{field: value})
+        with pytest.raises(DescriptorError, match=f"field '{field}'"):
+            normalize(bad)
+        with pytest.raises(DescriptorError, match=f"ops\\[1\\]: .*field '{field}'"):
+            normalize_batch([gemm, bad])

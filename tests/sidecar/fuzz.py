@@ -23,6 +23,8 @@ VALID_OPS = [
      "seq_lens": [512, 900]},
     {"op": "attention", "phase": "prefill", "num_heads": 16, "head_dim": 64, "num_tokens": 256,
      "batch_size": 2, "kv_len_max": 128},
+    {"op": "attention", "phase": "prefill", "batch_size": 2, "num_tokens": 64, "kv_len_sum": 900,
+     "kv_len_max": 600, "num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "attn_pairs": 7000},
     {"op": "collective", "kind": "all_reduce", "bytes": 1 << 20, "ranks": 2},
     {"op": "memcpy", "bytes": 1 << 20, "direction": "h2d"},
     {"op": "norm", "tokens": 64, "hidden": 4096},

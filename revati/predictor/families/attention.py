@@ -70,7 +70,7 @@ FIELDS = (
     Field("kv_len_max", INT, minimum=1, doc="summary form: keys of the longest sequence "
                                             "(default ceil(kv_len_sum / batch_size))"),
     Field("attn_pairs", NUMBER, doc="summary form: causal (query, key) pairs (default: "
-                                    "those of equal sequences)"),
+                                    "those of equal sequences)", maximum=2 ** 62),
 )
 F = {f.name: f for f in FIELDS}
 _SUMMARY_PHASES = Field("phase", CHOICE, None, choices=("prefill", "decode"))

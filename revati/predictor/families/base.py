@@ -32,6 +32,11 @@ DTYPE_ALIASES = {
     "int8": "int8", "auto": "auto",
 }
 REQUIRED = ...  # the default of a field that must be given
+# The largest integer a count field (tokens, heads, dims, lengths, batch) may hold, and a bytes
+# field: far above any one op, and low enough that the products the families form (keys x
+# sequences, m x n x k) stay within int64 and float64 (the sidecar's fuzz found the overflow).
+COUNT_MAX = 2 ** 31 - 1
+BYTES_MAX = 2 ** 50
 # A (family, key) pair: what a descriptor normalises to.
 Part = tuple[str, tuple]
 
@@ -72,6 +77,7 @@ class Field:
             From(another field); a family's own rules may pass another default where it
             depends on more than one field.
         minimum: INT only.
+        maximum: INT (COUNT_MAX, or BYTES_MAX for sizes in bytes) and NUMBER.
         choices: CHOICE only.
         doc: what docs/predictor.md says of it.
     """
@@ -82,11 +88,12 @@ class Field:
     minimum: int = 0
     choices: tuple[str, ...] = ()
     doc: str = ""
+    maximum: int = COUNT_MAX
 
 
-def _int(op: dict, name: str, default: Any, minimum: int) -> int:
+def _int(op: dict, name: str, default: Any, minimum: int, maximum: int = COUNT_MAX) -> int:
     v = op.get(name, default)
-    if type(v) is int and v >= minimum:  # NOTE: the hot path (bool is not int by type)
+    if type(v) is int and minimum <= v <= maximum:  # NOTE: the hot path (bool is not int by type)
         return v
     if v is ...:
         raise DescriptorError(f"{op.get('op')}: missing field {name!r}")
@@ -96,6 +103,8 @@ def _int(op: dict, name: str, default: Any, minimum: int) -> int:
     v = int(v)
     if v < minimum:
         raise DescriptorError(f"{op.get('op')}: field {name!r} must be >= {minimum}, got {v}")
+    if v > maximum:
+        raise DescriptorError(f"{op.get('op')}: field {name!r} must be <= {maximum}, got {v}")
     return v
 
 
@@ -127,17 +136,17 @@ def _int_list(op: dict, name: str) -> list[int] | None:
         raise DescriptorError(f"{kind}: field {name!r} must be a non-empty list of integers")
     out = []
     for x in v:
-        if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-            raise DescriptorError(f"{kind}: field {name!r} must hold non-negative integers, "
+        if isinstance(x, bool) or not isinstance(x, int) or x < 0 or x > COUNT_MAX:
+            raise DescriptorError(f"{kind}: field {name!r} must hold integers in [0, {COUNT_MAX}], "
                                   f"got {x!r}")
         out.append(x)
     return out
 
 
-def _number(op: dict, name: str) -> float:
+def _number(op: dict, name: str, maximum: float) -> float:
     v = op[name]
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-        raise DescriptorError(f"{op.get('op')}: field {name!r} must be a number >= 0")
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= maximum:
+        raise DescriptorError(f"{op.get('op')}: field {name!r} must be a number in [0, {maximum}]")
     return float(v)
 
 
@@ -160,18 +169,18 @@ def read(op: dict, f: Field, done: dict[str, Any] | None = None, default: Any = 
         d = done[d.name] if d.upto is None else min(done[d.name], d.upto)
     if f.kind == INT:
         v = op.get(f.name, d)
-        if type(v) is int and v >= f.minimum:  # NOTE: the hot path (bool is not int by type)
+        if type(v) is int and f.minimum <= v <= f.maximum:  # NOTE: the hot path (bool is not int by type)
             return v
         if v is None and d is None:
             return None  # an optional integer, absent or null
-        return _int(op, f.name, d, f.minimum)
+        return _int(op, f.name, d, f.minimum, f.maximum)
     if f.kind == DTYPE:
         return _choice(op, f.name, DTYPE_ALIASES, d)
     if f.kind == CHOICE:
         return _choice(op, f.name, f.choices, d)
     if f.kind == INT_LIST:
         return _int_list(op, f.name)
-    return _number(op, f.name)
+    return _number(op, f.name, f.maximum)
 
 
 def read_fields(op: dict, fields: Sequence[Field]) -> dict[str, Any]:
@@ -195,8 +204,8 @@ def has_many(sub: list[dict], name: str) -> list[bool]:
     return list(map(dict.__contains__, sub, repeat(name, len(sub))))
 
 
-def _ints(vals: list, minimum: int) -> list[int]:
-    if set(map(type, vals)) != {int} or min(vals) < minimum:
+def _ints(vals: list, minimum: int, maximum: int) -> list[int]:
+    if set(map(type, vals)) != {int} or min(vals) < minimum or max(vals) > maximum:
         raise Slow
     return vals
 
@@ -224,7 +233,7 @@ def read_many(sub: list[dict], f: Field, done: dict[str, list] | None = None,
     else:
         vals = get_many(sub, f.name, d)
     if f.kind == INT:
-        return _ints(vals, f.minimum)
+        return _ints(vals, f.minimum, f.maximum)
     if f.kind == DTYPE:
         vals = list(map(DTYPE_ALIASES.get, vals))
         if None in vals:
@@ -238,7 +247,7 @@ def read_many(sub: list[dict], f: Field, done: dict[str, list] | None = None,
         # NOTE: a nan passes normalize() (nan < 0 is false) but not min(): op by op
         types = set(map(type, vals))
         if not types <= {int, float} or (float in types and any(v != v for v in vals)) or \
-                min(vals) < 0:
+                min(vals) < 0 or max(vals) > f.maximum:
             raise Slow
         return list(map(float, vals))
     raise Slow  # lists: op by op

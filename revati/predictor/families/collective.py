@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from revati.predictor import grids
-from revati.predictor.families.base import CHOICE, INT, Family, Field, From, floats, log2, simple_op
+from revati.predictor.families.base import BYTES_MAX, CHOICE, INT, Family, Field, From, floats, log2, simple_op
 from revati.predictor.roofline import (
     COLLECTIVE_LATENCY_US, MEMORY_EFFICIENCY, PCIE_X16_GBPS, Peaks, collective_ideal_us)
 
@@ -40,7 +40,7 @@ class CollectiveKey(NamedTuple):
 FIELDS = (
     Field("ranks", INT, minimum=1, doc="ranks of the communicator"),
     Field("kind", CHOICE, choices=COLLECTIVE_KINDS),
-    Field("bytes", INT, doc="message size per rank"),
+    Field("bytes", INT, doc="message size per rank", maximum=BYTES_MAX),
     Field("ranks_per_node", INT, From("ranks", upto=8), minimum=1),
     Field("topology", CHOICE, "nvswitch", choices=TOPOLOGIES),
 )

@@ -12,7 +12,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from revati.predictor.families.base import CHOICE, INT, Family, Field, floats, simple_op
+from revati.predictor.families.base import BYTES_MAX, CHOICE, INT, Family, Field, floats, simple_op
 from revati.predictor.roofline import PCIE_X16_GBPS, Peaks, memcpy_us
 
 DIRECTIONS = ("h2d", "d2h", "d2d")
@@ -24,7 +24,7 @@ class MemcpyKey(NamedTuple):
 
 
 FIELDS = (
-    Field("bytes", INT),
+    Field("bytes", INT, maximum=BYTES_MAX),
     Field("direction", CHOICE, choices=DIRECTIONS),
 )
 OP = simple_op("memcpy", "memcpy", MemcpyKey, FIELDS)

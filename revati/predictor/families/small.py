@@ -19,7 +19,7 @@ import numpy as np
 
 from revati.predictor import grids
 from revati.predictor.families.base import (
-    DTYPE, INT, DescriptorError, Family, Field, Op, Part, Slow, floats, get_many, has_many,
+    BYTES_MAX, DTYPE, INT, DescriptorError, Family, Field, Op, Part, Slow, floats, get_many, has_many,
     log2, read, read_many)
 from revati.predictor.roofline import LAUNCH_OVERHEAD_US, MEMORY_EFFICIENCY, Peaks, memory_ideal_us
 
@@ -41,7 +41,7 @@ FIELDS = (
     Field("dtype", DTYPE, "bf16"),
     Field("tokens", INT, None, doc="tokens (rows)"),
     Field("hidden", INT, None, doc="elements per token"),
-    Field("bytes", INT, doc="bytes moved in total (default: from tokens and hidden)"),
+    Field("bytes", INT, doc="bytes moved in total (default: from tokens and hidden)", maximum=BYTES_MAX),
 )
 F = {f.name: f for f in FIELDS}
 
