@@ -116,6 +116,81 @@ def encode(t: MsgType, payload: Any) -> bytes:
     return bytes((int(t),)) + msgpack.packb(payload, use_bin_type=True)
 
 
+I64_MAX = (1 << 63) - 1
+# Virtual nanoseconds a deadline, start or duration may hold: 2^62 ns is 146 years, and a sum of
+# two stays within the clock page's int64.
+NS_MAX = 1 << 62
+
+
+class PayloadError(ValueError):
+    """A message of a known type whose payload is not what protocol.py says it is."""
+
+
+def _ints(body: Any, what: str, *, exact: int | None = None, least: int = 0) -> list[int]:
+    """body as a list of int64 integers (bools are not), of exactly `exact` or at least `least`."""
+    if type(body) is not list or (exact is not None and len(body) != exact) or len(body) < least:
+        n = exact if exact is not None else f">= {least}"
+        raise PayloadError(f"{what}: expected a list of {n} integers, got {body!r:.200}")
+    if body and (set(map(type, body)) != {int} or min(body) < -I64_MAX or max(body) > I64_MAX):
+        raise PayloadError(f"{what}: every field must be an int64 integer, got {body!r:.200}")
+    return body
+
+
+def _within(v: int, lo: int, hi: int, what: str) -> int:
+    if not lo <= v <= hi:
+        raise PayloadError(f"{what} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def parse_actor_message(t: int, body: Any) -> Any:
+    """Checks the payload of a message from a shim's actor (the table above) before anything
+    reads it, so that a malformed one is refused at the door and cannot reach the clock.
+
+    Returns the payload (the checked list). Raises PayloadError naming the message and field.
+    """
+    if t == MsgType.WAIT:
+        seq, deadline, kind = _ints(body, "WAIT [seq, deadline_ns, kind]", exact=3)
+        _within(deadline, -1, I64_MAX, "WAIT deadline_ns")  # (the Timekeeper caps it at NS_MAX)
+    elif t == MsgType.RUN:
+        _ints(body, "RUN [seq]", least=1)
+    elif t == MsgType.HELLO:
+        if type(body) is list and body and body[0] != PROTOCOL_VERSION:
+            return body  # the version check answers it
+        _, pid, tid = _ints(body[:3] if type(body) is list else body, "HELLO [version, pid, tid]", exact=3)
+        _within(pid, 1, 1 << 31, "HELLO pid")
+        _within(tid, 1, 1 << 31, "HELLO tid")
+    elif t == MsgType.FREEZE:
+        b = _ints(body, "FREEZE [delta, hold?]", least=1)
+        _within(len(b), 1, 2, "FREEZE's field count")
+        _within(b[0], -1, 1, "FREEZE delta")
+    elif t == MsgType.COMM:
+        comm, nranks, rank = _ints(body, "COMM [comm, nranks, rank]", exact=3)
+        _within(nranks, 1, 1 << 20, "COMM nranks")
+        _within(rank, 0, nranks - 1, "COMM rank")
+    elif t == MsgType.ARRIVE:
+        b = _ints(body, "ARRIVE [count, arrival * count]", least=1)
+        count, i = _within(b[0], 0, len(b), "ARRIVE count"), 1
+        for _ in range(count):
+            if i + 9 > len(b):
+                raise PayloadError(f"ARRIVE: arrival at {i} is cut short ({len(b)} fields)")
+            _, _, _, _, nparts, slot, dur, start, nrefs = b[i:i + 9]
+            _within(nparts, 1, 1 << 20, "ARRIVE participants")
+            _within(slot, 0, nparts - 1, "ARRIVE slot")
+            _within(dur, 0, NS_MAX, "ARRIVE duration_ns")
+            _within(start, 0, NS_MAX, "ARRIVE b")
+            _within(nrefs, 0, (len(b) - i - 9) // 4, "ARRIVE nrefs")
+            for k in range(nrefs):
+                _within(b[i + 9 + 4 * k + 3], 0, NS_MAX, "ARRIVE ref offset")
+            i += 9 + 4 * nrefs
+        if i != len(b):
+            raise PayloadError(f"ARRIVE: {len(b) - i} fields after the last of {count} arrivals")
+    elif t == MsgType.RESOLVE:
+        b = _ints(body, "RESOLVE [req, wait, (comm, chan, seq) * n]", least=2)
+        if (len(b) - 2) % 3:
+            raise PayloadError(f"RESOLVE: {len(b) - 2} key fields, not a multiple of 3")
+    return body
+
+
 def decode(packet: bytes) -> tuple[int, Any]:
     """Returns (type, payload). Raises ValueError on an empty or undecodable packet."""
     if not packet:

@@ -44,7 +44,8 @@ from typing import Callable
 from revati.timekeeper.actor import LAZY, RUNNING, WAITING, Actor
 from revati.timekeeper.clock_page import ClockPage
 from revati.timekeeper.collectives import CollectiveTable, Key
-from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, decode, encode
+from revati.timekeeper.protocol import (
+    NS_MAX, PROTOCOL_VERSION, MsgType, PayloadError, decode, encode, parse_actor_message)
 from revati.timekeeper.tasks import TaskReader, Tasks, c_scanner, describe_wait, int32s, ran, snapshot
 from revati.timekeeper.upstream import LocalUpstream, Upstream
 
@@ -73,6 +74,7 @@ class TimekeeperStats:
     freezes_ignored: int = 0  # relays without a coordinator link: FREEZEs not forwarded
     holds: int = 0  # FREEZE [+1, 1] messages: the emulator's own work (a prediction sidecar miss)
     held_ns: int = 0  # real ns the clock was held for them
+    refused: int = 0  # malformed messages: ERROR to the sender, which was dropped
     held_jumps: int = 0  # quiescent samples that did not jump because a hold was in force
 
 
@@ -416,6 +418,13 @@ class Timekeeper:
         except OSError:
             pass  # its EOF comes through the selector
 
+    def _refuse(self, a: Actor, code: str, message: str) -> None:
+        """A malformed message: ERROR to its sender, which is dropped (and logged)."""
+        self.stats.refused += 1
+        log.warning("timekeeper: dropped actor pid %s tid %s: %s: %s", a.pid, a.tid, code, message[:300])
+        self._send(a, MsgType.ERROR, {"error": message, "code": code})
+        self._drop(a)
+
     def _read(self, conn: socket.socket) -> None:
         a = self._actors.get(conn.fileno())
         if a is None:
@@ -433,8 +442,12 @@ class Timekeeper:
             try:
                 t, body = decode(bytes(memoryview(self._rbuf)[:n]))
             except ValueError as e:
-                self._send(a, MsgType.ERROR, {"error": str(e), "code": "bad_msgpack"})
-                self._drop(a)
+                self._refuse(a, "bad_msgpack", str(e))
+                return
+            try:
+                parse_actor_message(t, body)
+            except PayloadError as e:
+                self._refuse(a, "bad_payload", str(e))
                 return
             if t == MsgType.ARRIVE:  # no actor changes state: no new sample needed
                 self.stats.arrive_msgs += 1
@@ -442,10 +455,8 @@ class Timekeeper:
                 continue
             self._gen += 1
             if t == MsgType.HELLO:
-                if not isinstance(body, list) or len(body) < 3 or body[0] != PROTOCOL_VERSION:
-                    self._send(a, MsgType.ERROR, {"error": f"protocol version {PROTOCOL_VERSION} expected, "
-                                                  f"got {body!r}", "code": "version"})
-                    self._drop(a)
+                if body[0] != PROTOCOL_VERSION:
+                    self._refuse(a, "version", f"protocol version {PROTOCOL_VERSION} expected, got {body!r:.200}")
                     return
                 a.pid, a.tid, a.greeted = int(body[1]), int(body[2]), True
                 self._woken += 1
@@ -455,7 +466,9 @@ class Timekeeper:
                     self.stats.processes_seen += 1
                 self._send(a, MsgType.WELCOME, [PROTOCOL_VERSION, self.page.get("epoch")])
             elif t == MsgType.WAIT:
-                a.seq, a.deadline, kind = int(body[0]), int(body[1]), int(body[2])
+                # NOTE: a timeout of "forever" (threading.TIMEOUT_MAX ...) may come as a deadline
+                # near int64's end; 146 years on, it is as good as never, and stays summable.
+                a.seq, a.deadline, kind = body[0], min(body[1], NS_MAX), body[2]
                 a.kind, a.lazy = kind & 0xFF, bool(kind & LAZY)
                 a.state = WAITING
             elif t == MsgType.RUN:
@@ -463,14 +476,14 @@ class Timekeeper:
                     a.state = RUNNING
                     self._woken += 1
             elif t == MsgType.FREEZE:
-                ok = isinstance(body, list) and body and all(isinstance(x, int) for x in body[:2])
-                self._freeze(a, int(body[0]) if ok else 0, hold=bool(ok and len(body) > 1 and body[1]))
+                self._freeze(a, body[0], hold=bool(len(body) > 1 and body[1]))
             elif t == MsgType.COMM:
                 self.upstream.comm(a, body)
             elif t == MsgType.RESOLVE:
                 self.upstream.resolve(a, body)
             else:
-                self._send(a, MsgType.ERROR, {"error": f"unexpected message type {t}", "code": "bad_type"})
+                self._refuse(a, "bad_type", f"unexpected message type {t}")
+                return
 
     # -------------------------------------------------------------- quiescence
 
