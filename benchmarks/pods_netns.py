@@ -1,6 +1,6 @@
 """The operator's pods, run on this machine: a small kubelet made of network namespaces.
 
-Builds every object the operator creates for an EmulatedDeployment (operator/src/manifests.py:
+Builds every object the operator creates for an EmulatedDeployment (operator/revati_operator/manifests.py:
 build_all), and runs each pod's containers as the manifests say — the same commands, the same
 environment (LD_PRELOAD, REVATI_*), the native sidecar (predictor + clock relay) before the main
 container, the volumes at the same paths — with each pod in a network namespace of its own

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The sidecar image: revati without vLLM, for `revati sidecar` (the pod's duration predictor,
-# LightGBM models trained on profiles/) and its relay to the coordinator's Timekeeper.
+# LightGBM models trained on profiles/) and its relay to the deployment's coordinator.
 #
 #   docker build -f images/sidecar.Dockerfile -t ghcr.io/revati-dev/revati-sidecar:0.1.0 .
 #

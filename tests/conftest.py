@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))  # appended, never prepended: see operator/src
+    sys.path.append(str(REPO))  # appended, never prepended: see operator/revati_operator
 
 from revati.launch.env import emulator_env  # noqa: E402
 

@@ -155,7 +155,7 @@ def wait_for_clock_page(path: str | os.PathLike, timeout_s: float) -> None:
         if wall_s() > deadline:
             raise RoleError(f"REVATI_TIMEWARP=1 but the clock page {path} did not appear in {timeout_s:g} s: "
                             "the pod's relay sidecar (revati sidecar --relay ...) creates it once it reaches "
-                            "the coordinator's Timekeeper; check the sidecar container's log and the "
+                            "the deployment's coordinator; check the sidecar container's log and the "
                             "coordinator Service")
         time.sleep(0.2)
 
@@ -279,7 +279,7 @@ def pod_report(plan, bench: dict, run: BenchRun, lp, *, target: str, notes: list
     if em.trace:
         notes.append("spec.emulation.trace is set but traces are not collected from pods")
     emulation = report.EmulationReport(
-        plan, lp, latency_clock=("virtual (the coordinator's Timekeeper, relayed to every pod)" if em.timewarp
+        plan, lp, latency_clock=("virtual (the the deployment's coordinator, relayed to every pod)" if em.timewarp
                                  else "wall clock of the loadgen pod (time warp off)"),
         virtual_s=bench.get("duration"), wall_s=run.wall_s, total_wall_s=total_wall_s, notes=notes,
         router_requests=router_requests,

@@ -17,7 +17,7 @@ For a CR named ``<n>`` the operator owns, in the CR's namespace (see docs/kubern
 Every emulated container gets the shim from an init container (``shim`` image) copied into
 an emptyDir, ``LD_PRELOAD`` and the emulator's ``REVATI_*`` environment, and a native
 sidecar (``revati sidecar``) that predicts kernel times and relays the pod's clock to the
-coordinator's Timekeeper. Resources are CPU and memory only: no pod ever asks for a GPU.
+deployment's coordinator. Resources are CPU and memory only: no pod ever asks for a GPU.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def _shim_init(images: Images) -> dict:
 
 def _sidecar(model: EmulatedDeployment, n: str, images: Images) -> dict:
     """Native sidecar (an init container with restartPolicy Always): the pod's predictor and its
-    relay to the coordinator's Timekeeper; it creates the clock page the shim reads."""
+    relay to the deployment's coordinator; it creates the clock page the shim reads."""
     return {
         "name": "sidecar",
         "image": images.sidecar,
