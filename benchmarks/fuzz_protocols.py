@@ -44,7 +44,8 @@ def fuzz_sidecar(n: int, seed: int) -> int:
         hseed(seed)(one)()
     except Exception as e:  # noqa: BLE001 - the report is the point
         failures = 1
-        print(f"FAILURE: {type(e).__name__}: {e}")
+        import traceback
+        print("FAILURE:\n" + "".join(traceback.format_exception(e))[-4000:])
     dt = time.monotonic() - t0
     server.shutdown()
     tried = sum(replies.values())
