@@ -1,6 +1,7 @@
 """Long fuzz runs of the emulator's protocols; prints inputs tried, replies by kind and failures.
 
     .venv/bin/python benchmarks/fuzz_protocols.py --protocol sidecar -n 100000
+    .venv/bin/python benchmarks/fuzz_protocols.py --protocol timekeeper -n 100000
 
 The sidecar run drives SidecarServer.handle (the function the ROUTER loop calls for each
 message) with the generators of tests/sidecar/fuzz.py; every reply is checked as in the CI
@@ -55,15 +56,59 @@ def fuzz_sidecar(n: int, seed: int) -> int:
     return failures
 
 
+def fuzz_timekeeper(n: int, seed: int) -> int:
+    """Random packet sequences from actors that said HELLO, over the Timekeeper's real socket
+    (tests/timewarp/test_protocol_fuzz.py's generator); after each, the loop must live and a
+    fresh actor get its WELCOME. Counts the connections the Timekeeper refused."""
+    from hypothesis import seed as hseed
+
+    from revati.timekeeper.timekeeper import Timekeeper
+    from tests.timewarp.test_protocol_fuzz import connect, hello, packets
+
+    import logging
+
+    logging.getLogger("revati.timekeeper").setLevel(logging.ERROR)  # one warning per refusal
+    tried = [0]
+    with Timekeeper() as tk:
+        @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck),
+                  database=None, derandomize=False)
+        @given(packets)
+        def one(pkts):
+            with connect(tk) as s:
+                hello(s, pid=1, tid=2)
+                for p in pkts:
+                    try:
+                        s.send(p)
+                    except OSError:
+                        break
+            tried[0] += 1
+            assert tk._thread.is_alive(), "the Timekeeper's loop died"
+            with connect(tk) as s:
+                hello(s, pid=1, tid=3)
+
+        t0 = time.monotonic()
+        failures = 0
+        try:
+            hseed(seed)(one)()
+        except Exception as e:  # noqa: BLE001 - the report is the point
+            failures = 1
+            import traceback
+            print("FAILURE:\n" + "".join(traceback.format_exception(e))[-4000:])
+        dt = time.monotonic() - t0
+        print(f"timekeeper: {tried[0]} packet sequences in {dt:.0f} s ({tried[0] / dt:.0f}/s), "
+              f"refused {tk.stats.refused}, failures {failures}")
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--protocol", choices=["sidecar"], default="sidecar")
+    ap.add_argument("--protocol", choices=["sidecar", "timekeeper"], default="sidecar")
     ap.add_argument("-n", type=int, default=100_000, help="inputs to try")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     print(f"command: .venv/bin/python benchmarks/fuzz_protocols.py --protocol {args.protocol} "
           f"-n {args.n} --seed {args.seed}")
-    return fuzz_sidecar(args.n, args.seed)
+    return {"sidecar": fuzz_sidecar, "timekeeper": fuzz_timekeeper}[args.protocol](args.n, args.seed)
 
 
 if __name__ == "__main__":
