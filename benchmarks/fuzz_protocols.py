@@ -21,6 +21,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 
+def run_fuzz(test, n: int, seed: int) -> tuple[int, float]:
+    """Runs a @given test for n inputs from seed; returns (failures 0/1, seconds), printing the
+    shrunk failing input, if any."""
+    from hypothesis import seed as hseed
+
+    run = settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck),
+                   database=None, derandomize=False, print_blob=True)(test)
+    t0 = time.monotonic()
+    try:
+        hseed(seed)(run)()
+        return 0, time.monotonic() - t0
+    except Exception as e:  # noqa: BLE001 - the report is the point
+        import traceback
+        print("FAILURE:\n" + "".join(traceback.format_exception(e))[-4000:])
+        return 1, time.monotonic() - t0
+
+
 def fuzz_sidecar(n: int, seed: int) -> int:
     from revati.predictor import Predictor
     from revati.sidecar import SidecarServer
@@ -30,24 +47,13 @@ def fuzz_sidecar(n: int, seed: int) -> int:
     server = SidecarServer("inproc://unused", predictor=Predictor.load("h100-sxm"))
     replies: collections.Counter[str] = collections.Counter()
 
-    @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None, derandomize=False, print_blob=True)
     @given(messages)
     def one(frames):
         reply = server.handle([b"peer", *frames])
         payload = check_reply(frames, reply)
         replies[payload.get("code", "ok")] += 1
 
-    t0 = time.monotonic()
-    failures = 0
-    try:
-        from hypothesis import seed as hseed
-        hseed(seed)(one)()
-    except Exception as e:  # noqa: BLE001 - the report is the point
-        failures = 1
-        import traceback
-        print("FAILURE:\n" + "".join(traceback.format_exception(e))[-4000:])
-    dt = time.monotonic() - t0
+    failures, dt = run_fuzz(one, n, seed)
     server.shutdown()
     tried = sum(replies.values())
     print(f"sidecar: {tried} inputs in {dt:.0f} s ({tried / dt:.0f}/s), failures {failures}")
@@ -60,41 +66,20 @@ def fuzz_timekeeper(n: int, seed: int) -> int:
     """Random packet sequences from actors that said HELLO, over the Timekeeper's real socket
     (tests/timewarp/test_protocol_fuzz.py's generator); after each, the loop must live and a
     fresh actor get its WELCOME. Counts the connections the Timekeeper refused."""
-    from hypothesis import seed as hseed
+    import logging
 
     from revati.timekeeper.timekeeper import Timekeeper
-    from tests.timewarp.test_protocol_fuzz import connect, hello, packets
-
-    import logging
+    from tests.timewarp.test_protocol_fuzz import packets, poke
 
     logging.getLogger("revati.timekeeper").setLevel(logging.ERROR)  # one warning per refusal
     tried = [0]
     with Timekeeper() as tk:
-        @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None, derandomize=False)
         @given(packets)
         def one(pkts):
-            with connect(tk) as s:
-                hello(s, pid=1, tid=2)
-                for p in pkts:
-                    try:
-                        s.send(p)
-                    except OSError:
-                        break
             tried[0] += 1
-            assert tk._thread.is_alive(), "the Timekeeper's loop died"
-            with connect(tk) as s:
-                hello(s, pid=1, tid=3)
+            poke(tk, pkts)
 
-        t0 = time.monotonic()
-        failures = 0
-        try:
-            hseed(seed)(one)()
-        except Exception as e:  # noqa: BLE001 - the report is the point
-            failures = 1
-            import traceback
-            print("FAILURE:\n" + "".join(traceback.format_exception(e))[-4000:])
-        dt = time.monotonic() - t0
+        failures, dt = run_fuzz(one, n, seed)
         print(f"timekeeper: {tried[0]} packet sequences in {dt:.0f} s ({tried[0] / dt:.0f}/s), "
               f"refused {tk.stats.refused}, failures {failures}")
     return failures

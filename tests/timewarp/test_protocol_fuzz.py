@@ -102,7 +102,12 @@ def test_malformed_messages_are_refused_and_a_good_process_keeps_exact_time(time
 def test_any_packets_leave_the_timekeeper_answering(timekeeper_module, packets):
     """Random packets after a HELLO: each connection ends refused or still open; either way the
     Timekeeper's loop lives and a fresh actor still gets its WELCOME."""
-    tk = timekeeper_module
+    poke(timekeeper_module, packets)
+
+
+def poke(tk, packets: list[bytes]) -> None:
+    """Sends packets as an actor that said HELLO; then the Timekeeper's loop must live and a
+    fresh actor get its WELCOME (benchmarks/fuzz_protocols.py runs this 10^5 times)."""
     with connect(tk) as s:
         hello(s, pid=1, tid=2)
         for p in packets:
@@ -111,6 +116,6 @@ def test_any_packets_leave_the_timekeeper_answering(timekeeper_module, packets):
             except OSError:
                 break  # refused and closed already
         time.sleep(0.001)
-    assert tk._thread.is_alive()
+    assert tk._thread.is_alive(), "the Timekeeper's loop died"
     with connect(tk) as s:
         hello(s, pid=1, tid=3)
