@@ -416,7 +416,7 @@ def test_invalid_sweep_fails_naming_the_field(operator, kc):
 
 
 def test_pod_failure_reasons():
-    from revati.operator.handlers import pod_failure
+    from revati.operator.deployments import pod_failure
 
     def pod(**status) -> dict:
         return {"metadata": {"name": "p"}, "status": status}
