@@ -155,6 +155,14 @@ def _run_spec(spec, out: Path, spec_path: Path | None, name: str) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
+    from revati import engines
+    from revati.engines.environments import EngineInstallError
+
+    try:  # a version other than the one beside revati runs from its own environment: install it once
+        engines.get(spec.spec.engine.name, spec.spec.engine.version).prepare()
+    except EngineInstallError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 1
     # NOTE: explicitly, because Python leaves SIGINT ignored when it starts with it ignored, as
     # every command a non-interactive shell runs in the background (`revati run ... &`, a suite
     # under nohup &) does: a `kill -INT` then did nothing and the run went on to the end.
@@ -410,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     from revati.run import roles  # `revati role replica|router|loadgen`: the Kubernetes pods' commands
 
     roles.add_parser(sub)
+    from revati.engines import commands as engine_commands  # `revati engines list|install|remove`
+
+    engine_commands.add_parser(sub)
     sw = sub.add_parser("sweep", help="run an EmulationSweep file locally: every child a `revati run`, then the ranking",
                         description="Expand the sweep's grid into child specs, run each with `revati run` (in "
                                     "turn, or --parallel N at once), rank them with the operator's rank(), print "

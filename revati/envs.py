@@ -32,6 +32,8 @@ ENV_VARS: dict[str, str] = {
     "REVATI_TIMEWARP": "1: clocks, sleeps and timed waits follow the Timekeeper's virtual clock (default 0: real).",
     "REVATI_TIMEWARP_LAZY": "thread-name prefixes whose poll timeouts are idle ticks the time warp may coalesce (default gloo_tcp_loop).",
     "REVATI_CLOCK": "path of the Timekeeper's shared-memory clock page (set with REVATI_TIMEWARP).",
+    "REVATI_ENGINES_DIR": "one environment per engine version (spec.engine.version), installed on first use "
+                          "(default ~/.cache/revati/engines; `revati engines list`).",
     "REVATI_CACHE_DIR": "cache for tokenizers and the offline model hub (default ~/.cache/revati).",
     "REVATI_PROFILES_DIR": "predictor: profiles root (default: profiles/ of the checkout).",
     "REVATI_PROFILE_DATA": "predictor: the public raw profiles (default: shared/data/profiles beside the checkout).",

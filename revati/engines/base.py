@@ -12,12 +12,30 @@ import re
 import sys
 import urllib.request
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
 
 #: The folder of this interpreter's console scripts (the engine's and the load generator's).
 VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Build:
+    """What one engine version is built on, as installed into its environment.
+
+    Attributes:
+        torch: the torch version the release pins (installed as its CUDA build).
+        cuda: torch.version.cuda of that build on the package index (its major must match).
+        layer: the semantic layer's seam set for this version (revati/vllm_plugin/patches.py).
+        notes: what the adapter does differently for it (docs/engines.md).
+    """
+
+    torch: str
+    cuda: str
+    layer: str
+    notes: str = ""
 
 
 class UnknownEngineError(KeyError):
@@ -33,6 +51,7 @@ class EngineAdapter(ABC):
     Class attributes:
         name: the engine's key in `revati.engines.get` (and in a spec's engine, later).
         versions: the versions this adapter knows, the first one the default.
+        builds: version -> Build (torch, CUDA, semantic layer) of each of them.
         distribution: the Python distribution to install (`pip install <distribution>==<version>`).
         health_path: answers 200 once the server serves (the liveness and start-up probe).
         models_path: lists the served model names (the readiness probe that names the model).
@@ -43,6 +62,7 @@ class EngineAdapter(ABC):
 
     name: ClassVar[str]
     versions: ClassVar[tuple[str, ...]]
+    builds: ClassVar[dict[str, Build]]
     distribution: ClassVar[str]
     health_path: ClassVar[str] = "/health"
     models_path: ClassVar[str] = "/v1/models"
@@ -58,12 +78,53 @@ class EngineAdapter(ABC):
         """The pip requirement of this version."""
         return f"{self.distribution}=={self.version}"
 
+    def build(self) -> Build:
+        return self.builds[self.version]
+
+    def requirements(self) -> list[str]:
+        """What pip installs into the version's own environment (revati/engines/environments.py)."""
+        return [self.requirement(), f"torch=={self.build().torch}"]
+
     def installed_version(self) -> str | None:
         """The version installed in this interpreter, None when it is not installed."""
         try:
             return metadata.version(self.distribution)
         except metadata.PackageNotFoundError:
             return None
+
+    def in_this_interpreter(self) -> bool:
+        """This version is the one installed beside revati (then no environment of its own)."""
+        return self.installed_version() == self.version
+
+    @property
+    def bin_dir(self) -> Path:
+        """The folder of the engine's console scripts (its server and load generator).
+
+        Raises:
+            EngineNotInstalledError: the version's environment is not installed (prepare() installs it).
+        """
+        if self.in_this_interpreter():
+            return VENV_BIN
+        from revati.engines import environments
+
+        env = environments.env_of(self)
+        if not env.installed():
+            raise environments.EngineNotInstalledError(
+                f"{self.name} {self.version} is not installed in {env.path} ({env.state()}): "
+                f"`revati engines install {self.name} {self.version}` installs it (revati run does on first use)")
+        return env.bin
+
+    def prepare(self, out=None) -> Path:
+        """Installs the version's environment if it is missing; returns bin_dir.
+
+        Raises:
+            EngineInstallError: the install failed (the message says why).
+        """
+        if not self.in_this_interpreter():
+            from revati.engines import environments
+
+            environments.ensure(self, out=out)
+        return self.bin_dir
 
     # ---- serve
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 
-from revati.engines.base import VENV_BIN, EngineAdapter
+from revati.engines.base import Build, EngineAdapter
 
 
 class VllmAdapter(EngineAdapter):
     name = "vllm"
-    versions = ("0.32.0",)
+    # NOTE: the first is the default (the one pyproject.toml installs beside revati); the others
+    # get an environment of their own on first use (revati/engines/environments.py).
+    builds = {
+        "0.32.0": Build(torch="2.13.0", cuda="13.0", layer="v2",
+                        notes="V2 model runner (vllm/v1/worker/gpu/): sample() and AsyncOutput.get_output"),
+        "0.15.1": Build(torch="2.9.1", cuda="12.8", layer="v1",
+                        notes="V1 model runner (vllm/v1/worker/gpu_model_runner.py): the sampler's output and "
+                              "_bookkeeping_sync; CUDA 12 stack"),
+    }
+    versions = tuple(builds)
     distribution = "vllm"
     load_generator = "vllm bench serve"
     bench_backend = "vllm"
@@ -25,7 +34,7 @@ class VllmAdapter(EngineAdapter):
 
     def serve_command(self, model: str, *, host: str, port: int, serve_args: list[str]) -> list[str]:
         # dummy weights: nothing is read from disk and the virtual memory takes the tensors
-        return [str(VENV_BIN / "vllm"), "serve", model, "--load-format", "dummy", "--host", host,
+        return [str(self.bin_dir / "vllm"), "serve", model, "--load-format", "dummy", "--host", host,
                 "--port", str(port), *serve_args]
 
     def parallel_args(self, *, tensor_parallel_size: int, pipeline_parallel_size: int) -> list[str]:
@@ -66,7 +75,7 @@ class VllmAdapter(EngineAdapter):
         }
 
     def bench_command(self, args: list[str]) -> list[str]:
-        return [str(VENV_BIN / "vllm"), "bench", "serve", *args]
+        return [str(self.bin_dir / "vllm"), "bench", "serve", *args]
 
     def process_kind(self, name: str) -> str | None:
         m = self.process_name.match(name)

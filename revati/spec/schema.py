@@ -36,7 +36,8 @@ class Metadata(_Strict):
 
 class Engine(_Strict):
     name: Literal["vllm"] = Field(default="vllm", description="The serving engine.")
-    version: str = Field(default="0.32.0", description="Engine version; the emulator ships vLLM 0.32.0.")
+    version: str = Field(default="0.32.0", description="Engine version: vLLM 0.32.0 (the default), 0.15.1, ...; `revati engines list` "
+                         "lists them. A version other than the default is installed on first use.")
     args: dict[str, Union[str, int, float, bool]] = Field(
         default_factory=dict,
         description="`vllm serve` flags without the leading dashes, e.g. {max-num-seqs: 256, "
