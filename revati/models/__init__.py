@@ -155,18 +155,12 @@ def build_tokenizer(name: str) -> Path:
     if all((d / f).is_file() for f in TOKENIZER_FILES):
         return d
     text = _tok.build_tokenizer_json(
-        e.config()["vocab_size"],
+        e.vocab_size,
         e.specials(),
-        non_special=_non_special(e),
+        non_special=e.non_special,
         bos_token=e.bos_token,
     )
     return _write_tokenizer_dir(d, text, e.tokenizer_files())
-
-
-def _non_special(e: ModelEntry) -> frozenset[str]:
-    from revati.models.catalog import QWEN2_NON_SPECIAL
-
-    return QWEN2_NON_SPECIAL if e.family == "qwen2" else frozenset()
 
 
 def _ids(v) -> list[int]:

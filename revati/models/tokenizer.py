@@ -32,8 +32,10 @@ from revati.models._words import WORDS
 # Bump whenever the produced tokenizer files change (vocabulary, specials, configs).
 BUILDER_VERSION = "1"
 
-# The most regular (non-special) tokens any family needs: Qwen2's 151643.
-MAX_REGULAR = 151643
+# The most regular (non-special) tokens any family needs: Llama 4's 200000. A smaller
+# vocabulary is a prefix of the same stream (build_base_bpe), so raising this does not change
+# the tokenizers of smaller families (Qwen2's 151643 and below).
+MAX_REGULAR = 200000
 
 SPACE = "\u0120"  # "Ġ": the byte-level symbol of b" "
 NEWLINE = "\u010a"  # "Ċ": b"\n"
@@ -241,7 +243,9 @@ def base_bpe() -> tuple[list[str], list[tuple[str, str]]]:
     path = tokenizer_cache_dir() / "base-bpe.json"
     try:
         data = json.loads(path.read_text())
-        return data["tokens"], [tuple(m) for m in data["merges"]]
+        # A cache written when MAX_REGULAR was smaller is a prefix: rebuild it at full size.
+        if len(data["tokens"]) >= MAX_REGULAR:
+            return data["tokens"][:MAX_REGULAR], [tuple(m) for m in data["merges"][: MAX_REGULAR - 256]]
     except (OSError, ValueError, KeyError):
         pass
     tokens, merges = build_base_bpe()

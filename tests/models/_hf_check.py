@@ -24,7 +24,7 @@ for name in sys.argv[1:]:
     out = {
         "name": name,
         "architectures": cfg.architectures,
-        "config_vocab_size": cfg.vocab_size,
+        "config_vocab_size": cfg.get_text_config().vocab_size,
         "len_tokenizer": len(tok),
         "bos": [tok.bos_token, tok.bos_token_id],
         "eos": [tok.eos_token, tok.eos_token_id],
