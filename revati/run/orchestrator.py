@@ -31,7 +31,7 @@ from revati.launch.processes import Server, free_port, served, tail
 from revati.launch.sidecar import prediction_sidecar
 from revati.launch.stats import format_summary, summarize_stats
 from revati.launch.trace import merge_trace
-from revati.run import loadgen, plots, report
+from revati.run import ledger, loadgen, plots, report, startup
 from revati.run.plan import DeploymentPlan, ServePlan, bench_env, serve_plan  # noqa: F401 (re-exported)
 from revati.spec.schema import EmulatedDeployment
 
@@ -45,27 +45,37 @@ def local_server(model: str, *, gpu: str = "h100-sxm", serve_args: list[str] | N
                  port: int | None = None, log_path: Path, env_extra: dict[str, str] | None = None,
                  predictor: str | None = None, trace: str | None = None, stats: str | None = None,
                  startup_timeout_s: float = 1500.0, sidecar_stats: dict | None = None, timewarp=False,
-                 engine: EngineAdapter | None = None) -> Iterator[Server]:
+                 engine: EngineAdapter | None = None, progress: startup.StartupProgress | None = None,
+                 replica: int | None = None) -> Iterator[Server]:
     """Runs the engine's server for `model` (dummy weights) under the emulator until it is healthy.
 
     Unless another predictor is named, a prediction sidecar serves the trained models for the
     server's process tree; its counters land in sidecar_stats when the server stops.
     timewarp goes to emulator_env: False, True, or a Timekeeper shared with the load generator.
+    progress: the run's start-up display, told of each phase (`replica` names the server there).
     """
     engine = engine or engines.get()
     counters: dict = {}
     with ExitStack() as stack:
         endpoint = None
         if predictor in (None, "sidecar"):
+            if progress is not None:
+                progress.enter("sidecar", replica)
             endpoint, counters = stack.enter_context(prediction_sidecar(gpu, log_path.parent / "sidecar"))
         port = port or free_port()
         env = emulator_env(gpu, predictor=predictor, trace=trace, stats=stats, sidecar=endpoint,
                            timewarp=timewarp, engine=engine)
         env.update(env_extra or {})
         cmd = engine.serve_command(model, host="127.0.0.1", port=port, serve_args=serve_args or [])
-        yield stack.enter_context(served(cmd, env, url=f"http://127.0.0.1:{port}", probe=engine.health_path,
-                                         log_path=log_path, what=f"{engine.name} serve",
-                                         startup_timeout_s=startup_timeout_s))
+        if progress is not None:
+            progress.watch(log_path, replica)
+            progress.enter("engine_start", replica)
+        server = stack.enter_context(served(cmd, env, url=f"http://127.0.0.1:{port}", probe=engine.health_path,
+                                            log_path=log_path, what=f"{engine.name} serve",
+                                            startup_timeout_s=startup_timeout_s))
+        if progress is not None:
+            progress.ready()
+        yield server
     if sidecar_stats is not None:
         sidecar_stats.update(counters)
 
@@ -125,6 +135,7 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
     gpu = get_gpu(s.gpu)
     plan.check_load(out)  # the workload is validated before anything starts
 
+    progress = startup.StartupProgress(console, plan.engine)  # the environment phase starts now
     notes: list[str] = []
     timekeeper = governor = None
     dilation, dilation_how = resolve_dilation(spec) if em.timewarp else (None, None)
@@ -149,6 +160,7 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
     load = None
     try:
         with ExitStack() as stack:
+            stack.enter_context(progress)
             urls = []
             for i in range(s.replicas):
                 console.print(f"revati run: replica {i}: {plan.engine.name} serve {s.model} on {sp.per_replica} "
@@ -159,20 +171,24 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
                     sp.model, gpu=s.gpu, serve_args=sp.serve_args, log_path=out / f"server.replica{i}.log",
                     env_extra=env_extra, predictor=em.predictor, trace=traces[i],
                     stats=str(out / "stats"), startup_timeout_s=startup_timeout_s,
-                    sidecar_stats=sidecar_stats[i], timewarp=timewarp, engine=plan.engine))
+                    sidecar_stats=sidecar_stats[i], timewarp=timewarp, engine=plan.engine, progress=progress,
+                    replica=i))
                 urls.append(server.url)
             t_ready = time.monotonic()
             console.print(f"revati run: {s.replicas} replica(s) ready after {t_ready - t_start:.0f} s")
             url = urls[0]
             if s.replicas > 1:
+                progress.enter("router")
                 url = stack.enter_context(router(urls, emulator_env(s.gpu, timewarp=timewarp, offline_hub=False,
                                                                     engine=plan.engine),
                                                  out / "router.log"))
             lp = plan.load(base_url=url, model=plan.engine.served_model(urls[0]), result_dir=out)
             notes += lp.notes
             command = plan.start_load(lp, out)
+            progress.finish()  # one live display at a time: the load's bar follows
+            ledger.name_os_threads()
             load = _run_bench(command, lp, bench_env(s.gpu, timewarp, s.workload.seed, engine=plan.engine),
-                               out, console, timekeeper, bench_timeout_s)
+                               out, console, timekeeper, bench_timeout_s, progress=progress)
     finally:
         if governor is not None:
             governor.stop()
@@ -195,7 +211,8 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
         virtual_s=load.bench.get("duration"), wall_s=load.wall_s, total_wall_s=t_end - t_start, notes=notes,
         setup_wall_s=(t_ready - t_start) if t_ready else None,
         clock=report.ClockFacts(timekeeper, governor, dilation, dilation_how),
-        shim_stats=total_stats, sidecar_stats=sc, trace=trace_events, router_requests=router_requests).block()
+        shim_stats=total_stats, sidecar_stats=sc, trace=trace_events, router_requests=router_requests,
+        extra={"startup": progress.phases()}).block()
     rep = report.build_report(load.bench, rows, emulation, s.slo)
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=str))
     report.write_requests(out / "requests.jsonl", rows)
@@ -212,8 +229,9 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
 
 
 def _run_bench(command: list[str], lp: loadgen.LoadPlan, env: dict[str, str], out: Path, console, timekeeper,
-               timeout_s: float) -> bench.BenchRun:
-    """The load generator with a progress bar: requests done, and the virtual and wall clocks."""
+               timeout_s: float, progress: startup.StartupProgress | None = None) -> bench.BenchRun:
+    """The load generator with a progress bar: requests done, and the virtual and wall clocks.
+    progress gets the load generator's start and the load as phases when the bar sees them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn
 
     def clocks() -> tuple[float, float | None]:
@@ -223,8 +241,17 @@ def _run_bench(command: list[str], lp: loadgen.LoadPlan, env: dict[str, str], ou
              TextColumn("{task.fields[clock]}"), console=console, transient=False) as bar:
         task = bar.add_task("bench", total=lp.num_prompts, clock="starting vllm bench serve")
 
+        t_popen = time.monotonic()
+        recorded: set[str] = set()
+
         def tick(prog: bench.Progress) -> None:
             bar.update(task, completed=prog.done, clock=_clock_text(prog, clocks))
+            if progress is not None and prog.started is not None and "load_start" not in recorded:
+                recorded.add("load_start")
+                progress.record("load_start", t_popen, prog.started[0])
+            if progress is not None and prog.finished is not None and "load" not in recorded:
+                recorded.add("load")
+                progress.record("load", prog.started[0], prog.finished[0])
 
         try:
             return bench.run_bench(command, env, out, timeout_s, clocks=clocks, total=lp.num_prompts,
