@@ -146,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_spec(spec, out: Path, spec_path: Path | None, name: str) -> int:
     """Runs a spec locally (revati.run.orchestrator), prints the summary; the exit status."""
     from revati.launch.processes import ServerFailed
-    from revati.run import orchestrator
+    from revati.run import faults, orchestrator
     from revati.run.loadgen import WorkloadError
     from revati.run.report import summary_table
 
@@ -172,6 +172,11 @@ def _run_spec(spec, out: Path, spec_path: Path | None, name: str) -> int:
     except WorkloadError as e:
         print(f"{name}: invalid spec {spec_path or spec.metadata.name}:\n  - {e}", file=sys.stderr)
         return 2
+    except orchestrator.DeploymentFault as e:  # a process died or hung: report.json says "outcome": "failed"
+        print(summary_table(e.report))
+        print(f"{name}: FAILED: {e}\n{name}: wrote report.json (outcome: failed) and requests.jsonl to {e.out}",
+              file=sys.stderr)
+        return faults.DEADLOCK_EXIT_CODE if e.fault.kind == "deadlock" else faults.FAULT_EXIT_CODE
     except (ServerFailed, orchestrator.RunFailed) as e:
         print(f"{name}: {e}", file=sys.stderr)
         return 1

@@ -55,7 +55,8 @@ def parse_progress(text: str) -> tuple[int, int] | None:
 def run_bench(command: list[str], env: dict[str, str], out: Path, timeout_s: float, *,
               clocks: Callable[[], tuple[float, float | None]], total: int = 0, echo: bool = False,
               on_tick: Callable[[Progress], None] | None = None, tick_s: float = 0.2,
-              deadline_clock: Callable[[], float] = time.monotonic) -> BenchRun:
+              deadline_clock: Callable[[], float] = time.monotonic,
+              on_start: Callable[[subprocess.Popen], None] | None = None) -> BenchRun:
     """Runs the load generator (command, its planned arguments included) as its own process
     group; its output goes to out/bench.log and its result is out/bench.json.
 
@@ -66,6 +67,7 @@ def run_bench(command: list[str], env: dict[str, str], out: Path, timeout_s: flo
         echo: copy bench's lines to stdout (the last state of each tqdm line).
         on_tick: called with the progress at least every tick_s seconds.
         deadline_clock: the real clock of the timeout (under the shim, CLOCK_TAI).
+        on_start: called with the process once it started (the runner's watchdog).
     Raises:
         BenchTimeout: it ran past timeout_s.
     """
@@ -77,6 +79,8 @@ def run_bench(command: list[str], env: dict[str, str], out: Path, timeout_s: flo
     pending = b""
     deadline = deadline_clock() + timeout_s
     try:
+        if on_start is not None:
+            on_start(proc)
         fd = proc.stdout.fileno()
         while True:
             if deadline_clock() > deadline:

@@ -10,7 +10,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def zmq_library() -> str:
@@ -25,12 +25,14 @@ def zmq_library() -> str:
 
 
 @contextmanager
-def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None,
-                       startup_timeout_s: float = 120.0) -> Iterator[tuple[str, dict]]:
+def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None, startup_timeout_s: float = 120.0,
+                       on_start: Callable[[subprocess.Popen, Path], None] | None = None
+                       ) -> Iterator[tuple[str, dict]]:
     """Runs the prediction sidecar for one process tree.
 
     Yields (endpoint, stats): stats is filled with the sidecar's counters (predictions,
-    fallbacks by family) when the block exits.
+    fallbacks by family) when the block exits. on_start: called with the process and its log
+    once it started (the runner's watchdog).
     """
     from revati.sidecar import SidecarClient
 
@@ -49,6 +51,8 @@ def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None,
                             stdout=log, stderr=subprocess.STDOUT, process_group=0)
     stats: dict = {}
     try:
+        if on_start is not None:
+            on_start(proc, tmp / "sidecar.log")
         deadline = time.monotonic() + startup_timeout_s
         while True:
             if proc.poll() is not None:
@@ -63,6 +67,8 @@ def prediction_sidecar(gpu: str, workdir: str | os.PathLike | None = None,
                 time.sleep(0.3)
         yield endpoint, stats
         try:
+            if proc.poll() is not None:  # (killed: no counters, and no 5 s wait for them)
+                raise ProcessLookupError
             with SidecarClient(endpoint, timeout_s=5.0) as c:
                 stats.update(c.stats())
         except Exception:

@@ -225,7 +225,8 @@ class EmulationReport:
 
 def build_report(bench: dict, rows: list[dict], emulation: dict, spec_slo=None) -> dict:
     """report.json: bench's scalar keys (+ filled percentiles) and the emulation block."""
-    report = {k: v for k, v in bench.items() if k not in DETAIL_KEYS}
+    report = {"outcome": "completed"}  # ("failed": a process died or hung, revati/run/faults.py)
+    report.update((k, v) for k, v in bench.items() if k not in DETAIL_KEYS)
     filled = fill_metrics(report, rows)
     if filled:
         emulation.setdefault("notes", []).append(
@@ -257,6 +258,9 @@ def summary_table(report: dict) -> str:
     e = r.get("emulation", {})
     line = "{:<40} {!s:<10}"
     out = ["{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=50, c="=")]
+    if r.get("outcome") == "failed":  # a process died or hung (revati/run/faults.py)
+        out.append(f"RUN FAILED: {(r.get('failure') or {}).get('message')}")
+        out.append(f"Metrics: {r.get('metrics_scope')}")
     out.append(line.format("Successful requests:", r.get("completed")))
     out.append(line.format("Failed requests:", r.get("failed", 0)))
     if r.get("max_concurrency") is not None:

@@ -149,10 +149,15 @@ def read_report(out: Path) -> dict | None:
 def report_phase(rep: dict) -> str:
     """Succeeded when every request completed and none failed (`revati run`'s exit code 0)."""
     n = (rep.get("emulation", {}).get("load_generator") or {}).get("num_prompts")
+    if rep.get("outcome") == "failed":  # a process died or hung: never a result, however cheap
+        return "Failed"
     return "Succeeded" if rep.get("completed") == n and not rep.get("failed") else "Failed"
 
 
 def _requests_failed(rep: dict) -> str:
+    if rep.get("outcome") == "failed":
+        return f"{(rep.get('failure') or {}).get('message', 'a process of the deployment failed')}; " \
+               f"{rep.get('metrics_scope', '')}"
     return f"{rep.get('failed', '?')} request(s) failed, {rep.get('completed', '?')} completed"
 
 

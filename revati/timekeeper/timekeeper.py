@@ -51,6 +51,10 @@ from revati.timekeeper.upstream import LocalUpstream, Upstream
 
 log = logging.getLogger(__name__)
 
+#: An announced wait's kind in a fault report (shim/src/timewarp.h's kinds).
+_WAIT_WORDS = {0: "waiting for the GPU", 1: "sleeping", 2: "waiting with a timeout", 3: "on a condition variable",
+               4: "on a semaphore", 5: "yield-spinning"}
+
 # A JIT freeze blocks jumps for at most this long (wall s); see Timekeeper._no_jump_now.
 FREEZE_JUMP_AFTER_S = 30.0
 
@@ -143,6 +147,8 @@ class Timekeeper:
         self._frozen_since: int | None = None
         self._holds = 0  # holds in force, all actors
         self._held_since: int | None = None
+        self.crashed: str | None = None  # the traceback, if the loop died
+        self.loop_turned: float | None = None  # time.monotonic() of the loop's last turn
 
     @property
     def collectives(self) -> CollectiveTable | None:
@@ -167,8 +173,10 @@ class Timekeeper:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stops the loop and removes the page and the socket. Idempotent."""
+    def stop(self, join_s: float = 5.0) -> None:
+        """Stops the loop and removes the page and the socket. Idempotent.
+
+        join_s: how long to wait for the loop (a hung one is left behind: a daemon thread)."""
         if self._stop.is_set():
             return
         self._stop.set()
@@ -177,7 +185,7 @@ class Timekeeper:
         except OSError:
             pass
         if self._thread:
-            self._thread.join(5)
+            self._thread.join(join_s)
         for a in list(self._actors.values()):
             a.conn.close()
         self._actors.clear()
@@ -216,6 +224,33 @@ class Timekeeper:
         main thread. Safe from another thread (the contention governor's): it reads a snapshot."""
         live = [a for a in list(self._actors.values()) if a.pid]
         return {(a.pid, a.tid) for a in live if a.tid} | {(a.pid, a.pid) for a in live}
+
+    def describe_actors(self, limit: int = 12) -> list[str]:
+        """What the announced threads are doing, for a fault report: per process, its threads
+        counted by what they wait on (or that they run), then its first waiting thread in full
+        (tasks.describe_wait). Safe from another thread (a snapshot); at most limit processes."""
+        from collections import Counter
+
+        by_pid: dict[int, list[Actor]] = {}
+        for a in sorted((a for a in list(self._actors.values()) if a.greeted), key=lambda a: (a.pid, a.tid)):
+            if os.path.exists(f"/proc/{a.pid}/task/{a.tid}"):  # (gone threads' connections may linger)
+                by_pid.setdefault(a.pid, []).append(a)
+        lines = []
+        for pid, actors in list(by_pid.items())[:limit]:
+            what = Counter(_WAIT_WORDS.get(a.kind, f"wait kind {a.kind}") if a.state == WAITING else "not in an announced wait"
+                           for a in actors)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+            except OSError:
+                cmd = "?"
+            lines.append(f"pid {pid} ({cmd}): {len(actors)} thread(s): "
+                         + ", ".join(f"{n} {w}" for w, n in what.most_common()))
+            first = next((a for a in actors if a.state == WAITING), actors[0])
+            lines.append("    e.g. " + describe_wait(pid, first.tid, first))
+        if len(by_pid) > limit:
+            lines.append(f"... and {len(by_pid) - limit} more process(es)")
+        return lines
 
     # ------------------------------------------------------------ for the upstream
 
@@ -285,7 +320,17 @@ class Timekeeper:
         # publish, send WAKE) is latency-critical and short; handing it between threads
         # through queues would only add wake-up latency to every jump.
         tick = self.quiescence_s / 2
+        try:
+            self._turn(tick)
+        except BaseException:  # noqa: BLE001 - kept for the runner's watchdog (revati/run/faults.py)
+            import traceback
+
+            self.crashed = traceback.format_exc()
+            log.error("timekeeper: the loop died:\n%s", self.crashed)
+
+    def _turn(self, tick: float) -> None:
         while not self._stop.is_set():
+            self.loop_turned = time.monotonic()
             for key, _ in self._sel.select(timeout=tick):
                 if key.data == "listen":
                     self._accept()

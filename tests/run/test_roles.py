@@ -103,7 +103,7 @@ def _what_revati_run_launches(monkeypatch, spec, out: Path) -> _Launched:
     from revati.launch import processes
 
     @contextmanager
-    def fake_sidecar(gpu, workdir=None, startup_timeout_s=120.0):
+    def fake_sidecar(gpu, workdir=None, startup_timeout_s=120.0, on_start=None):
         yield "ipc:///run/revati/sidecar.sock", {}
 
     class FakeSubprocess:
