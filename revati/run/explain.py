@@ -340,6 +340,25 @@ def write_plot(rep: dict, path: Path) -> bool:
     return True
 
 
+def print_wall_time(folder: Path) -> None:
+    """Where the run's wall time went: the ledger that benchmarks/speed.py wrote (ledger.json),
+    else the start-up phases of report.json."""
+    from revati.run import ledger
+
+    d = ledger.load(folder)
+    if d is not None:
+        print(f"Wall-time ledger ({ledger.LEDGER_FILE}, benchmarks/speed.py):\n{ledger.format_ledger(d)}")
+        phases = d.get("startup_phases_s")
+    else:
+        try:
+            phases = json.loads((folder / "report.json").read_text())["emulation"]["startup"]["phases_s"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+    if phases:
+        print("start-up and load phases (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+              + ("" if d is not None else f"; CPU by process: benchmarks/speed.py (no {ledger.LEDGER_FILE} here)"))
+
+
 def explain_main(run_dir: str, *, plot: bool = True, json_out: str | None = None, all_steps: bool = False) -> int:
     path = Path(run_dir)
     if not path.exists():
@@ -348,6 +367,7 @@ def explain_main(run_dir: str, *, plot: bool = True, json_out: str | None = None
     rep = explain(path, all_steps=all_steps)
     print_report(rep)
     folder = path if path.is_dir() else path.parent
+    print_wall_time(folder)
     out_json = Path(json_out) if json_out else folder / "explain.json"
     out_json.write_text(json.dumps(rep, indent=1))
     written = [str(out_json)]

@@ -64,7 +64,8 @@ PHASE_MARKERS: dict[str, list[tuple[re.Pattern[str], str]]] = {
         (r"non-default args:", "model_config"),
         (r"Initializing a V1 LLM engine", "engine_core"),
         (r"Loading model from scratch|Starting to load model|Loading weights took", "weights"),
-        (r"Starting torch\.compile|Dynamo bytecode transform|Compiling a graph for", "torch_compile"),
+        (r"Starting torch\.compile|Dynamo bytecode transform|Compiling a graph for|Directly load AOT compilation|"
+         r"reconstructed serializable fn", "torch_compile"),
         (r"torch\.compile took|Initial profiling/warmup run", "warmup"),
         (r"Capturing CUDA graphs", "cudagraph_capture"),
         (r"Graph capturing finished|Available KV cache memory", "warmup"),

@@ -86,3 +86,25 @@ def test_name_os_threads_names_this_process_threads():
     finally:
         stop.set()
         t.join()
+
+
+def test_explain_shows_the_ledger_or_the_phases(tmp_path, capsys):
+    import json
+
+    from revati.run import explain
+
+    (tmp_path / "report.json").write_text(json.dumps({"emulation": {"startup": {"phases_s": {
+        "environment": 0.6, "torch_compile": 31.5, "load": 75.0}}}}))
+    explain.print_wall_time(tmp_path)
+    out = capsys.readouterr().out
+    assert "torch_compile 31.5" in out and "benchmarks/speed.py" in out
+    proc = subprocess.Popen([sys.executable, "-c", "import time\nt = time.thread_time() + 0.3\nwhile time.thread_time() < t: pass"])
+    s = ledger.TreeSampler(proc.pid, interval_s=0.05).start()
+    proc.wait()
+    s.stop()
+    d = ledger.ledger(s, {"run": (s.busy[0][0], s.busy[-1][1])}, command="benchmarks/speed.py x")
+    d["startup_phases_s"] = {"environment": 0.5}
+    (tmp_path / ledger.LEDGER_FILE).write_text(json.dumps(d))
+    explain.print_wall_time(tmp_path)
+    out = capsys.readouterr().out
+    assert "Wall-time ledger" in out and "reproduce: benchmarks/speed.py x" in out and "environment 0.5" in out
