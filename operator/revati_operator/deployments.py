@@ -10,6 +10,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from revati.operator import manifests as mf
+from revati.run import faults
 from revati.operator.kube import (
     EMD, FINALIZER, TERMINAL, Kube, lock, log, post_event, ensure, is_subset, kube, upsert_condition)
 from revati.spec import SpecError
@@ -43,9 +44,12 @@ def pod_failure(pod: dict) -> tuple[str, str] | None:
                 reason = "EmulatedDeadlock"
             elif why == "OOMKilled":
                 reason = "OOMKilled"
-            else:
-                reason = "PodFailed"
+            else:  # as `revati run` names it: EngineCrashed, WorkerCrashed, SidecarCrashed ...
+                component = (pod["metadata"].get("labels") or {}).get(mf.LABEL_COMPONENT)
+                reason = faults.pod_condition(component, cs.get("name"), code, text) or "PodFailed"
             msg = f"pod {name}: container {cs.get('name')} terminated with exit code {code} ({why})"
+            if code > 128:
+                msg += f", {faults.exit_code_words(code)}"
             return reason, msg + (f": {text}" if text else "")
     if st.get("phase") == "Failed":
         text = st.get("message") or st.get("reason") or "the pod failed"

@@ -301,35 +301,39 @@ class Watchdog:
             pass
 
     def _loop(self) -> None:
-        try:
-            while not self._stop.is_set():
-                with self._lock:
-                    watched = list(self._watched)
-                poller = select.poll()
-                poller.register(self._wake_r, select.POLLIN)
-                by_fd = {w.pidfd: w for w in watched if w.pidfd >= 0}
-                for fd in by_fd:
-                    poller.register(fd, select.POLLIN)
-                ready = poller.poll(self.poll_s * 1000)
-                if self._stop.is_set():
-                    return
-                died = []
-                for fd, _ in ready:
-                    if fd == self._wake_r:
-                        os.read(self._wake_r, 4096)
-                    elif fd in by_fd:
-                        died.append(by_fd[fd])
-                for w in sorted(died, key=lambda w: _DEPTH.get(w.kind, 3)):
-                    self._died(w)
-                self._check_stopped(watched)
-                self._check_timekeeper()
-                self._kill_due()
-                now = time.monotonic()
-                if now - self._last_discover >= self.discover_s:
-                    self._last_discover = now
-                    self._discover(watched)
-        except Exception:  # noqa: BLE001 - the watchdog must never take the run down
-            log.exception("revati: the watchdog stopped")
+        while not self._stop.is_set():
+            try:
+                self._turn()
+            except Exception:  # noqa: BLE001 - the watchdog must never take the run down, nor stop
+                log.exception("revati: the watchdog's turn failed")
+                time.sleep(self.poll_s)
+
+    def _turn(self) -> None:
+        with self._lock:
+            watched = list(self._watched)
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        by_fd = {w.pidfd: w for w in watched if w.pidfd >= 0}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        ready = poller.poll(self.poll_s * 1000)
+        if self._stop.is_set():
+            return
+        died = []
+        for fd, _ in ready:
+            if fd == self._wake_r:
+                os.read(self._wake_r, 4096)
+            elif fd in by_fd:
+                died.append(by_fd[fd])
+        for w in sorted(died, key=lambda w: _DEPTH.get(w.kind, 3)):
+            self._died(w)
+        self._check_stopped(watched)
+        self._check_timekeeper()
+        self._kill_due()
+        now = time.monotonic()
+        if now - self._last_discover >= self.discover_s:
+            self._last_discover = now
+            self._discover(watched)
 
     def _discover(self, watched: list[_Watched]) -> None:
         """Adds the engine's named descendants of each watched tree (engine core, workers)."""
@@ -356,6 +360,7 @@ class Watchdog:
                     continue
                 self.add(p.pid, kind, name=title.split(" ")[0], log_path=w.log_path,
                          child=False, group=False)
+                log.debug("revati: watching %s (pid %d), a descendant of pid %d", title, p.pid, w.pid)
                 known.add(p.pid)
 
     def _died(self, w: _Watched) -> None:
@@ -559,3 +564,46 @@ def failed_report(bench: dict | None, rows: list[dict], num_prompts: int, emulat
                                 f"({fault.condition} at {when}); the rest count as failed")
     rep["emulation"] = emulation
     return rep
+
+
+# ---------------------------------------------------------------------- pods (the operator)
+
+#: What vLLM's API server logs when a process below it dies (the container's last log lines are
+#: its termination message: FallbackToLogsOnError); the first that matches names the cause.
+# NOTE: vLLM's own words (v1/executor/multiproc_executor.py, v1/engine/core_client.py).
+ENGINE_DEATH_LINES = (
+    ("worker", ("Worker proc", "died unexpectedly")),
+    ("worker", ("RayWorkerProc", "died unexpectedly")),
+    ("engine", ("engine core exited unexpectedly",)),
+    ("engine", ("EngineDeadError",)),
+    ("engine", ("Engine core proc", "died")),
+)
+
+
+def pod_condition(component: str | None, container: str | None, exit_code: int, text: str = "") -> str | None:
+    """The condition of a pod's container that terminated with exit_code (its termination
+    message: text), as `revati run` names the same fault locally; None: no process of the
+    deployment's own (the shim's init container, say)."""
+    hung = False
+    if container == "sidecar":
+        return condition("sidecar", hung)
+    if component in ("coordinator", "router"):
+        return condition(component, hung)
+    if component == "loadgen":
+        return condition("loadgen") if exit_code >= 128 else None  # (its own failures: LoadgenFailed)
+    if container == "engine":
+        for kind, words in ENGINE_DEATH_LINES:
+            if any(all(w in line for w in words) for line in text.splitlines()):
+                return condition(kind)
+        return condition("api")
+    return None
+
+
+def exit_code_words(code: int) -> str:
+    """A container's exit code in words (128 + n: killed by signal n)."""
+    if code > 128:
+        try:
+            return f"killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"

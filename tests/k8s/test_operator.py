@@ -434,8 +434,33 @@ def test_pod_failure_reasons():
     # A restarted container (Deployment pods restart) still fails the run: the clock is shared.
     restarted = term(2, where="lastState")
     restarted["state"] = {"running": {}}
-    assert pod_failure(pod(phase="Running", containerStatuses=[restarted]))[0] == "PodFailed"
+    assert pod_failure(pod(phase="Running", containerStatuses=[restarted]))[0] == "ApiServerCrashed"
     # The sidecar and the shim init container count too.
     assert "container shim" in pod_failure(pod(initContainerStatuses=[dict(term(1), name="shim")]))[1]
     assert pod_failure(pod(phase="Failed", reason="Evicted", message="The node was low on memory."))[1] == (
         "pod p failed: The node was low on memory.")
+
+
+def test_pod_failures_are_named_like_revati_runs_faults():
+    """The same cause gets the same condition as a local `revati run` (revati/run/faults.py)."""
+    from revati.operator.deployments import pod_failure
+
+    def pod(component: str, container: str, code: int, message: str = "") -> dict:
+        term = {"exitCode": code, "reason": "Error", "message": message}
+        return {"metadata": {"name": "p", "labels": {"app.kubernetes.io/component": component}},
+                "status": {"containerStatuses": [{"name": container, "state": {"terminated": term}}]}}
+
+    worker = ("(EngineCore_DP0 pid=12) ERROR multiproc_executor.py:316] Worker proc VllmWorker-1 died "
+              "unexpectedly (exit code: -9), shutting down executor.")
+    reason, msg = pod_failure(pod("replica", "engine", 1, worker))
+    assert reason == "WorkerCrashed" and msg.endswith(worker)
+    engine = "(APIServer pid=7) WARNING core_client.py:818] [shutdown] MPClient: engine core exited unexpectedly"
+    assert pod_failure(pod("replica", "engine", 1, engine))[0] == "EngineCrashed"
+    reason, msg = pod_failure(pod("replica", "engine", 137))
+    assert reason == "ApiServerCrashed" and "killed by SIGKILL" in msg
+    assert pod_failure(pod("replica", "sidecar", 137))[0] == "SidecarCrashed"
+    assert pod_failure(pod("coordinator", "coordinator", 1))[0] == "CoordinatorCrashed"
+    assert pod_failure(pod("router", "router", 137))[0] == "RouterCrashed"
+    assert pod_failure(pod("loadgen", "loadgen", 137))[0] == "LoadgenCrashed"
+    assert pod_failure(pod("loadgen", "loadgen", 1))[0] == "PodFailed"  # _fail: LoadgenFailed / RequestsFailed
+    assert pod_failure(pod("replica", "engine", 3))[0] == "EmulatedDeadlock"
