@@ -237,7 +237,7 @@ if __name__ == "__main__":
 #: How each kind of process is found among `revati run`'s descendants (its command line).
 TARGETS = {
     "api": lambda cmd: cmd[1:2] == [HERE] and cmd[2:3] == ["serve"],
-    "engine": lambda cmd: cmd[:1] == ["VLLM::EngineCore_DP0"],
+    "engine": lambda cmd: bool(cmd) and cmd[0].startswith("VLLM::EngineCore"),
     "worker": lambda cmd: cmd[:1] == ["VLLM::Worker_TP1"],
     "loadgen": lambda cmd: cmd[1:2] == [HERE] and cmd[2:3] == ["bench"],
     "sidecar": lambda cmd: cmd[1:4] == ["-m", "revati.cli", "sidecar"],
@@ -268,16 +268,17 @@ class Outcome:
 
 
 def inject(kind: str, how: str, seed: int, workdir: str, *, delay_s: tuple[float, float] = (0.3, 2.0),
-           timeout_s: float = 180.0) -> Outcome:
+           timeout_s: float = 180.0, real_spec: dict | None = None) -> Outcome:
     """Runs the fake deployment under `revati run` and, at a random point of its load (seeded: a
     delay in delay_s after the load started), kills (how="KILL") or stops ("STOP") the process of
     `kind`, or ("crash", "hang") the Timekeeper's loop. Returns what happened, with every
-    descendant seen during the run that is still alive afterwards (survivors)."""
+    descendant seen during the run that is still alive afterwards (survivors).
+    real_spec: run this spec with the real vLLM instead (no fake)."""
     import psutil
     import yaml
 
     rng = random.Random(f"{kind}:{how}:{seed}")
-    spec = json.loads(json.dumps(SPEC))
+    spec = json.loads(json.dumps(real_spec or SPEC))
     if kind == "sidecar":
         spec["spec"]["emulation"]["predictor"] = "sidecar"
     os.makedirs(workdir, exist_ok=True)
@@ -288,7 +289,8 @@ def inject(kind: str, how: str, seed: int, workdir: str, *, delay_s: tuple[float
     trigger = os.path.join(workdir, "tk-fault")
     if kind == "timekeeper":
         env["REVATI_FAKE_TK_FAULT"] = f"{how}:{trigger}"
-    proc = subprocess.Popen([sys.executable, HERE, "revati", "run", spec_path, "--out", out], env=env,
+    cmd = [sys.executable, "-m", "revati.cli"] if real_spec else [sys.executable, HERE, "revati"]
+    proc = subprocess.Popen([*cmd, "run", spec_path, "--out", out], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict[int, float] = {}
     output: list[str] = []

@@ -253,3 +253,34 @@ def test_a_fault_of_each_kind_ends_the_run_as_failed(tmp_path, kind, how, cond, 
         assert len(rows) == 400 and 0 < rep["completed"] < 400, rep["metrics_scope"]
         assert f"only the {rep['completed']} of 400" in rep["metrics_scope"]
         assert rep["duration"] > 0 and rep["mean_ttft_ms"] > 0
+
+
+# ---------------------------------------------------------------------- the real vLLM
+
+REAL = {
+    "apiVersion": "revati.dev/v1alpha1", "kind": "EmulatedDeployment", "metadata": {"name": "crash"},
+    "spec": {
+        "model": "meta-llama/Llama-3.1-8B", "gpu": "h100-sxm",
+        "engine": {"args": {"enforce-eager": True, "max-model-len": 2048, "max-num-seqs": 16}},
+        "workload": {"dataset": {"type": "random", "inputLen": 128, "outputLen": 64, "rangeRatio": 0.2},
+                     "arrival": {"process": "poisson", "requestRate": 4}, "numPrompts": 200, "seed": 1},
+    },
+}
+
+
+@pytest.mark.slow
+def test_the_real_engine_core_killed_mid_load_ends_the_run_as_failed(tmp_path):
+    """The issue's case: vLLM's engine core SIGKILLed during the load (1-2 min of start-up here)."""
+    o = fake_deployment.inject("engine", "KILL", seed=15, workdir=str(tmp_path), real_spec=REAL,
+                               delay_s=(1.0, 4.0), timeout_s=900)
+    assert o.injected_at_s is not None, o.output[-3000:]
+    assert o.rc == faults.FAULT_EXIT_CODE, o.output[-3000:]
+    assert not o.survivors, o.survivors
+    assert o.fault_to_exit_s < 10.0
+    line = next(x for x in o.output.splitlines() if x.startswith("revati run: FAILED:"))
+    assert line.startswith("revati run: FAILED: EngineCrashed: the engine core (VLLM::EngineCore") and "SIGKILL" in line
+    rep = o.report
+    assert rep["outcome"] == "failed" and rep["failure"]["condition"] == "EngineCrashed"
+    assert rep["completed"] < 200 and rep["metrics_scope"]
+    print(f"fault at {o.injected_at_s:.1f} s into the load, clean exit {o.fault_to_exit_s:.2f} s later; "
+          f"{rep['metrics_scope']}")
