@@ -338,7 +338,40 @@ def send_model_to_shim(runner: Any) -> None:
     inter = getattr(hf, "intermediate_size", None) or 4 * mc.get_hidden_size()
     lib.revati_set_model(mc.get_num_attention_heads(pc), mc.get_num_kv_heads(pc), mc.get_head_size(),
                          mc.get_hidden_size(), int(inter) // tp)
+    moe = moe_layout(hf, tp, int(getattr(pc, "data_parallel_size", 1) or 1),
+                     bool(getattr(pc, "enable_expert_parallel", False)),
+                     getattr(mc.hf_config, "quantization_config", None) or getattr(mc, "quantization", None))
+    if moe is not None:
+        lib.revati_set_moe(*moe)
     runner._revati_model_sent = True
+
+
+# The config fields that name a MoE model's routed experts, per architecture family (Mixtral and
+# Llama 4: num_local_experts; Qwen2/3-MoE: num_experts; DeepSeek V2/V3 and GLM: n_routed_experts).
+_EXPERT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def moe_layout(hf: Any, tp: int, dp: int = 1, expert_parallel: bool = False,
+               quantization: Any = None) -> tuple[int, ...] | None:
+    """The routed experts of one GPU, from the model's config: (experts on this GPU, experts in
+    all, top-k, each expert's intermediate size on this GPU, bytes of one weight), or None for a
+    dense model (quantization: the top-level config's, when the text config has none). Without
+    expert parallelism every GPU holds every expert, its intermediate split
+    over TP (vLLM's FusedMoE); with it the experts are split over TP x DP, each whole."""
+    total = next((int(v) for f in _EXPERT_FIELDS if isinstance(v := getattr(hf, f, None), int) and v > 1), None)
+    topk = getattr(hf, "num_experts_per_tok", None) or getattr(hf, "moe_topk", None)
+    if total is None or not topk:
+        return None
+    inter = getattr(hf, "moe_intermediate_size", None) or getattr(hf, "intermediate_size", None)
+    if not inter:
+        return None
+    q = getattr(hf, "quantization_config", None) or quantization
+    qs = str(q).lower() if q else ""
+    weight_bytes = 1 if ("fp8" in qs or "float8" in qs or "float-quantized" in qs) else 2
+    if expert_parallel:
+        ep = max(1, tp * dp)
+        return max(1, total // ep), total, int(topk), int(inter), weight_bytes
+    return total, total, int(topk), max(1, int(inter) // tp), weight_bytes
 
 
 def send_step_to_shim(batch: dict[str, Any]) -> None:

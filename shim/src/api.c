@@ -30,6 +30,10 @@ void revati_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden,
   rv_set_model(num_heads, num_kv_heads, head_dim, hidden, intermediate);
 }
 
+void revati_set_moe(int experts_local, int experts_total, int topk, int intermediate, int weight_bytes) {
+  rv_set_moe(experts_local, experts_total, topk, intermediate, weight_bytes);
+}
+
 void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode,
                      int64_t prefill_tokens, int64_t prefill_kv_sum, int64_t prefill_kv_max, int64_t prefill_pairs,
                      int64_t decode_kv_sum, int64_t decode_kv_max) {

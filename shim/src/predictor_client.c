@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "msgpack.h"
 #include "shim.h"
@@ -34,6 +35,8 @@ typedef struct {
 
 typedef struct {
   int num_heads, num_kv_heads, head_dim, hidden, intermediate, set;
+  /* routed experts (revati_set_moe): per GPU, 0 for a dense model */
+  int moe_experts, moe_experts_total, moe_topk, moe_intermediate, moe_weight_bytes;
 } rv_model;
 
 static rv_step rv_cur_step;
@@ -41,7 +44,22 @@ static rv_model rv_model_info;
 
 /* From the vLLM semantic layer (revati_set_model). Values are per GPU (after tensor parallel). */
 void rv_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int intermediate) {
-  rv_model_info = (rv_model){num_heads, num_kv_heads, head_dim, hidden, intermediate, 1};
+  rv_model m = rv_model_info; /* keeps the experts, which may be set first */
+  m.num_heads = num_heads; m.num_kv_heads = num_kv_heads; m.head_dim = head_dim;
+  m.hidden = hidden; m.intermediate = intermediate; m.set = 1;
+  rv_model_info = m;
+}
+
+void rv_set_moe(int experts_local, int experts_total, int topk, int intermediate, int weight_bytes) {
+  if (experts_local <= 0 || experts_total < experts_local || topk <= 0 || topk > experts_total ||
+      intermediate <= 0 || (weight_bytes != 1 && weight_bytes != 2 && weight_bytes != 4)) {
+    rv_log(RV_LOG_ERROR, "revati_set_moe: ignoring an impossible expert layout (%d of %d experts, top-%d, "
+           "intermediate %d, %d-byte weights)", experts_local, experts_total, topk, intermediate, weight_bytes);
+    return;
+  }
+  rv_model_info.moe_experts = experts_local; rv_model_info.moe_experts_total = experts_total;
+  rv_model_info.moe_topk = topk; rv_model_info.moe_intermediate = intermediate;
+  rv_model_info.moe_weight_bytes = weight_bytes;
 }
 
 /* Steps handed over by the semantic layer: the report checks that the stats cover the run. */
@@ -105,6 +123,62 @@ static int describe_decode_part(const rv_op *op, rv_mp *w) {
   return 1;
 }
 
+/* The fused-MoE kernels of one layer, told apart by name: the router's top-k (topkGatingSoftmax,
+ * grouped_topk ...), the token permutation (moe_align_block_size, count_and_sort ...), the
+ * weighted sum over the top-k outputs (moe_sum), and the rest: the grouped expert GEMMs
+ * (Triton fused_moe_kernel, CUTLASS/FlashInfer grouped GEMMs), two per layer, gate-up (w13)
+ * then down (w2). */
+enum { RV_MOE_GEMM, RV_MOE_ROUTE, RV_MOE_ALIGN, RV_MOE_SUM };
+
+static int moe_kind(const char *n) {
+  if (strstr(n, "opk") || strstr(n, "Gating") || strstr(n, "gating") || strstr(n, "routing") || strstr(n, "Routing"))
+    return RV_MOE_ROUTE;
+  if (strstr(n, "align") || strstr(n, "sort") || strstr(n, "Sort") || strstr(n, "count") || strstr(n, "permute") ||
+      strstr(n, "Permute") || strstr(n, "expand") || strstr(n, "shuffle"))
+    return RV_MOE_ALIGN;
+  if (strstr(n, "moe_sum") || strstr(n, "_sum") || strstr(n, "finalize") || strstr(n, "Finalize") || strstr(n, "reduce"))
+    return RV_MOE_SUM;
+  return RV_MOE_GEMM;
+}
+
+/* Which of a layer's two expert GEMMs this launch is: the first after the router's top-k is the
+ * gate-up GEMM, the next the down GEMM; without a top-k kernel (another backend) they alternate.
+ * Per thread: graph replays and eager launches walk a layer's kernels in stream order. */
+static __thread unsigned rv_moe_gemms_since_route;
+
+static void describe_moe(const rv_op *op, rv_mp *w, int64_t tokens) {
+  const rv_model *m = &rv_model_info;
+  int kind = moe_kind(op->u.kernel.k->mangled);
+  int64_t assign = tokens * m->moe_topk; /* token-expert pairs (all experts) */
+  if (kind == RV_MOE_GEMM) {
+    int w13 = (rv_moe_gemms_since_route++ & 1) == 0;
+    rv_mp_map(w, 9);
+    rv_mp_kv_str(w, "op", "moe");
+    rv_mp_kv_str(w, "stage", w13 ? "w13" : "w2");
+    rv_mp_kv_int(w, "tokens", tokens);
+    rv_mp_kv_int(w, "hidden", m->hidden);
+    rv_mp_kv_int(w, "intermediate", m->moe_intermediate);
+    rv_mp_kv_int(w, "experts", m->moe_experts);
+    rv_mp_kv_int(w, "experts_total", m->moe_experts_total);
+    rv_mp_kv_int(w, "topk", m->moe_topk);
+    rv_mp_kv_str(w, "dtype", m->moe_weight_bytes == 1 ? "fp8" : "bf16");
+    return;
+  }
+  /* The small kernels around them: bytes moved (router logits in, ids and weights out; the
+   * permutation's ids; the top-k outputs read and summed). */
+  int64_t bytes;
+  if (kind == RV_MOE_ROUTE) {
+    rv_moe_gemms_since_route = 0;
+    bytes = tokens * m->moe_experts_total * 2 + assign * 8;
+  } else if (kind == RV_MOE_ALIGN) {
+    bytes = assign * 12 + (int64_t)m->moe_experts * 4;
+  } else {
+    bytes = assign * m->hidden * 2 + tokens * m->hidden * 2;
+  }
+  rv_mp_map(w, 3);
+  rv_mp_kv_str(w, "op", "elementwise"); rv_mp_kv_int(w, "bytes", bytes > 0 ? bytes : 1); rv_mp_kv_int(w, "tokens", tokens);
+}
+
 /* Encodes op as its descriptor. Returns 0 when the op has no family the predictor models
  * (the caller then uses the roofline and counts an unmapped op). */
 static int describe(const rv_op *op, rv_mp *w, int *mapped) {
@@ -154,6 +228,10 @@ static int describe(const rv_op *op, rv_mp *w, int *mapped) {
     /* One varlen kernel serves the whole batch; a mixed step is described by its prefill
      * part here and its decode part by describe_decode_part (the caller adds both). */
     describe_attention(w, s->num_prefill > 0);
+    return 1;
+  }
+  if (fam == RV_FAM_MOE && m->set && m->moe_experts > 0) {
+    describe_moe(op, w, tokens);
     return 1;
   }
   if (m->set && (fam == RV_FAM_NORM || fam == RV_FAM_ROTARY || fam == RV_FAM_ACTIVATION || fam == RV_FAM_CACHE_WRITE)) {
@@ -239,6 +317,8 @@ typedef struct {
 
 static rv_zmq z;
 static void *rv_sock;
+static pid_t rv_sock_pid;   /* the process that opened rv_sock */
+static char rv_sock_ep[256];
 static int rv_sidecar_ok;
 static uint8_t rv_reply[1 << 16];
 
@@ -272,7 +352,30 @@ static int request(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtyp
   return r;
 }
 
+/* Opens this process's socket to the sidecar at ep. Returns 0, or -1. */
+static int sidecar_connect(const char *ep) {
+  rv_tw_guard++; /* libzmq's I/O thread inherits nothing, but its creation polls must be real */
+  void *ctx = z.ctx_new();
+  void *sock = ctx ? z.socket(ctx, ZMQ_DEALER) : NULL;
+  rv_tw_guard--;
+  if (!sock) return -1;
+  int timeout = 30000, linger = 0;
+  z.setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+  z.setsockopt(sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+  z.setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+  if (z.connect(sock, ep)) return -1;
+  snprintf(rv_sock_ep, sizeof rv_sock_ep, "%s", ep);
+  rv_sock = sock;
+  rv_sock_pid = getpid();
+  return 0;
+}
+
 static int request_unguarded(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype) {
+  /* A forked child (vLLM's engine core under an offline LLM, multiprocessing workers) inherits
+   * the parent's socket but not its context's I/O thread: the socket is dead there, and using
+   * it lost the predictor for the whole child. The child opens its own (the parent's is left
+   * alone: closing it would touch the parent's context). */
+  if (RV_UNLIKELY(rv_sock_pid != getpid()) && sidecar_connect(rv_sock_ep)) return -1;
   if (z.send(rv_sock, &type, 1, ZMQ_SNDMORE) < 0 || z.send(rv_sock, payload, n, 0) < 0) return -1;
   uint8_t t;
   if (z.recv(rv_sock, &t, 1, 0) != 1) return -1;
@@ -371,15 +474,7 @@ const rv_duration_source *rv_sidecar_init(void) {
     rv_log(RV_LOG_ERROR, "REVATI_SIDECAR is set but libzmq (REVATI_ZMQ_LIB=%s) cannot be loaded", lib ? lib : "");
     return NULL;
   }
-  rv_tw_guard++; /* libzmq's I/O thread inherits nothing, but its creation polls must be real */
-  void *ctx = z.ctx_new();
-  rv_sock = z.socket(ctx, ZMQ_DEALER);
-  rv_tw_guard--;
-  int timeout = 30000, linger = 0;
-  z.setsockopt(rv_sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-  z.setsockopt(rv_sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
-  z.setsockopt(rv_sock, ZMQ_LINGER, &linger, sizeof linger);
-  if (z.connect(rv_sock, ep)) return NULL;
+  if (sidecar_connect(ep)) return NULL;
   uint8_t hellobuf[RV_DESC_MAX];
   rv_mp hello = RV_MP(hellobuf);
   rv_mp_map(&hello, 2);

@@ -39,6 +39,10 @@ RV_API void revati_anatomy_pop(int state);
 /* The vLLM semantic layer (revati/vllm_plugin/steps.py): the model's attention and MLP shape,
  * per GPU (after tensor parallel), once per model runner ... */
 RV_API void revati_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int intermediate);
+/* ... its routed experts (MoE models only), per GPU: the experts this GPU holds, the model's
+ * routed experts in all, the experts each token is sent to, each expert's intermediate size on
+ * this GPU, and the bytes of one expert weight (2 for bf16/fp16, 1 for fp8) ... */
+RV_API void revati_set_moe(int experts_local, int experts_total, int topk, int intermediate, int weight_bytes);
 /* ... and each step's batch composition, from which kernels launched in the step are
  * described for the predictor. */
 RV_API void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode,

@@ -32,6 +32,10 @@ SAMPLES = [
      "topology": "pcie"},
     {"op": "memcpy", "bytes": 4096, "direction": "h2d"},
     {"op": "memcpy", "bytes": 0, "direction": "d2d"},
+    {"op": "moe", "stage": "w13", "tokens": 38, "hidden": 4096, "intermediate": 7168,
+     "experts": 8, "topk": 2},
+    {"op": "moe", "stage": "w2", "tokens": 0, "hidden": 2048, "intermediate": 768,
+     "experts": 64, "experts_total": 128, "topk": 8, "dtype": "fp8"},
 ] + [d for kind in ("norm", "activation", "rotary", "elementwise", "embedding") for d in (
     {"op": kind, "tokens": 33, "hidden": 4096},
     {"op": kind, "bytes": 12345, "dtype": "fp32"},
@@ -69,7 +73,7 @@ def test_every_family_is_complete(name):
     bound = _bound(name, p, keys)
     assert bound.shape == (len(keys),) and (bound >= 0).all()
     assert fam.fallback(p, dict(zip(fam.columns, keys[-1]))) > 0
-    if name == "memcpy":
+    if name in ("memcpy", "moe"):  # served by an analytic model
         assert not fam.learned and fam.analytic is not None and fam.grid is None
         assert (fam.analytic(p, keys) > 0).all()
         return
