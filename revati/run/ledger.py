@@ -82,6 +82,15 @@ class _Process:
     first_t: float
     last_t: float
     read_cmd_t: float
+    ticks: list[tuple[float, int, int]] = field(default_factory=list)  # (t, user, system) clock ticks
+
+    def at(self, t: float) -> tuple[int, int]:
+        last = (0, 0)
+        for ts, u, k in self.ticks:
+            if ts > t:
+                break
+            last = (u, k)
+        return last
 
 
 class TreeSampler:
@@ -135,6 +144,9 @@ class TreeSampler:
             elif now - p.read_cmd_t > 2.0:  # titles change after start (setproctitle)
                 p.cmdline, p.read_cmd_t = _cmdline(pid) or p.cmdline, now
             p.last_t = now
+            ut = _user_system(pid)
+            if ut is not None and (not p.ticks or p.ticks[-1][1:] != ut):
+                p.ticks.append((now, *ut))
             try:
                 tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
             except OSError:
@@ -191,6 +203,16 @@ def _comm(pid: int, tid: int) -> str:
         return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def _user_system(pid: int) -> tuple[int, int] | None:
+    """The process's user and system CPU (clock ticks, its live and exited threads)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        f = stat[stat.rindex(")") + 2:].split()
+        return int(f[11]), int(f[12])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _ppid(pid: int) -> int:
@@ -272,16 +294,30 @@ def ledger(sampler: TreeSampler, windows: dict[str, tuple[float, float]], *, eng
     # NOTE: vLLM's engine core starts as a multiprocessing child and gets its title later: a
     # process whose title was seen once keeps it (the last command line read)
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
+    names: dict[tuple[str, str], dict[str, dict[str, float]]] = {}  # group -> thread name -> window -> CPU s
     for th in sampler.threads.values():
         side, role = roles.get(th.pid, ("other", "?"))
         key = thread_group(side, role, th.comm, th.tid == th.pid)
         g = groups.setdefault(key, {})
+        tn = ("main thread" if th.tid == th.pid else re.sub(r"[-_/]?\d+$", "", th.comm) or "?")
+        n = names.setdefault(key, {}).setdefault(tn, {})
         for name, (a, b) in windows.items():
             ra, wa = th.at(a)
             rb, wb = th.at(b)
             cell = g.setdefault(name, [0.0, 0.0])
             cell[0] += (rb - ra) / 1e9
             cell[1] += (wb - wa) / 1e9
+            n[name] = n.get(name, 0.0) + (rb - ra) / 1e9
+    hz = os.sysconf("SC_CLK_TCK")
+    user_sys: dict[str, dict[str, list[float]]] = {}  # role -> window -> [user s, system s]
+    for pid, p in sampler.procs.items():
+        side, role = roles.get(pid, ("other", "?"))
+        for name, (a, b) in windows.items():
+            ua, ka = p.at(a)
+            ub, kb = p.at(b)
+            cell = user_sys.setdefault(role, {}).setdefault(name, [0.0, 0.0])
+            cell[0] += (ub - ua) / hz
+            cell[1] += (kb - ka) / hz
     shim: dict[str, float] = {}
     if perf_samples and perf_hz:
         for pid, by_dso in perf_samples.items():
@@ -291,8 +327,10 @@ def ledger(sampler: TreeSampler, windows: dict[str, tuple[float, float]], *, eng
                 shim[role] = shim.get(role, 0.0) + n / perf_hz
     rows = []
     for (side, group), cells in sorted(groups.items(), key=lambda kv: (kv[0][0], -sum(c[0] for c in kv[1].values()))):
+        top = sorted(names.get((side, group), {}).items(), key=lambda kv: -max(kv[1].values(), default=0))
         rows.append({"side": side, "group": group, "cpu_s": {k: round(v[0], 2) for k, v in cells.items()},
-                     "queued_s": {k: round(v[1], 2) for k, v in cells.items()}})
+                     "queued_s": {k: round(v[1], 2) for k, v in cells.items()},
+                     "threads_cpu_s": {tn: {k: round(v, 2) for k, v in w.items()} for tn, w in top[:6]}})
     totals = {}
     for name in windows:
         cp = sum(r["cpu_s"].get(name, 0.0) for r in rows if r["side"] == "control plane")
@@ -306,6 +344,8 @@ def ledger(sampler: TreeSampler, windows: dict[str, tuple[float, float]], *, eng
         "windows": {k: [round(a - sampler.busy[0][0], 2) if sampler.busy else a,
                         round(b - sampler.busy[0][0], 2) if sampler.busy else b] for k, (a, b) in windows.items()},
         "rows": rows,
+        "user_system_s": {role: {k: [round(u, 2), round(k_, 2)] for k, (u, k_) in w.items()}
+                          for role, w in user_sys.items()},
         "totals": totals,
         "idle_wall_s": {k: round(_idle(sampler, a, b), 2) for k, (a, b) in windows.items()},
         "host_busy_cores": {k: _host_busy(sampler, a, b) for k, (a, b) in windows.items()},
@@ -358,6 +398,16 @@ def format_ledger(d: dict) -> str:
             lines.append(f"[{side}]")
         lines.append(f"  {r['group']:<{w + 14}}" + "".join(f"{r['cpu_s'].get(n, 0):>12.1f}" for n in names)
                      + f"{r['queued_s'].get(names[-1], 0):>18.1f}")
+        threads = r.get("threads_cpu_s") or {}
+        if len(threads) > 1 and r["cpu_s"].get(names[-1], 0) >= 1.0:
+            for tn, cells in list(threads.items())[:4]:
+                lines.append(f"      {tn:<{w + 10}}" + "".join(f"{cells.get(n, 0):>12.1f}" for n in names))
+    us = d.get("user_system_s") or {}
+    win = "load" if "load" in names else names[-1]
+    if us:
+        lines.append(f"user / system CPU s ({win}, /proc/PID/stat): " + ", ".join(
+            f"{role} {w[win][0]:.1f} / {w[win][1]:.1f}" for role, w in sorted(us.items(), key=lambda kv: -sum(
+                kv[1].get(win, [0, 0]))) if win in w and sum(w[win]) >= 0.1))
     for k, v in (d.get("shim_sampled_cpu_s") or {}).items():
         lines.append(f"  shim library inside the {k} (perf, whole run): {v:.1f} s")
     for n in names:
