@@ -153,6 +153,9 @@ class ContentionGovernor:
         self._sample = sample
         self.base_ppm = page.get("base_dilation_ppm") or page.get("dilation_ppm")
         self.stats = GovernorStats()
+        self._per: dict = {}  # see _push
+        self._per_of: deque | None = None
+        self._per_len = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -170,7 +173,7 @@ class ContentionGovernor:
             self._primed = True
             return self.page.rate_ppm() / self.base_ppm
         now = time.monotonic_ns()
-        recent.append((run, wait, dict(self._sched.per_thread), now))
+        self._push(recent, (run, wait, dict(self._sched.per_thread), now))
         r = sum(x[0] for x in recent)
         q = sum(x[1] for x in recent)
         if r <= 0:  # nothing ran: keep the rate (no CPU work is being counted anyway)
@@ -182,16 +185,38 @@ class ContentionGovernor:
         # CPU counted 2.5-3x under load (TTFT +9.8% pinned to 1 core; with the max: +0.2%).
         if len(recent) > 1:
             wall = now - recent[0][3]
-            per: dict = {}
-            for _, _, d, _ in list(recent)[1:]:
-                for k, (a, b) in d.items():
-                    x = per.setdefault(k, [0, 0])
-                    x[0] += a
-                    x[1] += b
-            busy = [(a + b) / a for a, b in per.values() if a > 0 and a + b >= 0.25 * wall]
+            busy = [(a + b) / a for a, b in self._per.values() if a > 0 and a + b >= 0.25 * wall]
             if busy:
                 f = max(f, max(busy))
         return min(self.max_factor, f)
+
+    def _push(self, recent: deque, entry: tuple) -> None:
+        """Appends a period to the window and keeps self._per, each thread's (run, wait) summed
+        over the window's periods but its first (integers: the same sums as adding them anew
+        each period, at a fraction of the cost)."""
+        if recent is not self._per_of or len(recent) != self._per_len:  # another window: sum it anew
+            self._per_of, self._per = recent, {}
+            for _, _, d, _ in list(recent)[1:]:
+                self._add(d, 1)
+        full = recent.maxlen is not None and len(recent) == recent.maxlen
+        if full and len(recent) >= 2:  # the first period drops out, the second becomes the first
+            self._add(recent[1][2], -1)
+        if recent and not (full and len(recent) == 1):  # the entry will not be the first
+            self._add(entry[2], 1)
+        recent.append(entry)
+        self._per_len = len(recent)
+
+    def _add(self, d: dict, sign: int) -> None:
+        per = self._per
+        for k, (a, b) in d.items():
+            x = per.get(k)
+            if x is None:
+                per[k] = [a, b]
+            else:
+                x[0] += sign * a
+                x[1] += sign * b
+                if sign < 0 and x[0] == 0 and x[1] == 0:
+                    del per[k]
 
     def step(self, recent: deque) -> None:
         """One sample: measure, publish a new rate when it moved by more than hysteresis."""

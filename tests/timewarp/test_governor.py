@@ -105,3 +105,68 @@ def test_cpu_work_costs_its_cpu_time_under_host_load():
     # Other load on the host (CI neighbours) raises `counted` and is compensated too.
     assert counted > 1.1  # the hogs took a share of the cores (about 1.5 expected)
     assert 0.7 < compensated < 1.3 and compensated < counted
+
+
+def test_the_window_sums_are_those_of_adding_the_periods_anew():
+    """ContentionGovernor keeps each thread's window sums as it goes (_push); the factor must be
+    the one of summing the window's periods anew every period (the earlier code), exactly."""
+    import random
+
+    from revati.timekeeper import governor as g
+
+    def reference(recent) -> float:  # the earlier _measure's arithmetic over the same window
+        r = sum(x[0] for x in recent)
+        q = sum(x[1] for x in recent)
+        if r <= 0:
+            return -1.0
+        f = (r + q) / r
+        if len(recent) > 1:
+            wall = recent[-1][3] - recent[0][3]
+            per: dict = {}
+            for _, _, d, _ in list(recent)[1:]:
+                for k, (a, b) in d.items():
+                    x = per.setdefault(k, [0, 0])
+                    x[0] += a
+                    x[1] += b
+            busy = [(a + b) / a for a, b in per.values() if a > 0 and a + b >= 0.25 * wall]
+            if busy:
+                f = max(f, max(busy))
+        return min(16.0, f)
+
+    class Page:
+        def rate_ppm(self):
+            return 1_000_000
+
+        def get(self, key):
+            return 1_000_000
+
+    rng = random.Random(0)
+    for window in (1, 2, 8):
+        gov = g.ContentionGovernor(Page(), lambda: [], window=window)
+        gov._primed = True
+        recent: deque = deque(maxlen=window)
+        shadow: deque = deque(maxlen=window)
+        live = {(1, t) for t in range(6)}
+        t = 0
+        for _ in range(400):
+            if rng.random() < 0.1:  # threads come and go
+                live ^= {(1, rng.randrange(12))}
+            per = {k: (rng.choice([0, 0, rng.randrange(5_000_000)]), rng.choice([0, rng.randrange(9_000_000)]))
+                   for k in live}
+
+            class Sched:
+                per_thread = per
+
+                def deltas(self, tasks):
+                    return sum(a for a, _ in per.values()), sum(b for _, b in per.values())
+
+            gov._sched = Sched()
+            t += 5_000_000
+            g.time.monotonic_ns, real = (lambda: t), g.time.monotonic_ns
+            try:
+                f = gov._measure(recent)
+            finally:
+                g.time.monotonic_ns = real
+            shadow.append((sum(a for a, _ in per.values()), sum(b for _, b in per.values()), dict(per), t))
+            want = reference(shadow)
+            assert f == (1.0 if want < 0 else want), (window, f, want)
