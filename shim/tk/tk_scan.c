@@ -14,6 +14,13 @@
  * recorded), else compares every thread's run count with the last idle scan and records this
  * one: 0 when no thread outside exempt (the WAITING actors) got a CPU in between, 1 when one
  * did or a thread is new.
+ *
+ * NOTE: rv_tk_quiet lists a process's threads (readdir of /proc/PID/task) only when its thread
+ * set may have changed: the link count of that folder (2 + live threads, from fstat of an fd
+ * kept open) moved, or one of the threads listed last time is gone (its read fails). With the
+ * same count and none gone, no thread was created either, so the last list is the thread set.
+ * The folder's count is read before its listing: a thread created in between shows as a
+ * changed count at the next scan.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -22,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "revati_api.h"
@@ -30,6 +38,20 @@
 static struct { int32_t tid, pid, stat_fd, sched_fd; uint32_t gen, seen; int64_t runs, cur; } tab[CAP];
 static uint32_t gen;
 static int ready;
+
+/* rv_tk_quiet's processes: the task folder's fd, its link count at the last listing, and the
+ * table slots of the threads that listing found. */
+#define PCAP 64
+#define MAXT 4096
+static struct {
+  int32_t pid;
+  int dirfd, valid, n;
+  uint32_t gen;
+  uint64_t nlink;
+  int slots[MAXT];
+  int32_t tids[MAXT];
+} procs[PCAP];
+static int busy_pi = -1, busy_j = -1; /* see busy_again */
 
 static int slot_of(int32_t tid, int create) {
   uint32_t h = (uint32_t)tid * 2654435761u;
@@ -123,40 +145,137 @@ int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t cap) {
   return cnt;
 }
 
+static void proc_drop(int pi) {
+  if (pi == busy_pi) busy_pi = -1;
+  if (procs[pi].dirfd >= 0) close(procs[pi].dirfd);
+  procs[pi].dirfd = -1;
+  procs[pi].pid = 0;
+  procs[pi].valid = 0;
+}
+
+static int proc_of(int32_t pid) {
+  int free_i = -1;
+  for (int i = 0; i < PCAP; i++) {
+    if (procs[i].pid == pid) return i;
+    if (procs[i].pid == 0 && free_i < 0) free_i = i;
+  }
+  if (free_i < 0) return -1;
+  procs[free_i].pid = pid;
+  procs[free_i].dirfd = -1;
+  procs[free_i].valid = 0;
+  return free_i;
+}
+
+/* The thread found busy by the last scan (a process slot and its list index), read first: a busy
+ * deployment is usually busy in the same thread (the engine core's loop), and the scan stops at
+ * the first busy thread. */
+static int busy_again(const int32_t *pids, int npids) {
+  if (busy_pi < 0 || !procs[busy_pi].valid || busy_j >= procs[busy_pi].n) return 0;
+  int asked = 0; /* only a process of this call counts */
+  for (int i = 0; i < npids && !asked; i++) asked = pids[i] == procs[busy_pi].pid;
+  if (!asked) return 0;
+  int k = procs[busy_pi].slots[busy_j];
+  if (tab[k].tid != procs[busy_pi].tids[busy_j] || tab[k].stat_fd < 0) return 0;
+  int64_t runs;
+  return read_thread(k, &runs) > 0;
+}
+
+/* The threads listed last time, read again: 1 all idle, -1 one is busy, 0 the list may be stale. */
+static int quiet_fast(int pi) {
+  struct stat st;
+  if (!procs[pi].valid || procs[pi].dirfd < 0 || fstat(procs[pi].dirfd, &st) != 0 ||
+      (uint64_t)st.st_nlink != procs[pi].nlink)
+    return 0;
+  for (int j = 0; j < procs[pi].n; j++) {
+    int k = procs[pi].slots[j];
+    if (tab[k].tid != procs[pi].tids[j] || tab[k].pid != procs[pi].pid || tab[k].stat_fd < 0) return 0;
+    tab[k].gen = gen;
+    int r = read_thread(k, &tab[k].cur);
+    if (r < 0) return 0;
+    if (r > 0) {
+      busy_pi = pi;
+      busy_j = j;
+      return -1;
+    }
+  }
+  return 1;
+}
+
+/* Lists the threads of process pid (slot pi) and reads them: 1 all idle, -1 one is busy, -2 the
+ * table is full. The list is kept (valid) only when it is complete. */
+static int quiet_list(int pi, int32_t pid) {
+  char path[96];
+  procs[pi].valid = 0;
+  procs[pi].n = 0;
+  snprintf(path, sizeof path, "/proc/%d/task", pid);
+  if (procs[pi].dirfd < 0) procs[pi].dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct stat st;
+  int counted = procs[pi].dirfd >= 0 && fstat(procs[pi].dirfd, &st) == 0; /* before the listing */
+  DIR *d = opendir(path);
+  if (!d) return 1;
+  struct dirent *e;
+  int listed = 1;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    int32_t tid = (int32_t)atoi(e->d_name);
+    int k = slot_of(tid, 1);
+    if (k < 0) { closedir(d); return -2; }
+    if (tab[k].stat_fd < 0 || tab[k].pid != pid) {
+      if (tab[k].stat_fd >= 0) { close(tab[k].stat_fd); close(tab[k].sched_fd); }
+      tab[k].pid = pid;
+      tab[k].seen = 0;
+      snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pid, tid);
+      tab[k].stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+      snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", pid, tid);
+      tab[k].sched_fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (tab[k].stat_fd < 0 || tab[k].sched_fd < 0) { drop(k); listed = 0; continue; }
+    }
+    tab[k].gen = gen;
+    int r = read_thread(k, &tab[k].cur);
+    if (r < 0) { drop(k); listed = 0; continue; }
+    if (r > 0) {
+      closedir(d);
+      return -1;
+    }
+    if (procs[pi].n < MAXT) {
+      procs[pi].slots[procs[pi].n] = k;
+      procs[pi].tids[procs[pi].n++] = tid;
+    } else {
+      listed = 0;
+    }
+  }
+  closedir(d);
+  if (counted && listed) {
+    procs[pi].nlink = (uint64_t)st.st_nlink;
+    procs[pi].valid = 1;
+  }
+  return 1;
+}
+
 int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexempt) {
   if (!ready) {
     for (int i = 0; i < CAP; i++) tab[i].tid = 0;
     ready = 1;
   }
-  gen++;
-  char path[96];
-  for (int i = 0; i < npids; i++) {
-    snprintf(path, sizeof path, "/proc/%d/task", pids[i]);
-    DIR *d = opendir(path);
-    if (!d) continue;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-      int32_t tid = (int32_t)atoi(e->d_name);
-      int k = slot_of(tid, 1);
-      if (k < 0) { closedir(d); return 1; }
-      if (tab[k].stat_fd < 0 || tab[k].pid != pids[i]) {
-        if (tab[k].stat_fd >= 0) { close(tab[k].stat_fd); close(tab[k].sched_fd); }
-        tab[k].pid = pids[i];
-        tab[k].seen = 0;
-        snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pids[i], tid);
-        tab[k].stat_fd = open(path, O_RDONLY | O_CLOEXEC);
-        snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", pids[i], tid);
-        tab[k].sched_fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (tab[k].stat_fd < 0 || tab[k].sched_fd < 0) { drop(k); continue; }
-      }
-      tab[k].gen = gen;
-      int r = read_thread(k, &tab[k].cur);
-      if (r < 0) { drop(k); continue; }
-      if (r > 0) { closedir(d); return -1; }
-    }
-    closedir(d);
+  static int procs_ready;
+  if (!procs_ready) {
+    for (int i = 0; i < PCAP; i++) { procs[i].pid = 0; procs[i].dirfd = -1; }
+    procs_ready = 1;
   }
+  gen++;
+  if (busy_again(pids, npids)) return -1;
+  busy_pi = -1;
+  for (int i = 0; i < npids; i++) {
+    int pi = proc_of(pids[i]);
+    if (pi < 0) return 1; /* more processes than the table holds: never quiet */
+    int r = quiet_fast(pi);
+    if (r == 0) r = quiet_list(pi, pids[i]);
+    if (r == -2) return 1;
+    if (r < 0) return -1;
+    procs[pi].gen = gen;
+  }
+  for (int i = 0; i < PCAP; i++) /* processes no longer asked about */
+    if (procs[i].pid && procs[i].gen != gen) proc_drop(i);
   int ran = 0;
   for (int k = 0; k < CAP; k++) {
     if (tab[k].tid <= 0) continue;
