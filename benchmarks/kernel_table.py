@@ -12,7 +12,9 @@ trace does not say per event whether it had, so the run's coverage figure (repor
 emulation.predictor.coverage) stays the reference.
 
 Graph replays appear once per replayed node, so a kernel's time is over the whole run:
-warm-up, CUDA-graph capture and the benchmark.
+warm-up, CUDA-graph capture and the benchmark. A collective's event runs from its arrival on
+the stream to its end (max of the ranks' arrivals + its predicted duration), so it includes
+the wait for the other ranks: it is listed by kind, apart from the kernels.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ GEOMETRY_FAMILIES = frozenset({"triton", "elementwise", "reduce", "unknown", "sa
 
 
 def events(path: Path):
-    """The trace's complete ("X") events; the file is a JSON array with one event per line."""
+    """The trace's complete ("X") events: a merged trace ({"traceEvents": [...]}, what
+    `revati run` writes) or the shim's per-process parts (one event per line)."""
     with open(path, encoding="utf-8", errors="replace") as f:
+        head = f.read(64)
+        f.seek(0)
+        if head.lstrip().startswith('{"traceEvents"') or head.lstrip().startswith("{\n"):
+            for e in json.load(f).get("traceEvents", []):
+                if e.get("ph") == "X":
+                    yield e
+            return
         for line in f:
             line = line.strip().rstrip(",")
             if not line.startswith("{") or '"ph":"X"' not in line:
@@ -40,19 +50,26 @@ def events(path: Path):
                 continue
 
 
+def kernel_name(e: dict, width: int = 110) -> str:
+    """The event's name with enough of its template to tell kernels apart (the trace's name
+    stops at the first '<': every CUTLASS kernel is 'void cutlass::device_kernel')."""
+    d = e.get("args", {}).get("demangled") or e.get("name", "?")
+    d = d.split("(", 1)[0] if not d.startswith("void") else d
+    return d if len(d) <= width else d[: width - 3] + "..."
+
+
 def table(path: Path) -> dict:
     by_kind: dict[str, float] = defaultdict(float)
     by_family: dict[str, float] = defaultdict(float)
     kernels: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     for e in events(path):
         cat, dur = e.get("cat", "?"), float(e.get("dur", 0.0))
-        if cat in ("gemm", "memcpy", "memset") or e.get("name") in ("allreduce", "allgather", "reducescatter",
-                                                                   "broadcast", "reduce", "send", "recv"):
+        if cat in ("gemm", "memcpy", "memset", "collective"):
             by_kind[cat] += dur
             continue
         by_kind["kernel"] += dur
         by_family[cat] += dur
-        k = kernels[(cat, e.get("name", "?"))]
+        k = kernels[(cat, kernel_name(e))]
         k[0] += dur
         k[1] += 1
     total = sum(by_kind.values())
@@ -64,6 +81,8 @@ def table(path: Path) -> dict:
             "by_kind_us": {k: round(v, 1) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "by_family_us": {k: round(v, 1) for k, v in sorted(by_family.items(), key=lambda kv: -kv[1])},
             "geometry_share": geometry / total if total else 0.0,
+            "geometry_share_without_collectives": (geometry / (total - by_kind.get("collective", 0.0))
+                                                   if total > by_kind.get("collective", 0.0) else 0.0),
             "geometry_kernels": [r for r in rows if r["family"] in GEOMETRY_FAMILIES],
             "kernels": rows}
 
@@ -80,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
           ", ".join(f"{k} {v / 1e3:.1f} ms" for k, v in t["by_kind_us"].items()))
     print("kernels by family: " + ", ".join(f"{k} {v / 1e3:.1f} ms" for k, v in t["by_family_us"].items()))
     print(f"launch-geometry families ({', '.join(sorted(GEOMETRY_FAMILIES))}): "
-          f"{100 * t['geometry_share']:.1f}% of predicted GPU time; top kernels:")
+          f"{100 * t['geometry_share']:.1f}% of predicted GPU time "
+          f"({100 * t['geometry_share_without_collectives']:.1f}% of it without the collectives); top kernels:")
     for r in t["geometry_kernels"][: a.top]:
         print(f"  {100 * r['share']:5.1f}%  {r['us'] / 1e3:8.2f} ms  {r['launches']:7d}x  [{r['family']}] {r['kernel']}")
     print("top kernels of the other families:")
