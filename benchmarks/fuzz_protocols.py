@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/fuzz_protocols.py --protocol sidecar -n 100000
     .venv/bin/python benchmarks/fuzz_protocols.py --protocol timekeeper -n 100000
+    .venv/bin/python benchmarks/fuzz_protocols.py --protocol coordinator -n 100000
 
 The sidecar run drives SidecarServer.handle (the function the ROUTER loop calls for each
 message) with the generators of tests/sidecar/fuzz.py; every reply is checked as in the CI
@@ -85,15 +86,49 @@ def fuzz_timekeeper(n: int, seed: int) -> int:
     return failures
 
 
+def fuzz_coordinator(n: int, seed: int) -> int:
+    """Sessions of hostile peers over the coordinator's real TCP socket, half before the
+    handshake (without the secret), half after it (tests/timewarp/coordinator_fuzz.py), beside a
+    well-formed host that must keep jumping with causal times (checked every 25 sessions)."""
+    import logging
+
+    from hypothesis import strategies as st
+
+    from tests.timewarp.coordinator_fuzz import Harness, poke_authenticated, poke_unauthenticated, pre_auth, sessions
+
+    logging.getLogger("revati.timekeeper").setLevel(logging.ERROR)  # one warning per refused peer
+    h = Harness()
+    try:
+        @given(st.one_of(pre_auth.map(lambda x: ("pre", x)), sessions.map(lambda x: ("auth", x))))
+        def one(case):
+            kind, items = case
+            out = poke_unauthenticated(h.coord.address, items, h.replay) if kind == "pre" else \
+                poke_authenticated(h.coord.address, items)
+            h.record(out)
+            h.check()
+
+        failures, dt = run_fuzz(one, n, seed)
+        h.check(every=1)
+    finally:
+        h.stop()
+    print(f"coordinator: {h.sessions} sessions in {dt:.0f} s ({h.sessions / dt:.0f}/s), refused "
+          f"{h.coord.stats.refused}, good host jumps {h.good.jumps}, restarts after a declared deadlock "
+          f"{h.restarts}, failures {failures}")
+    for code, count in sorted(h.codes.items(), key=lambda kv: -kv[1]):
+        print(f"  {code:<12} {count}")
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--protocol", choices=["sidecar", "timekeeper"], default="sidecar")
+    ap.add_argument("--protocol", choices=["sidecar", "timekeeper", "coordinator"], default="sidecar")
     ap.add_argument("-n", type=int, default=100_000, help="inputs to try")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     print(f"command: .venv/bin/python benchmarks/fuzz_protocols.py --protocol {args.protocol} "
           f"-n {args.n} --seed {args.seed}")
-    return {"sidecar": fuzz_sidecar, "timekeeper": fuzz_timekeeper}[args.protocol](args.n, args.seed)
+    return {"sidecar": fuzz_sidecar, "timekeeper": fuzz_timekeeper,
+            "coordinator": fuzz_coordinator}[args.protocol](args.n, args.seed)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ ENV_VARS: dict[str, str] = {
     "REVATI_PROFILE_DATA": "predictor: the public raw profiles (default: shared/data/profiles beside the checkout).",
     "REVATI_MODEL_CACHE": "predictor: cache of fitted models keyed by data and config hash "
                           "(default ~/.cache/revati/models).",
+    "REVATI_SECRET_FILE": "file holding the deployment's secret that `revati coordinator` and its relays "
+                          "prove they know (default of --secret-file; the operator mounts a Secret there).",
+    "REVATI_OPERATOR_NETWORK_POLICY": "operator: 1 (default) gives each EmulatedDeployment a NetworkPolicy that "
+                                      "lets only its own pods reach its coordinator and replica pods; 0: none.",
     "REVATI_OPERATOR_RUNTIME_IMAGE": "operator: image of the engine, coordinator, router and loadgen containers "
                                      "(default ghcr.io/revati-dev/revati-runtime:0.1.0).",
     "REVATI_OPERATOR_SIDECAR_IMAGE": "operator: image of the per-pod predictor/relay sidecar "

@@ -25,6 +25,12 @@ quiet, or its run shows in the confirming sample of the PREPARE round. A message
 flight between hosts when both report quiet is the one gap; the confirming round trip makes it
 as wide as the network's latency minus a round trip to the coordinator (docs/timewarp.md).
 
+Only the deployment may move its clock: a peer joins as a host once it has proved, by an HMAC
+challenge-response, that it knows the deployment's secret (auth.py); before that the coordinator
+reads nothing from it but the handshake, in small frames, for at most HANDSHAKE_S. Every message
+of a joined host is checked at the door (protocol.parse_relay_message); a malformed one gets
+ERROR and its host is dropped, with a log line that names its address (docs/security.md).
+
 Links are TCP (link.py). Every host's page starts at the coordinator's virtual time and
 realtime offset, so all hosts read the same virtual clocks; between jumps each runs at the
 deployment's dilation from its own real clock (hosts drift by their real clocks' drift, and lag
@@ -43,21 +49,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from revati.timekeeper import auth
 from revati.timekeeper.clock_page import ClockPage
 from revati.timekeeper.collectives import CollectiveTable, CollectiveWaits, Wait, resolve_keys
-from revati.timekeeper.link import Link, realtime_offset, split_pid
-from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType
+from revati.timekeeper.link import HANDSHAKE_FRAME, MAX_FRAME, Link, realtime_offset, split_pid
+from revati.timekeeper.protocol import (
+    PROTOCOL_VERSION, RELAY_TYPES, MsgType, PayloadError, parse_relay_message)
 
 log = logging.getLogger(__name__)
 
 FREEZE_ACK_S = 5.0  # how long a thaw waits for a host that has not confirmed its freeze
+FROZEN_SLACK_NS = 1_000_000_000  # how far ahead of the coordinator's clock a host's frozen time may be
+HANDSHAKE_S = 10.0  # how long a peer may take to prove the secret before it is dropped
+MAX_PENDING = 64  # peers in their handshake at once; more are closed at accept
+_GPID_FIRST = {MsgType.R_GONE, MsgType.R_COMM, MsgType.R_ARRIVE, MsgType.R_RESOLVE}
 
 
 @dataclass(eq=False)
 class _Host:
     link: Link
     host_id: int
+    addr: str = "?"  # the peer's address, HOST:PORT, for the log
     name: str = "?"
+    joined: bool = False  # proved the secret: a host of the deployment
+    since: float = 0.0  # monotonic time of its accept
+    nonce: bytes = b""  # the coordinator's challenge (between R_HELLO and R_AUTH)
+    peer_nonce: bytes = b""
     sent: int = 0  # messages sent that may wake a thread there (RESOLVED, JUMP)
     quiet: "tuple[int, int, int] | None" = None  # its latest QUIET: (seen, firm, lazy)
     ready: int = -1  # the token of its latest positive READY
@@ -71,6 +88,7 @@ class CoordinatorStats:
     prepares: int = 0
     aborted: int = 0  # PREPARE rounds a host answered busy, or that timed out
     hosts_seen: int = 0
+    refused: int = 0  # peers dropped for a failed handshake (wrong secret, timeout) or a bad message
     arrivals: int = 0
     resolves: int = 0
     freezes: int = 0  # times every host's clock was frozen (a Triton JIT somewhere, say)
@@ -79,12 +97,20 @@ class CoordinatorStats:
 
 class Coordinator:
     """The deployment's clock across hosts (see the module doc). start()/stop() or a context
-    manager; `revati coordinator` runs one until SIGTERM."""
+    manager; `revati coordinator` runs one until SIGTERM.
+
+    Args:
+        secret: the deployment's secret, which relays prove they know (auth.py); None: a new
+            one, `secret` then holds it for the relays.
+    """
 
     def __init__(self, listen: tuple[str, int] = ("0.0.0.0", 7070), *, dilation: float = 1.0,
                  deadlock_s: float | None = 30.0, prepare_timeout_s: float = 2.0,
-                 page_path: str | os.PathLike | None = None):
+                 page_path: str | os.PathLike | None = None, secret: bytes | None = None,
+                 handshake_s: float = HANDSHAKE_S):
         self.listen = listen
+        self.secret = secret if secret is not None else auth.new_secret()
+        self.handshake_s = handshake_s
         self.dilation = dilation
         self.deadlock_s = deadlock_s
         self.prepare_timeout_s = prepare_timeout_s
@@ -95,7 +121,9 @@ class Coordinator:
         self.waits = CollectiveWaits(self.collectives)  # RESOLVE requests: Wait.who is the host
         self.deadlock: str | None = None
         self.address: tuple[str, int] | None = None
-        self._hosts: dict[int, _Host] = {}  # by fd
+        self._hosts: dict[int, _Host] = {}  # joined hosts, by fd
+        self._pending: dict[int, _Host] = {}  # peers in their handshake, by fd
+        self._next_check = 0.0
         self._next_host = 1
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
@@ -124,7 +152,7 @@ class Coordinator:
         self._stop.set()
         if self._thread:
             self._thread.join(5)
-        for h in list(self._hosts.values()):
+        for h in [*self._hosts.values(), *self._pending.values()]:
             h.link.close()
         if self._listener:
             self._listener.close()
@@ -155,6 +183,8 @@ class Coordinator:
                 else:
                     self._read(key.data)
             try:
+                if self._pending and time.monotonic() >= self._next_check:
+                    self._expire_handshakes()
                 self._decide()
                 if self._frozen is not None and self._frozen.get("thaw_since"):
                     self._sync_freeze()  # a thaw waiting for a host's R_FROZEN: time it out
@@ -164,22 +194,53 @@ class Coordinator:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
-            except BlockingIOError:
+                conn, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            h = _Host(Link(conn), self._next_host)
+            except OSError as e:  # out of fds, say: the peer waits in the backlog
+                log.warning("coordinator: accept failed: %s", e)
+                return
+            addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+            if len(self._pending) >= MAX_PENDING:
+                log.warning("coordinator: refused %s: %d peers are already in their handshake", addr, MAX_PENDING)
+                self.stats.refused += 1
+                conn.close()
+                continue
+            h = _Host(Link(conn, max_frame=HANDSHAKE_FRAME), self._next_host, addr=addr, since=time.monotonic())
             self._next_host += 1
-            self._hosts[conn.fileno()] = h
+            self._pending[conn.fileno()] = h
             self._sel.register(conn, selectors.EVENT_READ, h)
+
+    def _expire_handshakes(self) -> None:
+        now = time.monotonic()
+        self._next_check = now + 0.1
+        for h in list(self._pending.values()):
+            if now - h.since > self.handshake_s:
+                self._refuse(h, "timeout", f"no handshake in {self.handshake_s:g} s")
+
+    def _refuse(self, h: _Host, code: str, why: str) -> None:
+        """ERROR to the peer, which is dropped, with a warning that names its address."""
+        self.stats.refused += 1
+        what = f"host {h.name} ({h.host_id})" if h.joined else "a peer"
+        log.warning("coordinator: dropped %s at %s: %s", what, h.addr, why)
+        h.link.send(MsgType.ERROR, {"error": why, "code": code})
+        h.link.closed = True
+        self._drop(h)
 
     def _drop(self, h: _Host) -> None:
         try:
             self._sel.unregister(h.link.sock)
         except (KeyError, ValueError):
             pass
-        self._hosts.pop(h.link.fileno(), None)
+        fd = h.link.fileno()
+        self._pending.pop(fd, None)
         h.link.close()
-        log.info("coordinator: host %s (%d) left", h.name, h.host_id)
+        if not h.joined or self._hosts.pop(fd, None) is None:
+            return
+        log.info("coordinator: host %s (%d) at %s left", h.name, h.host_id, h.addr)
+        for w in self.waits.pending():  # nobody is left to answer: they cannot hold anyone up
+            if w.who is h:
+                w.done = True
         for pid in {p for m in self.collectives.members.values() for p in m.values()}:
             if split_pid(pid)[0] == h.host_id:
                 self.collectives.dead.add(pid)
@@ -187,28 +248,79 @@ class Coordinator:
         self._sync_freeze()  # its freezes end with it, and it owes no R_FROZEN
 
     def _read(self, h: _Host) -> None:
-        for t, body in h.link.receive():
-            self._handle(h, t, body)
-        if h.link.closed:
-            self._drop(h)
+        try:
+            for t, body in h.link.receive():
+                if h.joined:
+                    self._handle(h, t, body)
+                else:
+                    self._handshake(h, t, body)
+                if h.link.fileno() < 0:
+                    return  # dropped by this message
+            if h.link.error is not None:
+                self._refuse(h, "bad_frame", h.link.error)
+            elif h.link.closed:
+                self._drop(h)
+        except Exception as e:  # a bug, never a reason to stop the clock: the peer goes
+            log.exception("coordinator: a message from %s failed", h.addr)
+            if h.link.sock.fileno() >= 0:
+                self._refuse(h, "internal", f"internal error: {type(e).__name__}")
+
+    def _handshake(self, h: _Host, t: int, body) -> None:
+        """R_HELLO, then R_AUTH (module doc); anything else, or a wrong proof, drops the peer."""
+        expect = MsgType.R_AUTH if h.nonce else MsgType.R_HELLO
+        if t != expect:
+            name = MsgType(t).name if t in MsgType._value2member_map_ else str(t)
+            self._refuse(h, "bad_order", f"{expect.name} expected before anything else, got {name}")
+            return
+        if t == MsgType.R_HELLO and type(body) is list and body and body[0] != PROTOCOL_VERSION:
+            self._refuse(h, "version", f"protocol version {PROTOCOL_VERSION} expected, got {body[0]!r:.40}")
+            return
+        try:
+            parse_relay_message(t, body)
+        except PayloadError as e:
+            self._refuse(h, "bad_payload", str(e))
+            return
+        if t == MsgType.R_HELLO:
+            h.name, h.peer_nonce, h.nonce = body[1], body[2], auth.new_nonce()
+            h.link.send(MsgType.R_CHALLENGE, [h.nonce, auth.proof(self.secret, "coordinator", h.peer_nonce, h.nonce)])
+            return
+        if not auth.check(self.secret, "relay", body[0], h.nonce, h.peer_nonce, h.name.encode()):
+            self._refuse(h, "auth", f"host {h.name!r} did not prove the deployment's secret")
+            return
+        fd = h.link.fileno()
+        self._pending.pop(fd, None)
+        h.joined, h.nonce = True, b""
+        h.link.max_frame = MAX_FRAME
+        self._hosts[fd] = h
+        self._welcome(h)
 
     def _handle(self, h: _Host, t: int, body) -> None:
-        if t == MsgType.R_HELLO:
-            if not isinstance(body, list) or len(body) < 2 or body[0] != PROTOCOL_VERSION:
-                h.link.send(MsgType.ERROR, {"error": f"protocol version {PROTOCOL_VERSION} expected, got {body!r}",
-                                            "code": "version"})
-                h.link.closed = True
-                return
-            h.name = str(body[1])
-            self.stats.hosts_seen += 1
-            snap_now = self.page.now_ns()
-            h.link.send(MsgType.R_WELCOME, [PROTOCOL_VERSION, h.host_id, snap_now, self._realtime_of(snap_now),
-                                            self.page.get("realtime_delta_ns"), self.page.get("boottime_delta_ns"),
-                                            int(round(self.dilation * 1e6))])
-            log.info("coordinator: host %s joined as %d", h.name, h.host_id)
-            if self._frozen is not None:  # joins a frozen deployment: freezes too
-                h.link.send(MsgType.R_FREEZE_ALL, [self._frozen["token"]])
-        elif t == MsgType.R_QUIET:
+        try:
+            parse_relay_message(t, body)
+        except PayloadError as e:
+            self._refuse(h, "bad_payload" if t in RELAY_TYPES else "bad_type", str(e))
+            return
+        if t in (MsgType.R_HELLO, MsgType.R_AUTH):
+            self._refuse(h, "bad_order", f"{MsgType(t).name} from a host that has joined")
+            return
+        if t in _GPID_FIRST and split_pid(body[0])[0] != h.host_id:
+            self._refuse(h, "bad_payload", f"{MsgType(t).name}: gpid {body[0]} is not of host {h.host_id}")
+            return
+        self._apply(h, t, body)
+
+    def _welcome(self, h: _Host) -> None:
+        self.stats.hosts_seen += 1
+        snap_now = self.page.now_ns()
+        h.link.send(MsgType.R_WELCOME, [PROTOCOL_VERSION, h.host_id, snap_now, self._realtime_of(snap_now),
+                                        self.page.get("realtime_delta_ns"), self.page.get("boottime_delta_ns"),
+                                        int(round(self.dilation * 1e6))])
+        log.info("coordinator: host %s at %s joined as %d", h.name, h.addr, h.host_id)
+        if self._frozen is not None:  # joins a frozen deployment: freezes too
+            h.link.send(MsgType.R_FREEZE_ALL, [self._frozen["token"]])
+
+    def _apply(self, h: _Host, t: int, body: list) -> None:
+        """A joined host's message, checked (_handle)."""
+        if t == MsgType.R_QUIET:
             h.quiet = (int(body[0]), int(body[1]), int(body[2]))
         elif t == MsgType.R_BUSY:
             h.quiet = None
@@ -236,8 +348,6 @@ class Coordinator:
             if self._frozen is not None and int(body[0]) == self._frozen["token"]:
                 self._frozen["acks"][h.link.fileno()] = int(body[1])
                 self._sync_freeze()
-        else:
-            h.link.send(MsgType.ERROR, {"error": f"unexpected message type {t}", "code": "bad_type"})
 
     # ----------------------------------------------------------- collectives
 
@@ -260,13 +370,13 @@ class Coordinator:
         self._check_lost_ranks()
 
     def _answer(self, w: Wait) -> None:
-        if w.done or w.who.link.closed:
+        if w.done or w.who.link.fileno() < 0:  # (a peer that has only closed its side still reads)
             return
         w.done = True
         self._reply(w.who, w.req, w.keys)
 
     def _reply(self, h: _Host, rid: int, keys: list) -> None:
-        if h.link.closed:
+        if h.link.fileno() < 0:
             return
         h.sent += 1
         h.link.send(MsgType.R_RESOLVED, [rid] + self.waits.ends(keys))
@@ -348,7 +458,13 @@ class Coordinator:
                     return
                 log.warning("coordinator: no R_FROZEN from %s in %.0f s; thawing without it",
                             ", ".join(missing), FREEZE_ACK_S)
-            v = max([self.page.now_ns(), *acks.values()])
+            now = self.page.now_ns()
+            live = {h.link.fileno() for h in self._hosts.values()}
+            v = max([now, *(a for fd, a in acks.items() if fd in live and a <= now + FROZEN_SLACK_NS)])
+            for fd, a in acks.items():
+                if fd in live and a > now + FROZEN_SLACK_NS:  # a host's page cannot be that far ahead
+                    log.warning("coordinator: ignored an R_FROZEN at %d ns, %.3f s ahead of the clock",
+                                a, (a - now) / 1e9)
             self.page.thaw()
             self.page.jump_to(v)
             anchor = self._realtime_of(v)
@@ -364,6 +480,7 @@ class Coordinator:
         """Every host holds its page since its READY; JUMP moves and releases it, then wakes the
         host's due threads. A thread woken on a host that moved first and reaching one that has
         not yet can read no time there until it has moved (ClockPage.hold)."""
+        target = max(target, self.page.now_ns())  # a deadline the clock has passed: no jump back
         skip = self.page.jump_to(target)
         if skip:
             self.stats.jumps += 1

@@ -18,7 +18,9 @@ from revati.timekeeper.protocol import MsgType, decode, encode
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct(">I")
-_MAX_FRAME = 64 << 20
+MAX_FRAME = 64 << 20  # a joined peer's frames (an ARRIVE of many ranks is large)
+HANDSHAKE_FRAME = 4096  # a peer's frames before it has proved the deployment's secret
+SEND_TIMEOUT_S = 5.0  # a peer that stops reading is dropped after this, not waited on forever
 PID_BITS = 22  # Linux pid_max is at most 2^22: a host's pid fits below its host id
 
 
@@ -60,28 +62,40 @@ def parse_address(text: str, default_port: int = 7070) -> tuple[str, int]:
 
 class Link:
     """One TCP connection carrying length-prefixed protocol messages. Sends block (messages are
-    small); receives are non-blocking and return every complete frame read so far."""
+    small) for at most SEND_TIMEOUT_S; receives are non-blocking and return every complete frame
+    read so far.
 
-    def __init__(self, sock: socket.socket):
+    A frame over max_frame or one that does not decode ends the link (the stream cannot be
+    trusted past it): closed is set and error says why."""
+
+    def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME):
         self.sock = sock
         sock.setblocking(True)
+        # NOTE: SO_SNDTIMEO, not settimeout(): Python's timeout would make every receive below
+        # poll for it first, MSG_DONTWAIT or not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(SEND_TIMEOUT_S), 0))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.max_frame = max_frame
         self._buf = bytearray()
         self.closed = False
+        self.error: str | None = None
+        self._unsendable = False  # a send failed: the others are skipped (each could wait SO_SNDTIMEO)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, t: MsgType, payload) -> None:
+        if self._unsendable:
+            return
         body = encode(t, payload)
         try:
             self.sock.sendall(_FRAME.pack(len(body)) + body)
-        except OSError:
-            self.closed = True
+        except OSError:  # (a peer that stopped reading: after SO_SNDTIMEO)
+            self.closed = self._unsendable = True
 
     def receive(self) -> list[tuple[int, object]]:
         """Frames available now; sets closed on EOF or on an error."""
-        while True:
+        while not self.closed and len(self._buf) <= self.max_frame + 4:
             try:
                 chunk = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -94,10 +108,10 @@ class Link:
                 break
             self._buf += chunk
         out = []
-        while len(self._buf) >= 4:
+        while len(self._buf) >= 4 and self.error is None:
             (n,) = _FRAME.unpack_from(self._buf)
-            if n > _MAX_FRAME:
-                self.closed = True
+            if n > self.max_frame:
+                self.error = f"a frame of {n} bytes (at most {self.max_frame})"
                 break
             if len(self._buf) < 4 + n:
                 break
@@ -106,7 +120,10 @@ class Link:
             try:
                 out.append(decode(frame))
             except ValueError as e:
-                log.warning("link: dropped a bad frame: %s", e)
+                self.error = f"a bad frame: {e}"
+        if self.error is not None:
+            self.closed = True
+            self._buf.clear()
         return out
 
     def close(self) -> None:

@@ -29,7 +29,11 @@ the top of shim/src/timewarp.c.
 
 Between a host's Relay and the deployment's Coordinator (relay.py, coordinator.py), over TCP, each message
 framed by a 4-byte big-endian length. gpid = host_id << 22 | pid.
-  R_HELLO    0x20 relay -> coord  [version, host name]
+  R_HELLO    0x20 relay -> coord  [version, host name, nonce_r]   nonce: 32 random bytes
+  R_CHALLENGE 0x32 coord -> relay [nonce_c, proof_c]   proof_c = HMAC of the deployment's secret over
+                                                       both nonces (auth.py): the coordinator knows it
+  R_AUTH     0x33 relay -> coord  [proof_r]            the relay's proof over both nonces and its name;
+                                                       a wrong one: ERROR {"code": "auth"}, closed
   R_WELCOME  0x21 coord -> relay  [version, host_id, virtual now_ns, realtime of now_ns, realtime_delta_ns,
                                    boottime_delta_ns, dilation_ppm]
   R_QUIET    0x22 relay -> coord  [seen, firm, lazy]   the host is quiescent; its earliest firm and
@@ -55,6 +59,11 @@ framed by a 4-byte big-endian length. gpid = host_id << 22 | pid.
   R_THAW     0x31 coord -> relay  [token, v_ns, realtime_ns]  run again: every host's clock
                                                        reads v_ns at real time realtime_ns (v_ns
                                                        = the latest frozen time of any host)
+
+The coordinator reads nothing from a peer before its R_AUTH checks out but R_HELLO then R_AUTH (in
+frames of at most 4 KiB); after it, every message is checked by parse_relay_message, and a
+message that fails gets ERROR (code bad_payload, bad_type, bad_order or version) and its host
+is dropped. The relay checks the coordinator's messages with parse_coordinator_message.
 
 Comm ids are 64-bit hashes sent as signed integers. See revati/timekeeper/collectives.py.
 """
@@ -98,6 +107,8 @@ class MsgType(enum.IntEnum):
     R_FREEZE_ALL = 0x2F
     R_FROZEN = 0x30
     R_THAW = 0x31
+    R_CHALLENGE = 0x32
+    R_AUTH = 0x33
     ERROR = 0x7F
 
 
@@ -201,6 +212,114 @@ def parse_actor_message(t: int, body: Any) -> Any:
         b = _ints(body, "RESOLVE [req, wait, (comm, chan, seq) * n]", least=2)
         if (len(b) - 2) % 3:
             raise PayloadError(f"RESOLVE: {len(b) - 2} key fields, not a multiple of 3")
+    return body
+
+
+_TOKEN = (0, I64_MAX)
+#: The messages a relay sends to the coordinator; any other type from a relay is bad_type.
+RELAY_TYPES = frozenset({MsgType.R_HELLO, MsgType.R_AUTH, MsgType.R_QUIET, MsgType.R_BUSY, MsgType.R_READY,
+                         MsgType.R_GONE, MsgType.R_COMM, MsgType.R_ARRIVE, MsgType.R_RESOLVE, MsgType.R_FREEZE,
+                         MsgType.R_FROZEN})
+
+
+def _deadline(v: int, what: str) -> int:
+    return _within(v, -1, NS_MAX, what)
+
+
+def _bytes(v: Any, n: int, what: str) -> bytes:
+    if type(v) is not bytes or len(v) != n:
+        raise PayloadError(f"{what} must be {n} bytes, got {v!r:.80}")
+    return v
+
+
+def parse_relay_message(t: int, body: Any) -> Any:
+    """Checks the payload of a message from a relay to the coordinator (the R_* table above)
+    before anything reads it. Returns the checked payload; raises PayloadError naming the
+    message and field. Whether the message may come now (R_HELLO once, gpids of the sender's
+    own host) is the coordinator's check."""
+    if t == MsgType.R_HELLO:
+        if type(body) is not list or len(body) != 3:
+            raise PayloadError(f"R_HELLO: expected [version, host name, nonce], got {body!r:.200}")
+        if type(body[0]) is not int:
+            raise PayloadError(f"R_HELLO version must be an integer, got {body[0]!r:.40}")
+        if type(body[1]) is not str or not 0 < len(body[1]) <= 253 or not body[1].isprintable():
+            raise PayloadError(f"R_HELLO host name must be 1-253 printable characters, got {body[1]!r:.80}")
+        _bytes(body[2], 32, "R_HELLO nonce")
+    elif t == MsgType.R_AUTH:
+        if type(body) is not list or len(body) != 1:
+            raise PayloadError(f"R_AUTH: expected [proof], got {body!r:.200}")
+        _bytes(body[0], 32, "R_AUTH proof")
+    elif t == MsgType.R_QUIET:
+        seen, firm, lazy = _ints(body, "R_QUIET [seen, firm, lazy]", exact=3)
+        _within(seen, 0, I64_MAX, "R_QUIET seen")
+        _deadline(firm, "R_QUIET firm")
+        _deadline(lazy, "R_QUIET lazy")
+    elif t == MsgType.R_BUSY:
+        if body != []:
+            raise PayloadError(f"R_BUSY: expected [], got {body!r:.200}")
+    elif t == MsgType.R_READY:
+        token, ok = _ints(body, "R_READY [token, ok]", exact=2)
+        _within(token, *_TOKEN, "R_READY token")
+        _within(ok, 0, 1, "R_READY ok")
+    elif t == MsgType.R_GONE:
+        (gpid,) = _ints(body, "R_GONE [gpid]", exact=1)
+        _within(gpid, 1, I64_MAX, "R_GONE gpid")
+    elif t == MsgType.R_COMM:
+        gpid, _, nranks, rank = _ints(body, "R_COMM [gpid, comm, nranks, rank]", exact=4)
+        _within(gpid, 1, I64_MAX, "R_COMM gpid")
+        _within(nranks, 1, 1 << 20, "R_COMM nranks")
+        _within(rank, 0, nranks - 1, "R_COMM rank")
+    elif t == MsgType.R_ARRIVE:
+        if type(body) is not list or len(body) != 2:
+            raise PayloadError(f"R_ARRIVE: expected [gpid, ARRIVE payload], got {body!r:.200}")
+        _within(_ints(body[:1], "R_ARRIVE gpid", exact=1)[0], 1, I64_MAX, "R_ARRIVE gpid")
+        parse_actor_message(MsgType.ARRIVE, body[1])
+    elif t == MsgType.R_RESOLVE:
+        b = _ints(body, "R_RESOLVE [gpid, rid, wait, (comm, chan, seq) * n]", least=3)
+        _within(b[0], 1, I64_MAX, "R_RESOLVE gpid")
+        _within(b[2], 0, 1, "R_RESOLVE wait")
+        if (len(b) - 3) % 3:
+            raise PayloadError(f"R_RESOLVE: {len(b) - 3} key fields, not a multiple of 3")
+    elif t == MsgType.R_FREEZE:
+        (delta,) = _ints(body, "R_FREEZE [delta]", exact=1)
+        _within(delta, -1, 1, "R_FREEZE delta")
+    elif t == MsgType.R_FROZEN:
+        token, now = _ints(body, "R_FROZEN [token, now_ns]", exact=2)
+        _within(token, *_TOKEN, "R_FROZEN token")
+        _within(now, 0, NS_MAX, "R_FROZEN now_ns")
+    else:
+        raise PayloadError(f"message type {t} is not one a relay sends")
+    return body
+
+
+def parse_coordinator_message(t: int, body: Any) -> Any:
+    """Checks the payload of a message from the coordinator to a relay, as parse_relay_message."""
+    if t in (MsgType.R_PREPARE, MsgType.R_ABORT, MsgType.R_FREEZE_ALL):
+        _ints(body, f"{MsgType(t).name} [token]", exact=1)
+    elif t in (MsgType.R_JUMP, MsgType.R_THAW):
+        _, v, _ = _ints(body, f"{MsgType(t).name} [token, v_ns, realtime_ns]", exact=3)
+        _within(v, 0, NS_MAX, f"{MsgType(t).name} v_ns")
+    elif t == MsgType.R_RESOLVED:
+        b = _ints(body, "R_RESOLVED [rid, end * n]", least=1)
+        if len(b) > 1 and min(b[1:]) < -1:
+            raise PayloadError(f"R_RESOLVED: an end before -1: {b!r:.200}")
+    elif t == MsgType.R_DEADLOCK:
+        if type(body) is not list or len(body) != 1 or type(body[0]) is not str:
+            raise PayloadError(f"R_DEADLOCK: expected [message], got {body!r:.200}")
+    elif t == MsgType.R_CHALLENGE:
+        if type(body) is not list or len(body) != 2:
+            raise PayloadError(f"R_CHALLENGE: expected [nonce, proof], got {body!r:.200}")
+        _bytes(body[0], 32, "R_CHALLENGE nonce")
+        _bytes(body[1], 32, "R_CHALLENGE proof")
+    elif t == MsgType.R_WELCOME:
+        b = _ints(body, "R_WELCOME", exact=7)
+        _within(b[2], 0, NS_MAX, "R_WELCOME now_ns")
+        _within(b[6], 1, I64_MAX, "R_WELCOME dilation_ppm")
+    elif t == MsgType.ERROR:
+        if type(body) is not dict:
+            raise PayloadError(f"ERROR: expected a map, got {body!r:.200}")
+    else:
+        raise PayloadError(f"message type {t} is not one the coordinator sends")
     return body
 
 

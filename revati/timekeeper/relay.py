@@ -19,10 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from revati.timekeeper import auth
 from revati.timekeeper.actor import Actor
 from revati.timekeeper.clock_page import ClockPage
 from revati.timekeeper.link import Link, global_pid, realtime_offset
-from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType
+from revati.timekeeper.protocol import PROTOCOL_VERSION, MsgType, PayloadError, parse_coordinator_message
 from revati.timekeeper.tasks import describe_wait
 from revati.timekeeper.timekeeper import Timekeeper, TimekeeperStats
 from revati.timekeeper.upstream import Upstream
@@ -39,12 +40,15 @@ class Relay(Upstream):
         name: this host's name in the coordinator's messages (default: the hostname).
         connect_timeout_s: how long to keep trying to reach the coordinator.
         quiescence_s: the Timekeeper's quiescence window.
+        secret: the deployment's secret (auth.py), which the handshake proves this host knows
+            and checks that the coordinator knows too.
     """
 
     def __init__(self, coordinator: tuple[str, int], *, run_dir: str | os.PathLike, name: str | None = None,
                  page_path: str | os.PathLike | None = None, connect_timeout_s: float = 60.0,
-                 quiescence_s: float = 0.002):
+                 quiescence_s: float = 0.002, secret: bytes | None = None):
         self.coordinator = coordinator
+        self.secret = secret
         self.name = name or socket.gethostname()
         self.connect_timeout_s = connect_timeout_s
         self.host_id = 0
@@ -65,6 +69,9 @@ class Relay(Upstream):
     # ------------------------------------------------------------- lifecycle
 
     def start(self) -> "Relay":
+        if not self.secret:
+            raise ConnectionError("revati relay: no secret for the coordinator's handshake (--secret-file, "
+                                  "the file `revati coordinator` printed, or the deployment's Secret)")
         deadline = time.monotonic() + self.connect_timeout_s
         while True:
             try:
@@ -76,8 +83,7 @@ class Relay(Upstream):
                                           f"{self.coordinator[0]}:{self.coordinator[1]}: {e}") from None
                 time.sleep(0.2)
         self._up = Link(sock)
-        self._up.send(MsgType.R_HELLO, [PROTOCOL_VERSION, self.name])
-        welcome = self._await_welcome(deadline)
+        welcome = self._handshake(deadline)
         _, self.host_id, now, anchor, rt_delta, boot_delta, dil_ppm = welcome
         self.timekeeper.dilation = dil_ppm / 1e6
         # The page starts at the coordinator's virtual time (create_page, when the Timekeeper starts).
@@ -86,19 +92,37 @@ class Relay(Upstream):
         self.timekeeper.add_link(self._up.sock, self._read_upstream)
         return self
 
-    def _await_welcome(self, deadline: float) -> list:
+    def _handshake(self, deadline: float) -> list:
+        """R_HELLO, R_CHALLENGE, R_AUTH, R_WELCOME (auth.py); returns WELCOME's payload."""
+        where = f"{self.coordinator[0]}:{self.coordinator[1]}"
+        nonce = auth.new_nonce()
+        self._up.send(MsgType.R_HELLO, [PROTOCOL_VERSION, self.name, nonce])
         while time.monotonic() < deadline:
             r, _, _ = select.select([self._up.sock], [], [], 0.5)
             if not r:
                 continue
             for t, body in self._up.receive():
-                if t == MsgType.R_WELCOME:
+                try:
+                    parse_coordinator_message(t, body)
+                except PayloadError as e:
+                    raise ConnectionError(f"revati relay: a bad handshake message from {where}: {e}") from None
+                if t == MsgType.R_CHALLENGE:
+                    if not auth.check(self.secret, "coordinator", body[1], nonce, body[0]):
+                        self._up.close()
+                        raise ConnectionError(f"revati relay: the coordinator at {where} did not prove the "
+                                              "deployment's secret (a wrong secret here or there)")
+                    self._up.send(MsgType.R_AUTH, [auth.proof(self.secret, "relay", body[0], nonce,
+                                                              self.name.encode())])
+                elif t == MsgType.R_WELCOME:
                     return body
-                if t == MsgType.ERROR:
-                    raise ConnectionError(f"revati relay: the coordinator refused this host: {body.get('error')}")
+                elif t == MsgType.ERROR:
+                    self._up.close()
+                    raise ConnectionError(f"revati relay: the coordinator at {where} refused this host: "
+                                          f"{body.get('error')}")
             if self._up.closed:
                 break
-        raise ConnectionError("revati relay: no WELCOME from the coordinator")
+        self._up.close()
+        raise ConnectionError(f"revati relay: no WELCOME from the coordinator at {where}")
 
     def create_page(self) -> ClockPage:
         tk = self.timekeeper
@@ -181,6 +205,12 @@ class Relay(Upstream):
     def _read_upstream(self) -> None:
         tk = self.timekeeper
         for t, body in self._up.receive():
+            try:
+                parse_coordinator_message(t, body)
+            except PayloadError as e:
+                log.error("relay: dropped the link to the coordinator: %s", e)
+                self._up.closed = True
+                break
             if t == MsgType.R_PREPARE:
                 ok = self._still_quiet()
                 if ok:
@@ -222,6 +252,8 @@ class Relay(Upstream):
                 self._deadlock_here(str(body[0]))
             elif t == MsgType.ERROR:
                 log.error("relay: the coordinator says: %s", body)
+        if self._up.error:
+            log.error("relay: dropped the link to the coordinator: %s", self._up.error)
         if self._up.closed and not tk.stopped:
             if self._coord_frozen:  # nobody is left to thaw it
                 self._coord_frozen = 0

@@ -33,8 +33,11 @@ class RelayProcess:
         self.dir, self.name = d, name
         self.stats_file = d / "stats.json"
         host, port = coord.address
+        secret = d / "secret"
+        secret.write_bytes(coord.secret)
         cmd = [sys.executable, "-m", "revati.cli", "relay", "--coordinator", f"{host}:{port}",
-               "--dir", str(d), "--host-name", name, "--stats-file", str(self.stats_file)]
+               "--dir", str(d), "--host-name", name, "--stats-file", str(self.stats_file),
+               "--secret-file", str(secret)]
         self.proc = subprocess.Popen(wrap(cmd) if wrap else cmd, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while not (d / "clock").exists():
@@ -259,7 +262,7 @@ def test_relay_without_coordinator_fails_clearly(tmp_path):
     port = s.getsockname()[1]
     s.close()  # nothing listens there
     with pytest.raises(ConnectionError, match=f"cannot reach the coordinator at 127.0.0.1:{port}"):
-        Relay(("127.0.0.1", port), run_dir=tmp_path, connect_timeout_s=0.5).start()
+        Relay(("127.0.0.1", port), run_dir=tmp_path, connect_timeout_s=0.5, secret=b"s" * 32).start()
 
 
 def test_collectives_across_network_namespaces(netns_hosts, tmp_path):
