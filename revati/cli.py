@@ -122,7 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         spec = demo_spec(model=args.model, gpu=args.gpu, num_prompts=args.num_prompts, input_len=args.input_len,
-                         output_len=args.output_len, request_rate=args.request_rate, serve_args=args.serve_args)
+                         output_len=args.output_len, request_rate=args.request_rate, serve_args=args.serve_args,
+                         engine_version=args.engine_version)
     except (SpecError, ValueError) as e:
         print(f"revati demo: {e}", file=sys.stderr)
         return 2
@@ -341,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--input-len", type=int, default=128)
     d.add_argument("--output-len", type=int, default=32)
     d.add_argument("--request-rate", default="inf")
+    d.add_argument("--engine-version", default=None, metavar="VERSION",
+                   help="spec.engine.version (default: the default version; `revati engines list`)")
     d.add_argument("--out", default="runs/demo", help="report folder (as `revati run --out`)")
     d.add_argument("serve_args", nargs=argparse.REMAINDER, help="-- extra `vllm serve` flags")
     d.set_defaults(func=cmd_demo)

@@ -30,12 +30,14 @@ class Build:
         cuda: torch.version.cuda of that build on the package index (its major must match).
         layer: the semantic layer's seam set for this version (revati/vllm_plugin/patches.py).
         notes: what the adapter does differently for it (docs/engines.md).
+        lacks: serve flags (by name) that this version does not have; the adapter leaves them out.
     """
 
     torch: str
     cuda: str
     layer: str
     notes: str = ""
+    lacks: frozenset[str] = frozenset()
 
 
 class UnknownEngineError(KeyError):

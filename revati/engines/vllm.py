@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import re
 
-from revati.engines.base import Build, EngineAdapter
+from revati.engines.base import Build, EngineAdapter, UnknownEngineError
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string ("0.15.1", "0.16.0rc1", "0.15.1+cu128")."""
+    return tuple(int(x) for x in re.match(r"\d+(?:\.\d+)*", version).group(0).split("."))
 
 
 class VllmAdapter(EngineAdapter):
@@ -16,9 +21,15 @@ class VllmAdapter(EngineAdapter):
                         notes="V2 model runner (vllm/v1/worker/gpu/): sample() and AsyncOutput.get_output"),
         "0.15.1": Build(torch="2.9.1", cuda="12.8", layer="v1",
                         notes="V1 model runner (vllm/v1/worker/gpu_model_runner.py): the sampler's output and "
-                              "_bookkeeping_sync; CUDA 12 stack"),
+                              "_bookkeeping_sync; CUDA 12 stack; no --shutdown-timeout",
+                        lacks=frozenset({"shutdown-timeout"})),
     }
     versions = tuple(builds)
+    #: The semantic layer (revati/vllm_plugin/patches.py LAYERS) of each vLLM version range
+    #: [first, end): which model runner's internals the seams wrap. V2 ("vllm/v1/worker/gpu/")
+    #: became the default runner between these ranges; a version outside every range stops the
+    #: engine with this list rather than emulating with seams that may not fit.
+    SEMANTIC_LAYERS = (("0.15.0", "0.16.0", "v1"), ("0.32.0", "0.34.0", "v2"))
     distribution = "vllm"
     load_generator = "vllm bench serve"
     bench_backend = "vllm"
@@ -31,6 +42,21 @@ class VllmAdapter(EngineAdapter):
     process_name = re.compile(r"^(?:VLLM::)?(APIServer|EngineCore|Worker)(?:_\d+|(?:_[A-Z]+\d+)*)$")
     log_prefix = re.compile(r"\((?P<name>(?:APIServer|EngineCore|Worker)[A-Za-z0-9_]*) pid=(?P<pid>\d+)\)")
     _KINDS = {"APIServer": "api", "EngineCore": "engine", "Worker": "worker"}
+
+    @classmethod
+    def semantic_layer(cls, version: str) -> str:
+        """The seam set for a vLLM version.
+
+        Raises:
+            UnknownEngineError: the version is in no range; names the ranges.
+        """
+        v = _release(version)
+        for first, end, layer in cls.SEMANTIC_LAYERS:
+            if _release(first) <= v < _release(end):
+                return layer
+        ranges = ", ".join(f"[{a}, {b}): {layer}" for a, b, layer in cls.SEMANTIC_LAYERS)
+        raise UnknownEngineError(f"revati's semantic layer has no seams for vllm {version} (layers by version: "
+                                 f"{ranges}; revati/engines/vllm.py)")
 
     def serve_command(self, model: str, *, host: str, port: int, serve_args: list[str]) -> list[str]:
         # dummy weights: nothing is read from disk and the virtual memory takes the tensors
@@ -48,7 +74,7 @@ class VllmAdapter(EngineAdapter):
         args: list[str] = []
         # The engine drains and exits on SIGTERM instead of being force-killed, so every
         # process's shim writes its final stats (the report's predictor figures) at exit.
-        if "shutdown-timeout" not in given:
+        if "shutdown-timeout" not in given and "shutdown-timeout" not in self.build().lacks:
             args += ["--shutdown-timeout", "10"]
         # vLLM's custom all-reduce uses IPC buffers and device flags that nothing emulates.
         if tensor_parallel_size > 1 and "disable-custom-all-reduce" not in given:

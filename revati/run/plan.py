@@ -124,9 +124,9 @@ def bench_env(gpu: str, timewarp, seed: int, base: dict[str, str] | None = None,
 
 def demo_spec(*, model: str = "meta-llama/Llama-3.1-8B", gpu: str = "h100-sxm", num_prompts: int = 20,
               input_len: int = 128, output_len: int = 32, request_rate: str = "inf",
-              serve_args: list[str] | None = None) -> EmulatedDeployment:
+              serve_args: list[str] | None = None, engine_version: str | None = None) -> EmulatedDeployment:
     """The built-in spec of `revati demo`: one replica, a random dataset, Poisson arrivals at
-    request_rate ("inf": every request at once).
+    request_rate ("inf": every request at once); engine_version: spec.engine.version (None: the default).
 
     serve_args: extra serve flags as on a command line (`--enforce-eager --max-model-len 2048`).
     Raises:
@@ -138,7 +138,9 @@ def demo_spec(*, model: str = "meta-llama/Llama-3.1-8B", gpu: str = "h100-sxm", 
     if request_rate != "inf":
         arrival["requestRate"] = float(request_rate)
     doc = {"apiVersion": "revati.dev/v1alpha1", "kind": "EmulatedDeployment", "metadata": {"name": "demo"},
-           "spec": {"model": model, "gpu": gpu, "engine": {"args": flags_to_args(serve_args or [])},
+           "spec": {"model": model, "gpu": gpu,
+                    "engine": {"args": flags_to_args(serve_args or []),
+                               **({"version": engine_version} if engine_version else {})},
                     "workload": {"dataset": {"type": "random", "inputLen": input_len, "outputLen": output_len},
                                  "arrival": arrival, "numPrompts": num_prompts}}}
     return spec_from_dict(doc, "revati demo")

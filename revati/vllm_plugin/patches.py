@@ -1,10 +1,13 @@
-"""The seams in vLLM 0.32 that the semantic layer wraps.
+"""The seams in vLLM that the semantic layer wraps, one set per layer: "v2" (the V2 model runner,
+the default in 0.32 and 0.33; below) and "v1" (the V1 model runner of 0.15; v1_runner.py).
+revati/engines/vllm.py names the layer of each version range; a version in no range, or a
+required seam missing from the version's modules, stops the engine with a message naming it
+(MissingSeamError): an emulation that reads kernel outputs that never ran must not go on.
 
 Every seam is a method on a class, so the patch holds however other modules imported
 the class. Patches are applied when the target module is first imported (a post-import
 hook), or at once if it already is, so processes that never load the model runner (the
-API server) pay nothing. A seam that is missing (vLLM version drift) is logged as a
-warning naming it; nothing raises into vLLM.
+API server) pay nothing. A missing optional seam (the step anatomy's) is logged at debug level.
 
 Seams (vllm/v1/worker/gpu/ is the V2 model runner, the default in 0.32):
 
@@ -283,18 +286,67 @@ def _wrap_v1_runner_init(orig: Callable) -> Callable:
 
 
 V2 = "vllm.v1.worker.gpu.model_runner"
-SEAMS: list[Seam] = [
-    Seam(V2, "GPUModelRunner.prepare_inputs", _wrap_prepare_inputs),
-    Seam(V2, "GPUModelRunner.add_requests", _wrap_add_requests),
-    Seam(V2, "GPUModelRunner.sample", _wrap_sample),
-    Seam("vllm.v1.worker.gpu.async_utils", "AsyncOutput.get_output", _wrap_get_output),
-    Seam("vllm.v1.worker.gpu_model_runner", "GPUModelRunner.__init__", _wrap_v1_runner_init, required=False),
-    Seam(V2, "GPUModelRunner.execute_model", _wrap_phase("runner"), required=False),
-    Seam(V2, "GPUModelRunner.sample_tokens", _wrap_phase("runner"), required=False),
-    Seam("vllm.v1.core.sched.scheduler", "Scheduler.schedule", _wrap_phase("sched"), required=False),
-    Seam("vllm.v1.core.sched.scheduler", "Scheduler.update_from_output", _wrap_phase("sched"), required=False),
-    Seam("vllm.v1.engine.core", "EngineCoreProc._process_input_queue", _wrap_input_queue, required=False),
+V1 = "vllm.v1.worker.gpu_model_runner"
+SCHED = "vllm.v1.core.sched.scheduler"
+CORE = "vllm.v1.engine.core"
+
+
+def _v1_seams() -> list[Seam]:
+    from revati.vllm_plugin import v1_runner as v1
+
+    return [
+        Seam(V1, "GPUModelRunner._prepare_inputs", v1.wrap_prepare_inputs),
+        Seam(V1, "GPUModelRunner._determine_batch_execution_and_padding", v1.wrap_padding),
+        Seam(V1, "GPUModelRunner._bookkeeping_sync", v1.wrap_bookkeeping_sync),
+        Seam(V1, "GPUModelRunner._to_list", v1.wrap_to_list),
+        Seam(V1, "AsyncGPUModelRunnerOutput.__init__", v1.wrap_async_output_init),
+        Seam(V1, "AsyncGPUModelRunnerOutput.get_output", v1.wrap_async_get_output),
+        Seam(V1, "GPUModelRunner.execute_model", _wrap_phase("runner"), required=False),
+        Seam(V1, "GPUModelRunner.sample_tokens", _wrap_phase("runner"), required=False),
+    ]
+
+
+#: The seam set of each semantic layer; revati/engines/vllm.py names the layer of each version range.
+LAYERS: dict[str, Callable[[], list[Seam]]] = {
+    "v2": lambda: [
+        Seam(V2, "GPUModelRunner.prepare_inputs", _wrap_prepare_inputs),
+        Seam(V2, "GPUModelRunner.add_requests", _wrap_add_requests),
+        Seam(V2, "GPUModelRunner.sample", _wrap_sample),
+        Seam("vllm.v1.worker.gpu.async_utils", "AsyncOutput.get_output", _wrap_get_output),
+        Seam(V1, "GPUModelRunner.__init__", _wrap_v1_runner_init, required=False),
+        Seam(V2, "GPUModelRunner.execute_model", _wrap_phase("runner"), required=False),
+        Seam(V2, "GPUModelRunner.sample_tokens", _wrap_phase("runner"), required=False),
+    ],
+    "v1": _v1_seams,
+}
+#: Seams of every layer: the scheduler's and the engine core's (the step anatomy).
+COMMON: list[Seam] = [
+    Seam(SCHED, "Scheduler.schedule", _wrap_phase("sched"), required=False),
+    Seam(SCHED, "Scheduler.update_from_output", _wrap_phase("sched"), required=False),
+    Seam(CORE, "EngineCoreProc._process_input_queue", _wrap_input_queue, required=False),
 ]
+DEFAULT_LAYER = "v2"
+#: The active layer's seams (install() sets them).
+SEAMS: list[Seam] = [*LAYERS[DEFAULT_LAYER](), *COMMON]
+LAYER = DEFAULT_LAYER
+
+
+class MissingSeamError(RuntimeError):
+    """A required seam of the version's layer is missing: the emulation would read kernel outputs
+    that never ran (or spin), so the engine must not start."""
+
+
+def layer_of_installed_vllm() -> str:
+    """The semantic layer of the vLLM installed in this interpreter (revati/engines/vllm.py).
+
+    Raises:
+        revati.engines.UnknownEngineError: the version is in no known range; the message names them.
+    """
+    from importlib import metadata
+
+    from revati.engines.vllm import VllmAdapter
+
+    return VllmAdapter.semantic_layer(metadata.version("vllm"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -314,12 +366,10 @@ def patch_seam(seam: Seam, module) -> bool:
         why = f"{seam.qualname} not found in {seam.module}"
         SEAM_STATUS[seam.name] = f"missing: {why}"
         if seam.required:
-            _warn_once(
-                seam.name,
-                "revati: vLLM seam %s is missing (vLLM version mismatch? expected 0.32); "
-                "that part of the semantic layer is inactive",
-                seam.name,
-            )
+            raise MissingSeamError(
+                f"revati: vLLM seam {seam.name} is missing: the semantic layer {LAYER!r} "
+                f"(revati/vllm_plugin/patches.py) does not fit this vLLM ({_vllm_version()}); "
+                f"revati/engines/vllm.py names the layer of each version range")
         else:
             logger.debug("revati: optional seam %s missing", seam.name)
         return False
@@ -331,11 +381,22 @@ def patch_seam(seam: Seam, module) -> bool:
     return True
 
 
+def _vllm_version() -> str:
+    from importlib import metadata
+
+    try:
+        return f"vllm {metadata.version('vllm')}"
+    except metadata.PackageNotFoundError:
+        return "vllm not installed"
+
+
 def patch_module(module) -> None:
     for seam in SEAMS:
         if seam.module == module.__name__:
             try:
                 patch_seam(seam, module)
+            except MissingSeamError:
+                raise
             except Exception:
                 SEAM_STATUS[seam.name] = "missing: error while patching"
                 _warn_once(seam.name, "revati: patching %s failed", seam.name, exc=True)
@@ -395,9 +456,20 @@ class _LoaderProxy(importlib.abc.Loader):
 _finder: _PostImportFinder | None = None
 
 
-def install() -> None:
-    """Patch already-imported targets now; patch the others on first import."""
-    global _finder
+def install(layer: str | None = None) -> None:
+    """Patch already-imported targets now; patch the others on first import.
+
+    Args:
+        layer: the seam set ("v1", "v2"); None: the installed vLLM's (layer_of_installed_vllm).
+
+    Raises:
+        MissingSeamError: a required seam of an already-imported module is missing.
+    """
+    global _finder, SEAMS, LAYER
+    layer = layer or layer_of_installed_vllm()
+    if _finder is None:
+        LAYER = layer
+        SEAMS = [*LAYERS[layer](), *COMMON]
     targets = {s.module for s in SEAMS}
     for name in sorted(targets):
         mod = sys.modules.get(name)
@@ -412,12 +484,14 @@ def install() -> None:
         sys.meta_path.insert(0, _finder)
 
 
-def install_eager() -> dict[str, str]:
+def install_eager(layer: str | None = None) -> dict[str, str]:
     """Import every target module now and patch it (tests, diagnostics)."""
-    install()
+    install(layer)
     for name in sorted({s.module for s in SEAMS}):
         try:
             importlib.import_module(name)
+        except MissingSeamError:
+            raise
         except Exception as e:
             for s in SEAMS:
                 if s.module == name:

@@ -10,6 +10,10 @@
  *    @libcudart.so.13 or not, to the CUDA 13 one (<name>@@libcudart.so.13). The EPV lines of
  *    entrypoints.def list them, and the version script is generated from those lines.
  *
+ * Out-parameter structs that grew in 13 (checked by comparing every struct both headers declare):
+ * cudaPointerAttributes (24 -> 88 bytes) and cudaDeviceProp; the others (cudaResourceDesc, the
+ * external memory/semaphore descriptors, cudaChildGraphNodeParams) only reach stubs.
+ *
  * The CUDA 12 cudaDeviceProp is declared here by hand: it is the CUDA 13 one with the eight
  * fields 13 removed (clockRate, ...) and a longer reserved tail. tests/shim/test_cuda12.py checks
  * its offsets against the CUDA 12 headers when an engine environment has them. */
@@ -215,6 +219,16 @@ RV_EXPORT cudaError_t rv12_cudaRuntimeGetVersion(int *v) {
   if (!v) return cudaErrorInvalidValue;
   *v = 12080;
   return cudaSuccess;
+}
+
+/* CUDA 12's cudaPointerAttributes is 24 bytes (type, device, devicePointer, hostPointer); 13 adds
+ * a 64-byte reserved tail, which the CUDA 13 definition would write past a 12 caller's struct. */
+struct rv_cudaPointerAttributes12 { enum cudaMemoryType type; int device; void *devicePointer; void *hostPointer; };
+RV_EXPORT cudaError_t rv12_cudaPointerGetAttributes(struct rv_cudaPointerAttributes12 *a, const void *ptr) {
+  struct cudaPointerAttributes q;
+  cudaError_t e = cudaPointerGetAttributes(&q, ptr);
+  if (e == cudaSuccess && a) memcpy(a, &q, sizeof *a);
+  return a ? e : cudaErrorInvalidValue;
 }
 
 #define EP(lib, name, kind)

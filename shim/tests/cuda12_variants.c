@@ -20,6 +20,8 @@ extern cudaError_t advise12(const void *p, size_t n, enum cudaMemoryAdvise a, in
 __asm__(".symver advise12, cudaMemAdvise@libcudart.so.12");
 extern cudaError_t prefetch12(const void *p, size_t n, int device, cudaStream_t s);
 __asm__(".symver prefetch12, cudaMemPrefetchAsync@libcudart.so.12");
+extern cudaError_t ptrattr12(void *a, const void *ptr);
+__asm__(".symver ptrattr12, cudaPointerGetAttributes@libcudart.so.12");
 extern cudaError_t rt_version13(int *v);
 __asm__(".symver rt_version13, cudaRuntimeGetVersion@libcudart.so.13");
 
@@ -35,14 +37,21 @@ int main(void) {
   CHECK(rt_version13(&v) == cudaSuccess && v == 13000);
   CHECK(cudaRuntimeGetVersion(&v) == cudaSuccess && v == 13000);  /* unversioned: the newest */
   void *p = NULL;
+  int at;
   CHECK(cudaMallocManaged(&p, 1 << 20, cudaMemAttachGlobal) == cudaSuccess || cudaMalloc(&p, 1 << 20) == cudaSuccess);
   CHECK(advise12(p, 1 << 20, cudaMemAdviseSetReadMostly, 0) == cudaSuccess);
   CHECK(prefetch12(p, 1 << 20, cudaCpuDeviceId, 0) == cudaSuccess);
 
+  unsigned char attr12[88];
+  memset(attr12, 0xAB, sizeof attr12);
+  CHECK(ptrattr12(attr12, p) == cudaSuccess);
+  memcpy(&at, attr12, sizeof at);
+  CHECK(at == cudaMemoryTypeDevice || at == cudaMemoryTypeManaged);
+  CHECK(attr12[24] == 0xAB);             /* CUDA 12's struct is 24 bytes: nothing written past it */
+
   unsigned char prop12[2048];
   memset(prop12, 0xAB, sizeof prop12);
   CHECK(cudaGetDeviceProperties_v2(prop12, 0) == cudaSuccess);
-  int at;
   CHECK(strcmp((const char *)prop12, "NVIDIA H100 80GB HBM3") == 0);
   memcpy(&at, prop12 + 348, sizeof at);  /* clockRate (kHz), CUDA 12 offset 348 */
   CHECK(at == 1980000);
