@@ -84,6 +84,18 @@ class Images:
             shim=envs.get("REVATI_OPERATOR_SHIM_IMAGE") or DEFAULT_IMAGES["shim"],
         )
 
+    def runtime_for(self, spec: EmulatedDeployment) -> str:
+        """The runtime image of the spec's engine version: the runtime image itself for the
+        default version, else its tag suffixed `-<engine><version>` (images/runtime.Dockerfile
+        built with --build-arg ENGINE_VERSION=<version>, which holds that version's environment)."""
+        e = spec.spec.engine
+        if e.version == engines.get(e.name).version:
+            return self.runtime
+        repo, sep, tag = self.runtime.rpartition(":")
+        if not sep or "/" in tag:  # no tag: latest
+            repo, tag = self.runtime, "latest"
+        return f"{repo}:{tag}-{e.name}{e.version}"
+
 
 # --- names -------------------------------------------------------------------------------
 
@@ -476,7 +488,7 @@ def build_replica_pod(cr: dict, i: int, images: Images | None = None) -> dict:
     n = cr["metadata"]["name"]
     name = replica_name(n, i)
     engine = _container(
-        "engine", images.runtime,
+        "engine", images.runtime_for(model),
         ["revati", "role", "replica", "--spec", f"{SPEC_DIR}/spec.yaml", "--replica", str(i),
          "--port", str(HTTP_PORT)],
         emulator_env(model, name), engine_resources(model), with_spec=True,
@@ -534,7 +546,7 @@ def build_loadgen_job(cr: dict, images: Images | None = None) -> dict:
     model = _model(cr)
     n = cr["metadata"]["name"]
     loadgen = _container(
-        "loadgen", images.runtime,
+        "loadgen", images.runtime_for(model),
         ["revati", "role", "loadgen", "--spec", f"{SPEC_DIR}/spec.yaml", "--target",
          f"http://{router_name(n)}:{HTTP_PORT}"],
         emulator_env(model, None), LOADGEN_RESOURCES, with_spec=True)
