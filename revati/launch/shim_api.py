@@ -36,6 +36,7 @@ SHIM_FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "revati_anatomy_pop": (None, (ctypes.c_int,)),
     "revati_set_model": (None, (ctypes.c_int,) * 5),
     "revati_set_moe": (None, (ctypes.c_int,) * 5),
+    "revati_set_mla": (None, (ctypes.c_int,) * 4),
     "revati_set_step": (None, (ctypes.c_int64,) * 10),
 }
 
@@ -68,6 +69,7 @@ class ShimAPI(_Bound):
     revati_anatomy_pop: Any
     revati_set_model: Any
     revati_set_moe: Any
+    revati_set_mla: Any
     revati_set_step: Any
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 def summarize_stats(prefix: str | os.PathLike) -> dict:
     """Adds up the per-process statistics files <prefix>.<pid>.json of one run."""
     files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*.json"))
-    total: dict = {"processes": 0, "ops": {}, "busy_ns": {}, "family_ns": {}, "predictor": {}}
+    total: dict = {"processes": 0, "ops": {}, "busy_ns": {}, "family_ns": {}, "step_family_ns": {},
+                   "step_unmapped_family_ns": {},
+                   "predictor": {}}
     for f in files:
         try:
             d = json.loads(f.read_text())
@@ -19,7 +21,8 @@ def summarize_stats(prefix: str | os.PathLike) -> dict:
         total["processes"] += 1
         for key in ("steps", "graph_launches"):
             total[key] = total.get(key, 0) + d.get(key, 0)
-        for key in ("ops", "busy_ns", "family_ns", "predictor"):
+        for key in ("ops", "busy_ns", "family_ns", "step_family_ns", "step_unmapped_family_ns",
+                    "predictor"):
             for k, v in d.get(key, {}).items():
                 total[key][k] = total[key].get(k, 0) + v
         total["duration_source"] = d.get("duration_source", "?")
@@ -28,6 +31,11 @@ def summarize_stats(prefix: str | os.PathLike) -> dict:
     total["hit_rate"] = p.get("hits", 0) / lookups if lookups else None
     pred_ns = p.get("mapped_ns", 0) + p.get("unmapped_ns", 0)
     total["coverage"] = p.get("mapped_ns", 0) / pred_ns if pred_ns else None
+    # per kernel family, once serving began: the share of its predicted time that a descriptor
+    # (not the launch geometry) gave
+    total["family_coverage"] = {
+        k: 1.0 - total["step_unmapped_family_ns"].get(k, 0) / v
+        for k, v in total["step_family_ns"].items() if v}
     return total
 
 

@@ -93,6 +93,8 @@ AUDIT_DECODE_BATCH = (1, 4, 16, 64, 128, 256, 512)
 AUDIT_DECODE_KEYS = (16, 128, 700, 2048, 8192, 32768, 131072)
 AUDIT_PREFILL = ((16, 0), (128, 0), (512, 0), (1024, 0), (4096, 0), (16384, 0), (512, 4096),
                  (2048, 30000), (16, 32768), (256, 1024))
+AUDIT_MOE_LAYOUTS = ((4096, 7168, 8, 8, 2), (2048, 768, 128, 128, 8), (2048, 1408, 32, 64, 6),
+                     (5120, 8192, 16, 16, 1))
 AUDIT_GEMM_M = (1, 16, 128, 512, 2048, 8192, 32768)
 AUDIT_GEMM_NK = ((4096, 4096), (12288, 4096), (4096, 14336), (28672, 8192), (128256, 4096),
                  (1024, 5120), (6144, 1536))
@@ -129,4 +131,18 @@ def audit_ops() -> list[dict[str, Any]]:
                             "ranks_per_node": rpn})
         for d in ("h2d", "d2h", "d2d"):
             ops.append({"op": "memcpy", "bytes": b, "direction": d})
+    # fused MoE (Mixtral, Qwen3-30B-A3B, DeepSeek-V2-Lite under EP 2, Llama-4-Scout) and MLA decode
+    for h, i, e, et, k in AUDIT_MOE_LAYOUTS:
+        for t in (1, 8, 64, 512, 4096):
+            for stage in ("w13", "w2"):
+                for dt in ("bf16", "fp8"):
+                    ops.append({"op": "moe", "stage": stage, "tokens": t, "hidden": h,
+                                "intermediate": i, "experts": e, "experts_total": et,
+                                "topk": k, "dtype": dt})
+    for heads in (16, 128):
+        for b in AUDIT_DECODE_BATCH:
+            for L in AUDIT_DECODE_KEYS:
+                if b * L <= 1 << 23:
+                    ops.append({"op": "mla", "batch_size": b, "kv_len_sum": b * L,
+                                "num_heads": heads, "kv_lora_rank": 512, "rope_dim": 64})
     return ops

@@ -343,7 +343,20 @@ def send_model_to_shim(runner: Any) -> None:
                      getattr(mc.hf_config, "quantization_config", None) or getattr(mc, "quantization", None))
     if moe is not None:
         lib.revati_set_moe(*moe)
+    mla = mla_layout(hf)
+    if mla is not None:
+        lib.revati_set_mla(*mla)
     runner._revati_model_sent = True
+
+
+def mla_layout(hf: Any) -> tuple[int, int, int, int] | None:
+    """A DeepSeek-style MLA model's latent layout, from its config: (kv_lora_rank,
+    qk_rope_head_dim, qk_nope_head_dim, v_head_dim), or None for another attention."""
+    vals = [getattr(hf, f, None) for f in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
+                                           "v_head_dim")]
+    if not all(isinstance(v, int) and v > 0 for v in vals):
+        return None
+    return tuple(vals)  # type: ignore[return-value]
 
 
 # The config fields that name a MoE model's routed experts, per architecture family (Mixtral and

@@ -34,6 +34,10 @@ void revati_set_moe(int experts_local, int experts_total, int topk, int intermed
   rv_set_moe(experts_local, experts_total, topk, intermediate, weight_bytes);
 }
 
+void revati_set_mla(int kv_lora_rank, int rope_dim, int qk_nope_dim, int v_head_dim) {
+  rv_set_mla(kv_lora_rank, rope_dim, qk_nope_dim, v_head_dim);
+}
+
 void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode,
                      int64_t prefill_tokens, int64_t prefill_kv_sum, int64_t prefill_kv_max, int64_t prefill_pairs,
                      int64_t decode_kv_sum, int64_t decode_kv_max) {

@@ -98,6 +98,11 @@ int rv_classify_kernel(const char *n) {
        * op: described by their launch geometry, or each would be charged the whole op (the
        * main kernel carries it, as in the measured tables, which time the whole call). */
       {"prepare_varlen", RV_FAM_REDUCE},         {"Combine", RV_FAM_REDUCE},
+      /* vLLM's Triton decode attention (TRITON_MLA and TRITON_ATTN's split-KV decode): stage 1
+       * is the attention, stage 2 the reduction of its splits. */
+      {"_fwd_kernel_stage2", RV_FAM_REDUCE},     {"_fwd_grouped_kernel_stage1", RV_FAM_ATTENTION},
+      {"_fwd_kernel_stage1", RV_FAM_ATTENTION},  {"flash_mla", RV_FAM_ATTENTION},
+      {"mla_decode", RV_FAM_ATTENTION},
       {"combine", RV_FAM_REDUCE},
       {"flash", RV_FAM_ATTENTION},               {"Flash", RV_FAM_ATTENTION},
       {"fmha", RV_FAM_ATTENTION},                {"attention", RV_FAM_ATTENTION},

@@ -37,6 +37,8 @@ typedef struct {
   int num_heads, num_kv_heads, head_dim, hidden, intermediate, set;
   /* routed experts (revati_set_moe): per GPU, 0 for a dense model */
   int moe_experts, moe_experts_total, moe_topk, moe_intermediate, moe_weight_bytes;
+  /* multi-head latent attention (revati_set_mla): 0 for another attention */
+  int mla_kv_lora_rank, mla_rope_dim, mla_qk_nope_dim, mla_v_head_dim;
 } rv_model;
 
 static rv_step rv_cur_step;
@@ -48,6 +50,16 @@ void rv_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int
   m.num_heads = num_heads; m.num_kv_heads = num_kv_heads; m.head_dim = head_dim;
   m.hidden = hidden; m.intermediate = intermediate; m.set = 1;
   rv_model_info = m;
+}
+
+void rv_set_mla(int kv_lora_rank, int rope_dim, int qk_nope_dim, int v_head_dim) {
+  if (kv_lora_rank <= 0 || rope_dim < 0 || qk_nope_dim <= 0 || v_head_dim <= 0) {
+    rv_log(RV_LOG_ERROR, "revati_set_mla: ignoring an impossible latent layout (%d, %d, %d, %d)", kv_lora_rank,
+           rope_dim, qk_nope_dim, v_head_dim);
+    return;
+  }
+  rv_model_info.mla_kv_lora_rank = kv_lora_rank; rv_model_info.mla_rope_dim = rope_dim;
+  rv_model_info.mla_qk_nope_dim = qk_nope_dim; rv_model_info.mla_v_head_dim = v_head_dim;
 }
 
 void rv_set_moe(int experts_local, int experts_total, int topk, int intermediate, int weight_bytes) {
@@ -117,8 +129,8 @@ static void describe_attention(rv_mp *w, int prefill) {
 static int describe_decode_part(const rv_op *op, rv_mp *w) {
   const rv_step *s = &rv_cur_step;
   if (op->kind != RV_OP_KERNEL || op->u.kernel.k->family != RV_FAM_ATTENTION || !rv_model_info.set ||
-      s->num_prefill == 0 || s->num_decode == 0)
-    return 0;
+      s->num_prefill == 0 || s->num_decode == 0 || rv_model_info.mla_kv_lora_rank > 0)
+    return 0; /* MLA runs its decode and prefill parts as separate kernels (describe_mla) */
   describe_attention(w, 0);
   return 1;
 }
@@ -179,6 +191,41 @@ static void describe_moe(const rv_op *op, rv_mp *w, int64_t tokens) {
   rv_mp_kv_str(w, "op", "elementwise"); rv_mp_kv_int(w, "bytes", bytes > 0 ? bytes : 1); rv_mp_kv_int(w, "tokens", tokens);
 }
 
+/* An MLA model's attention kernels: the latent decode kernel (FlashMLA, FlashInfer MLA, the Triton
+ * grouped decode kernel) gets the step's decode part as an "mla" op; any other attention kernel
+ * is the prefill, ordinary attention on the up-projected heads (QK head dim qk_nope + rope). */
+static void describe_mla(const rv_op *op, rv_mp *w) {
+  const rv_model *m = &rv_model_info;
+  const rv_step *s = &rv_cur_step;
+  const char *n = op->u.kernel.k->mangled;
+  int decode = strstr(n, "mla") || strstr(n, "MLA") || strstr(n, "Mla") || strstr(n, "_fwd_grouped_kernel") ||
+               strstr(n, "decode");
+  if (s->num_prefill == 0) decode = 1;
+  if (s->num_decode == 0) decode = 0;
+  if (decode) {
+    rv_mp_map(w, 6);
+    rv_mp_kv_str(w, "op", "mla");
+    rv_mp_kv_int(w, "batch_size", s->num_decode > 0 ? s->num_decode : 1);
+    rv_mp_kv_int(w, "kv_len_sum", s->decode_kv_sum > 0 ? s->decode_kv_sum : 1);
+    rv_mp_kv_int(w, "num_heads", m->num_heads);
+    rv_mp_kv_int(w, "kv_lora_rank", m->mla_kv_lora_rank);
+    rv_mp_kv_int(w, "rope_dim", m->mla_rope_dim);
+    return;
+  }
+  rv_mp_map(w, 11);
+  rv_mp_kv_str(w, "op", "attention");
+  rv_mp_kv_str(w, "phase", "prefill");
+  rv_mp_kv_int(w, "batch_size", s->num_prefill);
+  rv_mp_kv_int(w, "num_tokens", s->prefill_tokens);
+  rv_mp_kv_int(w, "kv_len_sum", s->prefill_kv_sum);
+  rv_mp_kv_int(w, "kv_len_max", s->prefill_kv_max);
+  rv_mp_kv_int(w, "attn_pairs", s->prefill_pairs);
+  rv_mp_kv_int(w, "num_heads", m->num_heads);
+  rv_mp_kv_int(w, "num_kv_heads", m->num_heads);
+  rv_mp_kv_int(w, "head_dim", m->mla_qk_nope_dim + m->mla_rope_dim);
+  rv_mp_kv_str(w, "dtype", "bf16");
+}
+
 /* Encodes op as its descriptor. Returns 0 when the op has no family the predictor models
  * (the caller then uses the roofline and counts an unmapped op). */
 static int describe(const rv_op *op, rv_mp *w, int *mapped) {
@@ -224,6 +271,10 @@ static int describe(const rv_op *op, rv_mp *w, int *mapped) {
     default: break;
   }
   int fam = op->u.kernel.k->family;
+  if (fam == RV_FAM_ATTENTION && m->set && s->num_reqs > 0 && m->mla_kv_lora_rank > 0) {
+    describe_mla(op, w);
+    return 1;
+  }
   if (fam == RV_FAM_ATTENTION && m->set && s->num_reqs > 0) {
     /* One varlen kernel serves the whole batch; a mixed step is described by its prefill
      * part here and its decode part by describe_decode_part (the caller adds both). */
@@ -290,9 +341,26 @@ static void cache_put(uint64_t key, uint64_t ns) {
   s->ns = ns;
 }
 
-static uint64_t account(uint64_t ns, int mapped) {
+/* Predicted kernel time per kernel family once serving began (the first step the semantic layer
+ * reported; the memory profile and warm-up before it run before the model's shape is known), and
+ * the part of it that only the launch geometry described: a family's coverage is
+ * 1 - unmapped / all (the stats file's "step_family_ns" and "step_unmapped_family_ns"). */
+static uint64_t rv_step_family_ns[RV_FAM_COUNT], rv_step_unmapped_family_ns[RV_FAM_COUNT];
+
+const uint64_t *rv_sidecar_step_family_ns(int unmapped) {
+  return unmapped ? rv_step_unmapped_family_ns : rv_step_family_ns;
+}
+
+static uint64_t account(const rv_op *op, uint64_t ns, int mapped) {
   if (mapped) rv_mapped_ns += ns;
   else { rv_unmapped++; rv_unmapped_ns += ns; }
+  if (op->kind == RV_OP_KERNEL && rv_steps_seen) {
+    int fam = op->u.kernel.k->family;
+    if (fam >= 0 && fam < RV_FAM_COUNT) {
+      rv_step_family_ns[fam] += ns;
+      if (!mapped) rv_step_unmapped_family_ns[fam] += ns;
+    }
+  }
   return ns;
 }
 
@@ -456,12 +524,12 @@ static uint64_t sidecar_ns(const rv_op *op, const rv_gpu_spec *gpu) {
   rv_mp d = RV_MP(dbuf);
   int mapped;
   if (op->kind == RV_OP_KERNEL) rv_kernel_family((rv_kernel *)op->u.kernel.k);
-  if (!describe(op, &d, &mapped)) return account(rv_roofline_ns(op, gpu), 0);
+  if (!describe(op, &d, &mapped)) return account(op, rv_roofline_ns(op, gpu), 0);
   uint64_t ns = lookup(&d, op, gpu);
   uint8_t decbuf[RV_DESC_MAX];
   rv_mp dec = RV_MP(decbuf);
   if (describe_decode_part(op, &dec)) ns += lookup(&dec, op, gpu);
-  return account(ns, mapped);
+  return account(op, ns, mapped);
 }
 
 static const rv_duration_source rv_sidecar_source = {"sidecar", sidecar_ns};

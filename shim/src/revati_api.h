@@ -43,6 +43,9 @@ RV_API void revati_set_model(int num_heads, int num_kv_heads, int head_dim, int 
  * routed experts in all, the experts each token is sent to, each expert's intermediate size on
  * this GPU, and the bytes of one expert weight (2 for bf16/fp16, 1 for fp8) ... */
 RV_API void revati_set_moe(int experts_local, int experts_total, int topk, int intermediate, int weight_bytes);
+/* ... its multi-head latent attention (DeepSeek-style MLA only): the latent's size, the rotary
+ * key's, and the up-projected heads' QK (non-rotary part) and V head dims ... */
+RV_API void revati_set_mla(int kv_lora_rank, int rope_dim, int qk_nope_dim, int v_head_dim);
 /* ... and each step's batch composition, from which kernels launched in the step are
  * described for the predictor. */
 RV_API void revati_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode,

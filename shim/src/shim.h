@@ -224,6 +224,8 @@ extern const rv_duration_source rv_roofline_source;
  * semantic layer's model shape and step composition (revati_set_model, revati_set_step). */
 const rv_duration_source *rv_sidecar_init(void);
 void rv_set_model(int num_heads, int num_kv_heads, int head_dim, int hidden, int intermediate);
+const uint64_t *rv_sidecar_step_family_ns(int unmapped);
+void rv_set_mla(int kv_lora_rank, int rope_dim, int qk_nope_dim, int v_head_dim);
 void rv_set_moe(int experts_local, int experts_total, int topk, int intermediate, int weight_bytes);
 void rv_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode, int64_t prefill_tokens,
                  int64_t prefill_kv_sum, int64_t prefill_kv_max, int64_t prefill_pairs, int64_t decode_kv_sum,

@@ -34,6 +34,12 @@ void rv_write_stats(void) {
       for (int i = 0; i < RV_FAM_COUNT; i++)
         fprintf(f, "%s\"%s\": %llu", i ? ", " : "", rv_family_names[i],
                 (unsigned long long)rv_global_stats.family_ns[i]);
+      for (int u = 0; u < 2; u++) {
+        const uint64_t *ns = rv_sidecar_step_family_ns(u);
+        fprintf(f, u ? "}, \"step_unmapped_family_ns\": {" : "}, \"step_family_ns\": {");
+        for (int i = 0; i < RV_FAM_COUNT; i++)
+          fprintf(f, "%s\"%s\": %llu", i ? ", " : "", rv_family_names[i], (unsigned long long)ns[i]);
+      }
       uint64_t ph, pm, pu, pe, mns, uns;
       rv_sidecar_stats(&ph, &pm, &pu, &pe, &mns, &uns);
       fprintf(f, "}, \"duration_source\": \"%s\", \"predictor\": {\"hits\": %llu, \"misses\": %llu, "

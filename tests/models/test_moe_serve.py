@@ -49,3 +49,6 @@ def test_shrunk_qwen3_moe_serves_one_request(tmp_path):
     assert total["processes"] >= 1 and total["ops"].get("gemm", 0) > 0
     # vLLM's fused-MoE kernels were launched and recognised as the moe family by the shim
     assert total["family_ns"].get("moe", 0) > 0, total["family_ns"]
+    # ... and, once serving began, described as MoE ops (the experts from the config), not by
+    # their launch geometry: the family's coverage of predicted GPU time (issue 16: >= 97%)
+    assert total["family_coverage"]["moe"] >= 0.97, (total["family_coverage"], total["step_family_ns"])

@@ -36,6 +36,7 @@ SAMPLES = [
      "experts": 8, "topk": 2},
     {"op": "moe", "stage": "w2", "tokens": 0, "hidden": 2048, "intermediate": 768,
      "experts": 64, "experts_total": 128, "topk": 8, "dtype": "fp8"},
+    {"op": "mla", "batch_size": 32, "kv_len_sum": 32000, "num_heads": 16, "kv_lora_rank": 512},
 ] + [d for kind in ("norm", "activation", "rotary", "elementwise", "embedding") for d in (
     {"op": kind, "tokens": 33, "hidden": 4096},
     {"op": kind, "bytes": 12345, "dtype": "fp32"},
@@ -73,7 +74,7 @@ def test_every_family_is_complete(name):
     bound = _bound(name, p, keys)
     assert bound.shape == (len(keys),) and (bound >= 0).all()
     assert fam.fallback(p, dict(zip(fam.columns, keys[-1]))) > 0
-    if name in ("memcpy", "moe"):  # served by an analytic model
+    if name in ("memcpy", "moe", "mla"):  # served by an analytic model
         assert not fam.learned and fam.analytic is not None and fam.grid is None
         assert (fam.analytic(p, keys) > 0).all()
         return
