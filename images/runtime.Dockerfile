@@ -5,6 +5,13 @@
 #
 #   docker build -f images/runtime.Dockerfile -t ghcr.io/revati-dev/revati-runtime:0.1.0 .
 #
+# One image per engine version: ENGINE_VERSION (empty: the default, pyproject.toml's vLLM) adds
+# that version's environment under /opt/revati/engines (revati/engines/environments.py, about
+# 8 GB more), and the operator runs it for specs of that version (tag suffix -vllm<version>):
+#
+#   docker build -f images/runtime.Dockerfile --build-arg ENGINE_VERSION=0.15.1 \
+#     -t ghcr.io/revati-dev/revati-runtime:0.1.0-vllm0.15.1 .
+#
 # The build stage is the same, line for line, as in shim.Dockerfile (tests/k8s/test_images.py
 # checks it), so a builder with a layer cache builds it once for both images.
 
@@ -31,6 +38,18 @@ RUN python -m venv .venv \
 # The shim, built from source with setup.sh's command (the Makefile finds ../.venv/bin/python).
 RUN make -s -C shim
 
+# Another engine version: its own environment, with its CUDA torch checked (revati engines install).
+FROM python:3.11.14-slim-bookworm AS engines
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY --from=build /opt/revati/src /opt/revati/src
+WORKDIR /opt/revati/src
+ARG ENGINE_VERSION=""
+RUN mkdir -p /opt/revati/engines \
+ && if [ -n "$ENGINE_VERSION" ]; then \
+      REVATI_ENGINES_DIR=/opt/revati/engines REVATI_ENGINE_SOURCE=/opt/revati/src \
+        .venv/bin/revati engines install vllm "$ENGINE_VERSION"; \
+    fi
+
 FROM python:3.11.14-slim-bookworm
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Triton compiles its small C launcher with gcc when vLLM builds its graphs; lightgbm (the
@@ -42,6 +61,7 @@ RUN apt-get update \
  && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/revati --shell /usr/sbin/nologin revati
 COPY --from=build /opt/revati/src/.venv /opt/revati/src/.venv
 COPY --from=build /opt/revati/src/shim/build/lib/ /opt/revati/shim/
+COPY --from=engines /opt/revati/engines/ /opt/revati/engines/
 COPY profiles/ /opt/revati/profiles/
 # Caches go under /home/revati/.cache and /tmp (emptyDirs in the pods: the root filesystem is read-only).
 ENV PATH=/opt/revati/src/.venv/bin:$PATH \
@@ -51,6 +71,7 @@ ENV PATH=/opt/revati/src/.venv/bin:$PATH \
     TRITON_CACHE_DIR=/home/revati/.cache/triton \
     MPLCONFIGDIR=/tmp/matplotlib \
     REVATI_SHIM_DIR=/opt/revati/shim \
+    REVATI_ENGINES_DIR=/opt/revati/engines \
     REVATI_PROFILES_DIR=/opt/revati/profiles \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

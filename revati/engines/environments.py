@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from revati.engines.base import EngineAdapter
 
 MARKER = "revati-engine.json"
-#: The checkout (or unpacked source) of the revati package that goes into each environment.
-SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
+#: The checkout (or unpacked source) of the revati package that goes into each environment:
+#: REVATI_ENGINE_SOURCE (an image's source folder), else this checkout.
+SOURCE_ROOT = Path(envs.get("REVATI_ENGINE_SOURCE") or Path(__file__).resolve().parent.parent.parent)
 
 
 class EngineInstallError(RuntimeError):

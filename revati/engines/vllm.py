@@ -19,6 +19,8 @@ class VllmAdapter(EngineAdapter):
     builds = {
         "0.32.0": Build(torch="2.13.0", cuda="13.0", layer="v2",
                         notes="V2 model runner (vllm/v1/worker/gpu/): sample() and AsyncOutput.get_output"),
+        "0.33.0": Build(torch="2.14.0", cuda="13.0", layer="v2",
+                        notes="V2 model runner, as 0.32; torch 2.14, triton 3.8, NCCL 2.30"),
         "0.15.1": Build(torch="2.9.1", cuda="12.8", layer="v1",
                         notes="V1 model runner (vllm/v1/worker/gpu_model_runner.py): the sampler's output and "
                               "_bookkeeping_sync; CUDA 12 stack; no --shutdown-timeout",

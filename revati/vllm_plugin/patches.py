@@ -257,11 +257,19 @@ def _wrap_phase(state_name: str) -> Callable[[Callable], Callable]:
     return make
 
 
+def _has_work(core) -> bool:
+    """EngineCoreProc.has_work() (0.32), or the condition that 0.15's _process_input_queue waits on."""
+    has_work = getattr(core, "has_work", None)
+    if has_work is not None:
+        return bool(has_work())
+    return bool(core.engines_running or core.scheduler.has_requests() or core.batch_queue)
+
+
 def _wrap_input_queue(orig: Callable) -> Callable:
     @functools.wraps(orig)
     def _process_input_queue(self, *args, **kwargs):
         # Without work the engine blocks on its input queue until a request comes.
-        state = steps.anatomy_state("input" if self.has_work() else "idle")
+        state = steps.anatomy_state("input" if _has_work(self) else "idle")
         steps.anatomy_push(state)
         try:
             return orig(self, *args, **kwargs)
