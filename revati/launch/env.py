@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from revati import engines
 from revati.catalog import DEFAULT_GPU, get_gpu
+from revati.launch import shim_api
 from revati.launch.paths import SHIM_NAME, shim_dir
 
 if TYPE_CHECKING:
@@ -153,8 +154,10 @@ def emulator_env(
         clock_vars = (shared_timekeeper() if timewarp is True else timewarp).env()
     if sidecar:
         from revati.launch.sidecar import zmq_library
+    shim = shim_dir()
+    shim_api.check_built(shim)
     ev = emulator_vars(
-        gpu, shim=shim_dir(), engine=engine, num_gpus=num_gpus, predictor=predictor, sidecar=sidecar,
+        gpu, shim=shim, engine=engine, num_gpus=num_gpus, predictor=predictor, sidecar=sidecar,
         zmq_lib=zmq_library() if sidecar else None,
         trace=str(Path(trace).resolve()) if trace else None, stats=str(Path(stats).resolve()) if stats else None,
         timewarp=clock_vars.get("REVATI_TIMEWARP") == "1", clock=clock_vars.get("REVATI_CLOCK"))

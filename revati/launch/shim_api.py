@@ -17,9 +17,10 @@ from __future__ import annotations
 import ctypes
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from revati.launch.paths import ShimNotBuiltError, shim_dir
+from revati.launch.paths import SHIM_NAME, ShimNotBuiltError, shim_dir
 
 TK_NAME = "librevati_tk.so"
 
@@ -78,6 +79,31 @@ class TkAPI(_Bound):
 
     rv_tk_scan: Any
     rv_tk_quiet: Any
+
+
+class ShimOutdatedError(ShimNotBuiltError):
+    """The built shim lacks a function that this Python side calls (built from older sources)."""
+
+
+@functools.cache
+def _missing_exports(path: str, mtime_ns: int) -> tuple[str, ...]:
+    # NOTE: the names of a shared library's exported functions are NUL-terminated strings of its
+    # dynamic string table; reading the file (not dlopen, which would run the shim's
+    # constructors in this process) is enough to tell a stale build
+    data = Path(path).read_bytes()
+    return tuple(n for n in SHIM_FUNCTIONS if b"\0" + n.encode() + b"\0" not in data)
+
+
+def check_built(folder: Path) -> None:
+    """Raises ShimOutdatedError when the shim in `folder` lacks a function of SHIM_FUNCTIONS: a
+    stale build would leave the semantic layer off in every engine process (no model, no steps,
+    every kernel described by its launch geometry) while the run went on."""
+    lib = folder / SHIM_NAME
+    missing = _missing_exports(str(lib), lib.stat().st_mtime_ns)
+    if missing:
+        raise ShimOutdatedError(
+            f"the shim at {lib} is older than revati's Python side: it lacks {', '.join(missing)}. "
+            "Rebuild it with `make -C shim` (scripts/setup.sh does).")
 
 
 @functools.cache

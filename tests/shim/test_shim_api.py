@@ -140,3 +140,28 @@ def test_a_missing_tk_library_is_a_clear_error(tmp_path, monkeypatch):
             shim_api.tk_scanner()
     finally:
         shim_api.tk_library.cache_clear()
+
+
+def test_a_stale_shim_build_is_refused_before_a_run(tmp_path):
+    # a shim built from older sources lacks a function the Python side binds: the semantic layer
+    # would silently stay off in every engine process, so the environment builder refuses it
+    from revati.launch import shim_api
+    from revati.launch.env import emulator_env
+    from revati.launch.paths import SHIM_NAME, shim_dir
+
+    shim_api.check_built(shim_dir())  # the current build has them all
+    data = (shim_dir() / SHIM_NAME).read_bytes().replace(b"\0revati_set_mla\0", b"\0revati_set_xyz\0")
+    (tmp_path / SHIM_NAME).write_bytes(data)
+    with pytest.raises(shim_api.ShimOutdatedError, match="revati_set_mla.*make -C shim"):
+        shim_api.check_built(tmp_path)
+    import os
+    old = os.environ.get("REVATI_SHIM_DIR")
+    os.environ["REVATI_SHIM_DIR"] = str(tmp_path)
+    try:
+        with pytest.raises(shim_api.ShimOutdatedError):
+            emulator_env("h100-sxm")
+    finally:
+        if old is None:
+            del os.environ["REVATI_SHIM_DIR"]
+        else:
+            os.environ["REVATI_SHIM_DIR"] = old
