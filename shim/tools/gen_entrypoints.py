@@ -27,7 +27,7 @@ Existing IMPL marks are kept, so this can be rerun after a library upgrade: new 
 as STUB, and names that disappeared are dropped (an IMPL that disappears is kept and
 reported, since code still defines it).
 
-Usage: gen_entrypoints.py --site SITE_PACKAGES [--site12 SITE_PACKAGES] --nvml-include DIR [--sync-impl SRC]
+Usage: gen_entrypoints.py --site SITE_PACKAGES [--site12 SITE_PACKAGES] [--also SITE_PACKAGES ...] --nvml-include DIR [--sync-impl SRC]
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ def main() -> int:
     ap.add_argument("--site", required=True, type=Path, help="site-packages with the nvidia wheels")
     ap.add_argument("--site12", type=Path, help="site-packages with the CUDA 12 wheels (optional: their names "
                     "join the list)")
+    ap.add_argument("--also", type=Path, action="append", default=[], metavar="SITE",
+                    help="another site-packages with CUDA 13 wheels (another engine version's): its names join the list")
     ap.add_argument("--nvml-include", required=True, type=Path, help="folder with nvml.h")
     ap.add_argument("--sync-impl", type=Path, metavar="SRC_DIR",
                     help="mark IMPL exactly the names defined with the API macro in SRC_DIR/*.c")
@@ -106,6 +108,12 @@ def main() -> int:
         "CUBLASLT": exported_functions(nv / "cu13/lib/libcublasLt.so.13"),
         "NCCL": {n for n in exported_functions(nv / "nccl/lib/libnccl.so.2") if n.startswith(("nccl", "pnccl"))},
     }
+    for site in args.also:
+        nv2 = site / "nvidia"
+        for lib, so in (("CUDART", "cu13/lib/libcudart.so.13"), ("CUBLAS", "cu13/lib/libcublas.so.13"),
+                        ("CUBLASLT", "cu13/lib/libcublasLt.so.13")):
+            libs[lib] |= exported_functions(nv2 / so)
+        libs["NCCL"] |= {n for n in exported_functions(nv2 / "nccl/lib/libnccl.so.2") if n.startswith(("nccl", "pnccl"))}
     headers12: list[str] = []
     if args.site12:
         s12 = stack12(args.site12)

@@ -23,10 +23,14 @@ SRC = Path(__file__).resolve().parents[2] / "shim" / "src" / "cuda12.c"
 NV13 = Path(sysconfig.get_paths()["purelib"]) / "nvidia"
 
 
-def _site12() -> Path | None:
-    env = environments.env_of(engines.get("vllm", "0.15.1"))
+def _site(version: str) -> Path | None:
+    env = environments.env_of(engines.get("vllm", version))
     site = env.path / "lib" / "python3.11" / "site-packages"
-    return site if env.installed() and (site / "nvidia" / "cuda_runtime").is_dir() else None
+    return site if env.installed() and (site / "nvidia").is_dir() else None
+
+
+def _site12() -> Path | None:
+    return _site("0.15.1")
 
 
 needs12 = pytest.mark.skipif(_site12() is None, reason="vLLM 0.15.1's environment (the CUDA 12 wheels) is not "
@@ -39,16 +43,18 @@ def _exported(so: Path) -> set[str]:
             if len(p) == 3 and p[1] in ("T", "W", "i")}
 
 
-def _stack(major: int) -> dict[str, Path]:
-    if major == 13:
-        return {"cudart": NV13 / "cu13/lib/libcudart.so.13", "cublas": NV13 / "cu13/lib/libcublas.so.13",
-                "cublasLt": NV13 / "cu13/lib/libcublasLt.so.13", "nccl": NV13 / "nccl/lib/libnccl.so.2"}
+def _stack(major: int | str) -> dict[str, Path]:
+    if major in (13, "13 (vLLM 0.33.0)"):
+        nv = NV13 if major == 13 else _site("0.33.0") / "nvidia"
+        return {"cudart": nv / "cu13/lib/libcudart.so.13", "cublas": nv / "cu13/lib/libcublas.so.13",
+                "cublasLt": nv / "cu13/lib/libcublasLt.so.13", "nccl": nv / "nccl/lib/libnccl.so.2"}
     nv = _site12() / "nvidia"
     return {"cudart": nv / "cuda_runtime/lib/libcudart.so.12", "cublas": nv / "cublas/lib/libcublas.so.12",
             "cublasLt": nv / "cublas/lib/libcublasLt.so.12", "nccl": nv / "nccl/lib/libnccl.so.2"}
 
 
-@pytest.mark.parametrize("major", [13, pytest.param(12, marks=needs12)])
+@pytest.mark.parametrize("major", [13, pytest.param(12, marks=needs12), pytest.param(
+    "13 (vLLM 0.33.0)", marks=pytest.mark.skipif(_site("0.33.0") is None, reason="vLLM 0.33.0 is not installed"))])
 def test_every_exported_entry_point_of_the_real_libraries_resolves_in_the_shim(major):
     shim = _exported(SHIM)
     for lib, so in _stack(major).items():
