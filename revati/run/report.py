@@ -37,8 +37,10 @@ def per_request(bench: dict) -> list[dict]:
     rows = []
     for i in range(n):
         ttft = bench["ttfts"][i]
-        lat = bench["latencies"][i]
         itl = bench["itls"][i] or []
+        # NOTE: `vllm bench serve` of vLLM 0.15 saves no per-request latencies: a request's is its
+        # first token's time plus every later token's gap (what newer versions save).
+        lat = bench["latencies"][i] if "latencies" in bench else (ttft + sum(itl) if ttft else None)
         out_len = (bench.get("output_lens") or [0] * n)[i]
         err = (bench.get("errors") or [""] * n)[i]
         ok = not err and lat is not None and lat > 0
