@@ -20,6 +20,7 @@ GPU-bound and the two runs are comparable on this CPU.)
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shlex
@@ -114,6 +115,13 @@ class Kubelet:
                 src = REPO / "shim" / "build" / "lib"  # what the shim init container copies
             elif v["name"] == "spec":
                 src = self.work / "spec"
+            elif v["name"] == "secret":  # the deployment's Secret (the operator creates it: build_secret)
+                src = self.work / "secret"
+                if not (src / m.SECRET_KEY).exists():
+                    src.mkdir(mode=0o700, exist_ok=True)
+                    sec = m.build_secret(self.cr)
+                    (src / m.SECRET_KEY).write_bytes(base64.b64decode(sec["data"][m.SECRET_KEY]))
+                    (src / m.SECRET_KEY).chmod(0o400)
             else:  # emptyDirs, one per pod
                 src = base / v["name"]
                 src.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from revati.operator import manifests as mf
 from revati.run import faults
 from revati.operator.kube import (
-    EMD, FINALIZER, TERMINAL, Kube, lock, log, post_event, ensure, is_subset, kube, upsert_condition)
+    EMD, FINALIZER, TERMINAL, Kube, create_once, lock, log, post_event, ensure, is_subset, kube, upsert_condition)
 from revati.spec import SpecError
 
 #: Exit code of an emulated process that the time warp declared deadlocked.
@@ -166,6 +166,7 @@ def reconcile_deployment(ns: str, name: str, logger: logging.Logger | None = Non
             logger.debug("waiting for the finalizer before creating objects")
             return phase
         images = mf.Images.from_env()
+        create_once(k, mf.build_secret(cr), logger)  # a new value only if there is none yet
         for obj in mf.build_serving(cr, images):
             ensure(k, obj, logger)
         if phase == "Pending":

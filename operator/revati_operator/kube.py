@@ -40,6 +40,8 @@ _KINDS: dict[str, tuple[str, str]] = {
     "Pod": ("CoreV1Api", "pod"),
     "Deployment": ("AppsV1Api", "deployment"),
     "Job": ("BatchV1Api", "job"),
+    "Secret": ("CoreV1Api", "secret"),
+    "NetworkPolicy": ("NetworkingV1Api", "network_policy"),
 }
 #: Kinds whose spec cannot change after creation: only their metadata is reconciled.
 _IMMUTABLE_SPEC = ("Pod", "Job")
@@ -53,7 +55,7 @@ class Kube:
         self.api = api
         self.core = kubernetes.client.CoreV1Api(api)
         self.custom = kubernetes.client.CustomObjectsApi(api)
-        self._apis = {n: getattr(kubernetes.client, n)(api) for n in ("CoreV1Api", "AppsV1Api", "BatchV1Api")}
+        self._apis = {n: getattr(kubernetes.client, n)(api) for n in ("CoreV1Api", "AppsV1Api", "BatchV1Api", "NetworkingV1Api")}
 
     @staticmethod
     def _json(fn: Callable, *args, **kwargs) -> Any:
@@ -189,7 +191,7 @@ def ensure(k: Kube, obj: dict, logger: logging.Logger | None = None) -> tuple[di
     """Create-or-patch by name. Returns (live object, "created" | "patched" | "unchanged").
 
     An object that exists already is adopted: its labels and owner references are set. Pods and
-    Jobs only get their metadata reconciled (their specs are immutable)."""
+    Jobs only get their metadata reconciled (their specs are immutable). Secrets: create_once."""
     kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
     live = k.read(kind, ns, name)
     if live is None:
@@ -209,6 +211,19 @@ def ensure(k: Kube, obj: dict, logger: logging.Logger | None = None) -> tuple[di
     patched = k.patch(kind, ns, name, desired)
     (logger or log).info(f"patched {kind} {name} (adopted or drifted)")
     return patched, "patched"
+
+
+def create_once(k: Kube, obj: dict, logger: logging.Logger | None = None) -> bool:
+    """Creates obj unless one of its name exists (then leaves it as it is, unread: the operator
+    may create Secrets but not read them). Returns whether it was created."""
+    try:
+        k.create(obj["kind"], obj["metadata"]["namespace"], obj)
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise
+    (logger or log).info(f"created {obj['kind']} {obj['metadata']['name']}")
+    return True
 
 
 def upsert_condition(conditions: list[dict], ctype: str, status: str, reason: str, message: str) -> list[dict]:

@@ -1,6 +1,7 @@
 """Pure builders: an EmulatedDeployment CR (a dict, as the API server returns it) -> manifests.
 
-Nothing here talks to the API server. Every ``build_*`` function is deterministic: the same
+Nothing here talks to the API server. Every ``build_*`` function is deterministic (but
+build_secret, whose value is new unless given, and which the reconcile creates once): the same
 CR gives byte-identical output, which is what lets the handlers compare the desired object
 with the live one and patch only on a difference (running the reconcile twice changes
 nothing).
@@ -8,6 +9,10 @@ nothing).
 For a CR named ``<n>`` the operator owns, in the CR's namespace (see docs/kubernetes.md):
 
 - ConfigMap ``<n>-spec`` (``spec.yaml``: the CR as a ``revati run`` spec);
+- Secret ``<n>-secret`` (the deployment's secret, generated once: only the coordinator and the
+  pods' relay sidecars mount it, and a relay joins the clock by proving it knows it);
+- NetworkPolicy ``<n>-isolation`` (unless REVATI_OPERATOR_NETWORK_POLICY=0): only the
+  deployment's own pods reach its coordinator and replica pods;
 - Deployment + Service ``<n>-coordinator`` (the Timekeeper, TCP 7070);
 - per replica ``i``: Pod + Service ``<n>-replica-<i>`` (the real vLLM under the shim);
 - Deployment + Service ``<n>-router``;
@@ -22,7 +27,9 @@ deployment's coordinator. Resources are CPU and memory only: no pod ever asks fo
 
 from __future__ import annotations
 
+import base64
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +64,9 @@ RUN_DIR = "/run/revati"
 SHIM_DIR = "/opt/revati/shim"
 SPEC_DIR = "/etc/revati"
 SIDECAR_ENDPOINT = f"ipc://{RUN_DIR}/sidecar.sock"
+SECRET_DIR = "/etc/revati-secret"
+SECRET_KEY = "secret"
+SECRET_FILE = f"{SECRET_DIR}/{SECRET_KEY}"
 RUN_AS_USER = 10001
 
 #: Prefix of the loadgen's last stdout line: ``REVATI_REPORT <compact report JSON>``.
@@ -109,6 +119,14 @@ def report_configmap_name(n: str) -> str:
 
 def coordinator_name(n: str) -> str:
     return f"{n}-coordinator"
+
+
+def secret_name(n: str) -> str:
+    return f"{n}-secret"
+
+
+def network_policy_name(n: str) -> str:
+    return f"{n}-isolation"
 
 
 def replica_name(n: str, i: int) -> str:
@@ -334,7 +352,12 @@ def _volumes(n: str) -> list[dict]:
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
         {"name": "spec", "configMap": {"name": spec_configmap_name(n)}},
+        # 0440 with the pod's fsGroup: the revati user reads it, nobody else.
+        {"name": "secret", "secret": {"secretName": secret_name(n), "defaultMode": 0o440}},
     ]
+
+
+_SECRET_MOUNT = {"name": "secret", "mountPath": SECRET_DIR, "readOnly": True}
 
 
 def _shim_init(images: Images) -> dict:
@@ -359,7 +382,8 @@ def _sidecar(model: EmulatedDeployment, n: str, images: Images) -> dict:
         "imagePullPolicy": "IfNotPresent",
         "restartPolicy": "Always",
         "command": ["revati", "sidecar", "--gpu", model.spec.gpu, "--endpoint", SIDECAR_ENDPOINT,
-                    "--relay", f"{coordinator_name(n)}:{COORDINATOR_PORT}", "--relay-dir", RUN_DIR],
+                    "--relay", f"{coordinator_name(n)}:{COORDINATOR_PORT}", "--relay-dir", RUN_DIR,
+                    "--secret-file", SECRET_FILE],
         # REVATI_SHIM_DIR: the relay reads thread states with the shim folder's librevati_tk.so.
         "env": [{"name": "HOME", "value": "/home/revati"}, {"name": "PYTHONUNBUFFERED", "value": "1"},
                 {"name": "REVATI_SHIM_DIR", "value": SHIM_DIR}],
@@ -368,6 +392,7 @@ def _sidecar(model: EmulatedDeployment, n: str, images: Images) -> dict:
             {"name": "run", "mountPath": RUN_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "cache", "mountPath": "/home/revati/.cache"},
+            _SECRET_MOUNT,
         ],
         # The main container starts once the clock page exists (the relay reached the coordinator).
         "startupProbe": {"exec": {"command": ["test", "-e", f"{RUN_DIR}/clock"]},
@@ -438,12 +463,50 @@ def build_spec_configmap(cr: dict) -> dict:
             "data": {"spec.yaml": text}}
 
 
+def build_secret(cr: dict, value: str | None = None) -> dict:
+    """Secret <n>-secret: the deployment's secret (a new random one unless value is given), that
+    relays prove they know to join its clock (revati/timekeeper/auth.py). Created once: the
+    reconcile never replaces the value of an existing one (kube.ensure)."""
+    n = cr["metadata"]["name"]
+    value = value or secrets.token_hex(32)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _metadata(cr, secret_name(n), "secret"),
+            "data": {SECRET_KEY: base64.b64encode(value.encode()).decode()}}
+
+
+def build_network_policy(cr: dict) -> dict:
+    """NetworkPolicy <n>-isolation: the deployment's coordinator and replica pods accept
+    connections only from the deployment's own pods (the router, the load generator, the
+    replicas' relays; docs/security.md). The router stays reachable for a user's own requests.
+
+    NOTE: per deployment, from the operator, not a static chart template: a policy cannot match
+    "the same revati.dev/deployment value as the target", and policies add up (an allow in any
+    one of them opens the pod), so one namespace-wide policy could not keep deployments apart."""
+    n = cr["metadata"]["name"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(cr, network_policy_name(n), "isolation"),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_DEPLOYMENT: n},
+                            "matchExpressions": [{"key": LABEL_COMPONENT, "operator": "In",
+                                                  "values": ["coordinator", "replica"]}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {LABEL_DEPLOYMENT: n}}}]}],
+        },
+    }
+
+
+def network_policy_enabled() -> bool:
+    return (envs.get("REVATI_OPERATOR_NETWORK_POLICY") or "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def build_coordinator_deployment(cr: dict, images: Images | None = None) -> dict:
     images = images or Images.from_env()
     model = _model(cr)
     n = cr["metadata"]["name"]
     sel = selector_labels(n, "coordinator")
-    command = ["revati", "coordinator", "--listen", f"0.0.0.0:{COORDINATOR_PORT}"]
+    command = ["revati", "coordinator", "--listen", f"0.0.0.0:{COORDINATOR_PORT}", "--secret-file", SECRET_FILE]
     if model.spec.emulation.dilation != "auto":  # a fixed dilation: CPU time counts 1/dilation
         command += ["--dilation", str(model.spec.emulation.dilation)]
     container = _container(
@@ -451,7 +514,7 @@ def build_coordinator_deployment(cr: dict, images: Images | None = None) -> dict
         [{"name": "HOME", "value": "/home/revati"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
         COORDINATOR_RESOURCES, with_spec=True,
         ports=[{"name": "timekeeper", "containerPort": COORDINATOR_PORT, "protocol": "TCP"}])
-    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "shim"]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "shim"] + [_SECRET_MOUNT]
     container["readinessProbe"] = {"tcpSocket": {"port": COORDINATOR_PORT}, "periodSeconds": 2}
     pod_labels = labels(n, "coordinator")
     return {
@@ -579,7 +642,10 @@ def build_serving(cr: dict, images: Images | None = None) -> list[dict]:
     """Everything the operator creates first, in creation order (the Job and report come later)."""
     images = images or Images.from_env()
     model = _model(cr)
-    out = [build_spec_configmap(cr), build_coordinator_deployment(cr, images), build_coordinator_service(cr)]
+    out = [build_spec_configmap(cr)]  # (and the Secret, build_secret: created once, not rebuilt)
+    if network_policy_enabled():
+        out.append(build_network_policy(cr))
+    out += [build_coordinator_deployment(cr, images), build_coordinator_service(cr)]
     for i in range(model.spec.replicas):
         out += [build_replica_pod(cr, i, images), build_replica_service(cr, i)]
     out += [build_router_deployment(cr, images), build_router_service(cr)]
@@ -617,6 +683,7 @@ def gpu_count(model: EmulatedDeployment) -> int:
 __all__ = [
     "DEFAULT_IMAGES", "GROUP", "Images", "PLURAL", "REPORT_PREFIX", "SpecError", "VERSION",
     "backed_weight_bytes", "build_all", "build_coordinator_deployment", "build_coordinator_service",
+    "build_network_policy", "build_secret", "network_policy_enabled", "network_policy_name", "secret_name",
     "build_loadgen_job", "build_replica_pod", "build_replica_service", "build_report_configmap",
     "build_router_deployment", "build_router_service", "build_serving", "build_spec_configmap",
     "engine_resources", "gpu_count", "labels", "owner_reference", "parse_report", "status_from_report",

@@ -235,7 +235,11 @@ class Coordinator:
         fd = h.link.fileno()
         self._pending.pop(fd, None)
         h.link.close()
-        if not h.joined or self._hosts.pop(fd, None) is None:
+        if not h.joined:
+            if not h.link.error and h.link.closed:  # (_refuse has logged the others)
+                log.info("coordinator: a peer at %s left during its handshake", h.addr)
+            return
+        if self._hosts.pop(fd, None) is None:
             return
         log.info("coordinator: host %s (%d) at %s left", h.name, h.host_id, h.addr)
         for w in self.waits.pending():  # nobody is left to answer: they cannot hold anyone up

@@ -63,6 +63,8 @@ BUILTIN_RESOURCES = [
     ("v1/pods", "Pod", True, {"status", "log"}),
     ("v1/services", "Service", True, {"status"}),
     ("v1/configmaps", "ConfigMap", True, set()),
+    ("v1/secrets", "Secret", True, set()),
+    ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True, set()),
     ("v1/events", "Event", True, set()),
     ("apps/v1/deployments", "Deployment", True, {"status"}),
     ("batch/v1/jobs", "Job", True, {"status"}),

@@ -38,6 +38,8 @@ for _group, _resources, _verbs in [
     ("batch", ["jobs"], "get list watch create patch delete"),
     ("", ["events"], "create patch"),
     ("events.k8s.io", ["events"], "create patch"),
+    ("", ["secrets"], "create"),  # each deployment's secret: created, never read or listed
+    ("networking.k8s.io", ["networkpolicies"], "get create patch"),
 ]:
     for _r in _resources:
         CONTRACT_RULES[(_group, _r)] = set(_verbs.split())
@@ -137,7 +139,8 @@ def test_objects_and_rbac(rendered, name):
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], f"wildcard in {o['kind']} rule {rule}"
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
-            assert "secrets" not in rule["resources"]
+            if "secrets" in rule["resources"]:
+                assert rule["resources"] == ["secrets"] and rule["verbs"] == ["create"], rule
     sa = _the(objs, "ServiceAccount")
     assert sa["metadata"]["namespace"] == RELEASE_NS
     subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": RELEASE_NS}
@@ -392,3 +395,17 @@ def test_bring_your_own_rbac_and_service_account():
     assert _the(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-revati"
     p = template(None, "--set", "serviceAccount.create=false", check=False)
     assert p.returncode != 0 and "serviceAccount.name is required" in p.stderr
+
+
+def test_network_policy_can_be_turned_off(tmp_path):
+    """networkPolicy.enabled (default true) reaches the operator as REVATI_OPERATOR_NETWORK_POLICY
+    (manifests.build_network_policy, per deployment); false drops it and its RBAC rule."""
+    for enabled, env_value in ((True, "1"), (False, "0")):
+        vf = values_file({"networkPolicy": {"enabled": enabled}}, tmp_path)
+        lint(vf)
+        objs = manifests(template(vf, "--kube-version", "1.29.0").stdout)
+        env = {e["name"]: e.get("value") for e in _operator_container(objs)["env"]}
+        assert env["REVATI_OPERATOR_NETWORK_POLICY"] == env_value
+        (role,) = [o for o in objs if o["kind"] == "Role"]
+        assert (("networking.k8s.io", "networkpolicies") in _rules(role)) is enabled
+        assert _rules(role)[("", "secrets")] == {"create"}

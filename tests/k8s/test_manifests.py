@@ -56,8 +56,8 @@ def by_name(objs: list[dict]) -> dict[tuple[str, str], dict]:
 def test_build_all_names_kinds_owner_and_labels(cr):
     objs = mf.build_all(cr, IMAGES) + [mf.build_report_configmap(cr, {"completed": 1})]
     assert sorted(by_name(objs)) == sorted([
-        ("ConfigMap", "llm-spec"), ("Deployment", "llm-coordinator"), ("Service", "llm-coordinator"),
-        ("Pod", "llm-replica-0"), ("Service", "llm-replica-0"), ("Pod", "llm-replica-1"),
+        ("ConfigMap", "llm-spec"), ("NetworkPolicy", "llm-isolation"), ("Deployment", "llm-coordinator"),
+        ("Service", "llm-coordinator"), ("Pod", "llm-replica-0"), ("Service", "llm-replica-0"), ("Pod", "llm-replica-1"),
         ("Service", "llm-replica-1"), ("Deployment", "llm-router"), ("Service", "llm-router"),
         ("Job", "llm-loadgen"), ("ConfigMap", "llm-report")])
     for o in objs:
@@ -71,7 +71,7 @@ def test_build_all_names_kinds_owner_and_labels(cr):
         assert labels["app.kubernetes.io/instance"] == "llm"
         assert labels["revati.dev/deployment"] == "llm"
         assert labels["app.kubernetes.io/component"] in ("spec", "coordinator", "replica", "router", "loadgen",
-                                                         "report")
+                                                         "report", "isolation")
 
 
 def test_no_gpu_or_extended_resource_anywhere(cr):
@@ -137,7 +137,7 @@ def test_replica_pod_shim_sidecar_engine(cr):
     assert sidecar["name"] == "sidecar" and sidecar["image"] == "s:1" and sidecar["restartPolicy"] == "Always"
     assert sidecar["command"] == ["revati", "sidecar", "--gpu", "h100-sxm", "--endpoint",
                                   "ipc:///run/revati/sidecar.sock", "--relay", "llm-coordinator:7070",
-                                  "--relay-dir", "/run/revati"]
+                                  "--relay-dir", "/run/revati", "--secret-file", "/etc/revati-secret/secret"]
     (engine,) = spec["containers"]
     assert engine["name"] == "engine" and engine["image"] == "r:1"
     assert engine["command"] == ["revati", "role", "replica", "--spec", "/etc/revati/spec.yaml", "--replica", "1",
@@ -190,7 +190,8 @@ def test_coordinator_router_loadgen_and_services(cr):
     assert coord["spec"]["replicas"] == 1
     (cc,) = coord["spec"]["template"]["spec"]["containers"]
     assert cc["name"] == "coordinator" and cc["image"] == "r:1"
-    assert cc["command"] == ["revati", "coordinator", "--listen", "0.0.0.0:7070"]
+    assert cc["command"] == ["revati", "coordinator", "--listen", "0.0.0.0:7070",
+                             "--secret-file", "/etc/revati-secret/secret"]
     fixed = copy.deepcopy(cr)
     fixed["spec"]["emulation"] = dict(fixed["spec"]["emulation"], dilation=2.5)
     assert mf.build_coordinator_deployment(fixed, IMAGES)["spec"]["template"]["spec"]["containers"][0][
@@ -293,3 +294,49 @@ def test_report_parsing_and_status():
                   "virtualSeconds": 4.0, "wallSeconds": 8.0, "speedup": 0.5}
     cm = mf.build_report_configmap({"metadata": {"name": "x", "namespace": "n", "uid": "u"}}, {"b": 1, "a": 2})
     assert cm["metadata"]["name"] == "x-report" and json.loads(cm["data"]["report.json"]) == {"a": 2, "b": 1}
+
+
+def test_the_deployment_secret_is_mounted_only_where_the_clock_is_joined(cr):
+    """The coordinator and each pod's relay sidecar read the Secret (owner-readable, 0440 with
+    the pod's fsGroup); the engine, router and loadgen containers do not mount it."""
+    import base64
+
+    sec = mf.build_secret(cr)
+    assert sec["kind"] == "Secret" and sec["metadata"]["name"] == "llm-secret"
+    assert sec["metadata"]["ownerReferences"][0]["kind"] == "EmulatedDeployment"
+    value = base64.b64decode(sec["data"]["secret"])
+    assert len(value) == 64 and value != base64.b64decode(mf.build_secret(cr)["data"]["secret"])  # new each time
+    assert base64.b64decode(mf.build_secret(cr, "x" * 32)["data"]["secret"]) == b"x" * 32
+    mounted = set()
+    for o in mf.build_all(cr, IMAGES):
+        spec = o["spec"]["template"]["spec"] if o["kind"] in ("Deployment", "Job") else o.get("spec", {})
+        for c in spec.get("initContainers", []) + spec.get("containers", []):
+            if any(m["name"] == "secret" for m in c.get("volumeMounts", [])):
+                assert {"name": "secret", "mountPath": "/etc/revati-secret", "readOnly": True} in c["volumeMounts"]
+                mounted.add((o["metadata"]["name"], c["name"]))
+                vol = [v for v in spec["volumes"] if v["name"] == "secret"]
+                assert vol == [{"name": "secret", "secret": {"secretName": "llm-secret", "defaultMode": 0o440}}]
+                assert spec["securityContext"]["fsGroup"] == 10001
+    assert ("llm-coordinator", "coordinator") in mounted
+    assert ("llm-replica-0", "sidecar") in mounted and ("llm-replica-1", "sidecar") in mounted
+    assert not any(c in ("engine", "router", "loadgen") for _, c in mounted), mounted
+
+
+def test_the_network_policy_admits_only_the_deployments_own_pods(cr, monkeypatch):
+    objs = by_name(mf.build_all(cr, IMAGES))
+    pol = objs[("NetworkPolicy", "llm-isolation")]
+    spec = pol["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["podSelector"] == {"matchLabels": {"revati.dev/deployment": "llm"},
+                                   "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                                         "values": ["coordinator", "replica"]}]}
+    assert spec["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"revati.dev/deployment": "llm"}}}]}]
+    # It selects the coordinator and replica pods, and every pod of the deployment matches its from.
+    for (kind, name), o in objs.items():
+        if kind in ("Pod", "Deployment", "Job"):
+            lab = (o["spec"]["template"]["metadata"] if kind != "Pod" else o["metadata"])["labels"]
+            assert lab["revati.dev/deployment"] == "llm"
+            selected = lab["app.kubernetes.io/component"] in ("coordinator", "replica")
+            assert selected == (name in ("llm-coordinator", "llm-replica-0", "llm-replica-1")), name
+    monkeypatch.setenv("REVATI_OPERATOR_NETWORK_POLICY", "0")
+    assert not any(k == "NetworkPolicy" for k, _ in by_name(mf.build_all(cr, IMAGES)))

@@ -88,6 +88,17 @@ Shared by the namespaced Role(s) and, with rbac.clusterWide, the ClusterRole.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]
+# Each EmulatedDeployment's secret, which its relays prove they know to join its clock: the
+# operator only creates it (an existing one is left as it is), it never reads or lists Secrets.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
+{{- if .Values.networkPolicy.enabled }}
+# Each EmulatedDeployment's NetworkPolicy: only its own pods reach its coordinator and replicas.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, patch]
+{{- end }}
 # kopf posts events about its handlers.
 - apiGroups: [""]
   resources: [events]
