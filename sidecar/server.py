@@ -13,6 +13,7 @@ gets an ERROR reply and never stops the service.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -72,6 +73,8 @@ class SidecarServer:
         replies = self._ctx.socket(zmq.PAIR)
         try:
             router.bind(self.endpoint)
+            if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
+                os.chmod(self.endpoint[len("ipc://"):], 0o600)  # owner-only (docs/security.md)
             replies.connect(self._reply_addr)
         except zmq.ZMQError as e:
             self._io_error = e

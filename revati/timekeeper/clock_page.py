@@ -98,7 +98,7 @@ class ClockPage:
         p = Path(path)
         if len(sock_path.encode()) >= SOCK_MAX:
             raise ValueError(f"socket path longer than {SOCK_MAX - 1} bytes: {sock_path}")
-        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)  # owner-only (docs/security.md)
         try:
             os.ftruncate(fd, PAGE_SIZE)
         finally:

@@ -164,6 +164,7 @@ class Timekeeper:
     def start(self) -> "Timekeeper":
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._listener.bind(self.sock_path)
+        os.chmod(self.sock_path, 0o600)  # owner-only: connecting needs write permission (docs/security.md)
         self._listener.listen(256)
         self._listener.setblocking(False)
         self.page = self.upstream.create_page()
