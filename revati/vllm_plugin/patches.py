@@ -36,20 +36,17 @@ import functools
 import importlib
 import importlib.abc
 import importlib.machinery
-import logging
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from revati.vllm_plugin import semantics, steps, tokens
+from revati.vllm_plugin.marks import MARK, _mark, _warn_once, logger, runner_policy  # noqa: F401
 
-# A child of vLLM's logger, so it shares vLLM's handlers and format.
-logger = logging.getLogger("vllm.revati")
 
-MARK = "__revati_patched__"
 
 
 @dataclass
@@ -66,20 +63,8 @@ class Seam:
 
 #: name -> "patched" | "missing: why" | "pending" (module not imported yet)
 SEAM_STATUS: dict[str, str] = {}
-_warned: set[str] = set()
 
 
-def _warn_once(key: str, msg: str, *args: Any, exc: bool = False) -> None:
-    if key in _warned:
-        return
-    _warned.add(key)
-    (logger.exception if exc else logger.warning)(msg, *args)
-
-
-def _mark(fn: Callable, orig: Callable) -> Callable:
-    setattr(fn, MARK, True)
-    fn.__revati_original__ = orig  # type: ignore[attr-defined]
-    return fn
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,18 +112,6 @@ def _wrap_add_requests(orig: Callable) -> Callable:
     return _mark(add_requests, orig)
 
 
-def runner_policy(runner) -> tokens.TokenPolicy:
-    policy = runner.__dict__.get("_revati_policy")
-    if policy is None:
-        vocab = int(getattr(runner, "vocab_size", 0) or runner.model_config.get_vocab_size())
-        policy = tokens.policy_from_model_config(runner.model_config, vocab, logger)
-        runner.__dict__["_revati_policy"] = policy
-        logger.info(
-            "revati: sampling stand-in tokens from %d ids (%s) of vocab %d; %d ids banned "
-            "(EOS/special/stop); seed %d",
-            len(policy.allowed), policy.source, vocab, len(policy.banned), tokens.seed_from_env(),
-        )
-    return policy
 
 
 def _wrap_sample(orig: Callable) -> Callable:

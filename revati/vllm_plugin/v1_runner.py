@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from revati.vllm_plugin import steps, tokens
+from revati.vllm_plugin.marks import _mark, _warn_once, runner_policy
 
 _pending = threading.local()  # the last _bookkeeping_sync's tokens, for the async output built next
 
@@ -47,8 +48,6 @@ def _stop_ids(runner, req_ids: list[str]) -> list[frozenset[int] | None]:
 
 def draw_tokens(runner, num_rows: int) -> np.ndarray:
     """The ids a real sampler would have returned for the first num_rows requests: [num_rows, 1]."""
-    from revati.vllm_plugin.patches import runner_policy
-
     ib = runner.input_batch
     req_ids = list(ib.req_ids[:num_rows])
     keys = np.array([tokens.request_key(r) for r in req_ids], dtype=np.uint64)
@@ -58,8 +57,6 @@ def draw_tokens(runner, num_rows: int) -> np.ndarray:
 
 
 def wrap_bookkeeping_sync(orig: Callable) -> Callable:
-    from revati.vllm_plugin.patches import _mark, _warn_once
-
     @functools.wraps(orig)
     def _bookkeeping_sync(self, scheduler_output, sampler_output, *args, **kwargs):
         self.__dict__["_revati_tokens"] = None
@@ -82,8 +79,6 @@ def wrap_bookkeeping_sync(orig: Callable) -> Callable:
 
 
 def wrap_to_list(orig: Callable) -> Callable:
-    from revati.vllm_plugin.patches import _mark
-
     @functools.wraps(orig)
     def _to_list(self, sampled_token_ids, *args, **kwargs):
         result = orig(self, sampled_token_ids, *args, **kwargs)  # the copy and its sync still happen
@@ -96,8 +91,6 @@ def wrap_to_list(orig: Callable) -> Callable:
 
 
 def wrap_async_output_init(orig: Callable) -> Callable:
-    from revati.vllm_plugin.patches import _mark
-
     @functools.wraps(orig)
     def __init__(self, *args, **kwargs):
         orig(self, *args, **kwargs)
@@ -108,8 +101,6 @@ def wrap_async_output_init(orig: Callable) -> Callable:
 
 
 def wrap_async_get_output(orig: Callable) -> Callable:
-    from revati.vllm_plugin.patches import _mark, _warn_once
-
     @functools.wraps(orig)
     def get_output(self, *args, **kwargs):
         drawn = getattr(self, "_revati_tokens", None)
@@ -156,8 +147,6 @@ def batch_from_v1(runner, scheduler_output, num_scheduled_tokens_np) -> dict[str
 
 
 def wrap_prepare_inputs(orig: Callable) -> Callable:
-    from revati.vllm_plugin.patches import _mark, _warn_once
-
     @functools.wraps(orig)
     def _prepare_inputs(self, scheduler_output, num_scheduled_tokens_np, *args, **kwargs):
         try:
@@ -171,8 +160,6 @@ def wrap_prepare_inputs(orig: Callable) -> Callable:
 
 
 def wrap_padding(orig: Callable) -> Callable:
-    from revati.vllm_plugin.patches import _mark, _warn_once
-
     @functools.wraps(orig)
     def _determine_batch_execution_and_padding(self, *args, **kwargs):
         result = orig(self, *args, **kwargs)
