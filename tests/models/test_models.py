@@ -303,3 +303,21 @@ def test_vllm_resolves_llama31_offline(hub_env):
     target = 128 - r["num_special"]
     assert all(abs(n - target) <= 2 for n in r["prompt_lens"]), r
     assert all(abs(n - target) <= 2 for n in r["reencoded"]), r
+
+
+# --- the per-model specs (examples/models/, docs/models.md) -----------------------------
+
+
+def test_every_issue16_model_has_a_valid_spec():
+    from revati.spec.load import load_spec
+
+    specs = {}
+    for f in sorted((REPO / "examples" / "models").glob("*.yaml")):
+        s = load_spec(f).spec
+        assert s.model in entries(), f
+        specs[s.model] = s
+    assert set(SHARED_CONFIGS) <= set(specs)
+    # TP chosen so that the bf16/FP8 weights fit the part (80 GB H100: 70B bf16 needs TP >= 2)
+    assert specs["meta-llama/Llama-3.1-70B-Instruct"].tensorParallelSize >= 2
+    assert specs["01-ai/Yi-34B"].tensorParallelSize >= 2
+    assert specs["RedHatAI/Llama-4-Scout-17B-16E-Instruct-FP8-dynamic"].tensorParallelSize >= 2
