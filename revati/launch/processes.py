@@ -62,7 +62,15 @@ def tail(path: Path, n: int = 25) -> str:
 
 
 class ServerFailed(RuntimeError):
-    """A served process exited or did not answer its probe during start-up."""
+    """A served process exited or did not answer its probe during start-up.
+
+    Attributes:
+        returncode: its exit status when it exited, None when it did not answer in time.
+    """
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 @dataclass
@@ -108,7 +116,7 @@ def served(cmd: list[str], env: dict[str, str], *, url: str, probe: str, log_pat
         while True:
             if proc.poll() is not None:
                 raise ServerFailed(f"{what} exited with {proc.returncode} during start-up; "
-                                   f"last lines of {log_path}:\n{tail(log_path)}")
+                                   f"last lines of {log_path}:\n{tail(log_path)}", proc.returncode)
             try:
                 with urllib.request.urlopen(url + probe, timeout=2) as r:
                     if r.status == 200:

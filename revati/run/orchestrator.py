@@ -31,7 +31,7 @@ from revati.catalog import get_gpu
 from revati.engines import EngineAdapter
 from revati.launch import bench
 from revati.launch.env import emulator_env
-from revati.launch.processes import Server, free_port, served, tail
+from revati.launch.processes import Server, ServerFailed, free_port, served, tail
 from revati.launch.sidecar import prediction_sidecar
 from revati.launch.stats import format_summary, summarize_stats
 from revati.launch.trace import merge_trace
@@ -87,9 +87,16 @@ def local_server(model: str, *, gpu: str = "h100-sxm", serve_args: list[str] | N
         if progress is not None:
             progress.watch(log_path, replica)
             progress.enter("engine_start", replica)
-        server = stack.enter_context(served(cmd, env, url=f"http://127.0.0.1:{port}", probe=engine.health_path,
-                                            log_path=log_path, what=f"{engine.name} serve",
-                                            startup_timeout_s=startup_timeout_s))
+        try:
+            server = stack.enter_context(served(cmd, env, url=f"http://127.0.0.1:{port}", probe=engine.health_path,
+                                                log_path=log_path, what=f"{engine.name} serve",
+                                                startup_timeout_s=startup_timeout_s))
+        except ServerFailed as e:
+            # NOTE: the engine's own end is the fault, recorded before the teardown of this
+            # context stops the sidecar (whose exit the watchdog would otherwise name first)
+            if watch is not None and e.returncode is not None:
+                watch.exited(None, "api", e.returncode, log_path)
+            raise
         if progress is not None:
             progress.ready()
         if watch is not None:

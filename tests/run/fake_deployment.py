@@ -67,6 +67,11 @@ def engine(tp: int) -> None:
 
 
 def serve(host: str, port: int, tp: int) -> None:
+    if os.environ.get("REVATI_FAKE_START_OOM"):  # a spec that cannot fit: the engine's own reason
+        time.sleep(0.5)
+        print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 896.00 MiB. GPU 0 has a "
+              "total capacity of 79.65 GiB", file=sys.stderr, flush=True)
+        os._exit(1)
     core = subprocess.Popen([sys.executable, HERE, "engine", str(tp)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, bufsize=1)
     lock = threading.Lock()

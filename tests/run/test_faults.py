@@ -6,6 +6,7 @@ seeded random point of its load. About 10 s per fake run on 2 cores."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -253,6 +254,26 @@ def test_a_fault_of_each_kind_ends_the_run_as_failed(tmp_path, kind, how, cond, 
         assert len(rows) == 400 and 0 < rep["completed"] < 400, rep["metrics_scope"]
         assert f"only the {rep['completed']} of 400" in rep["metrics_scope"]
         assert rep["duration"] > 0 and rep["mean_ttft_ms"] > 0
+
+
+def test_an_engine_that_dies_during_start_up_is_named_not_the_sidecar_stopped_after_it(tmp_path):
+    # an impossible spec (the weights do not fit): the server exits while starting, and the
+    # teardown then stops the sidecar; the run must name the server and show its reason
+    import yaml
+
+    spec = json.loads(json.dumps(fake_deployment.SPEC))
+    spec["spec"]["emulation"]["predictor"] = "sidecar"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = dict(os.environ, REVATI_FAKE_START_OOM="1")
+    r = subprocess.run([sys.executable, fake_deployment.HERE, "revati", "run", str(tmp_path / "spec.yaml"),
+                        "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=180)
+    out = r.stdout + r.stderr
+    assert r.returncode == faults.FAULT_EXIT_CODE, out[-3000:]
+    line = next(x for x in out.splitlines() if x.startswith("revati run: FAILED:"))
+    assert "ApiServerCrashed" in line and "Sidecar" not in line, line
+    assert "OutOfMemoryError" in out
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["outcome"] == "failed" and rep["failure"]["kind"] == "api"
 
 
 # ---------------------------------------------------------------------- the real vLLM
