@@ -36,7 +36,10 @@ def test_shrunk_qwen3_moe_serves_one_request(tmp_path):
     assert r.tokenizer is not None  # a local dir without tokenizer files gets a built one
     stats = tmp_path / "stats" / "stats"
     stats.parent.mkdir()
-    args = ["--tokenizer", r.tokenizer, "--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", "8"]
+    # --shutdown-timeout as revati run gives it (run/plan.py): without it vLLM kills the engine
+    # core at once on SIGTERM, before the shim writes its final stats (steps: 1, no step figures)
+    args = ["--tokenizer", r.tokenizer, "--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", "8",
+            "--shutdown-timeout", "10"]
     with local_server(r.model, serve_args=args, log_path=tmp_path / "server.log", stats=str(stats)) as server:
         log = server.log_path.read_text()
         assert "Qwen3MoeForCausalLM" in log
