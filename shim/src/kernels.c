@@ -90,8 +90,14 @@ const char *rv_kernel_demangled(rv_kernel *k) {
 int rv_classify_kernel(const char *n) {
   static const struct { const char *pat; int fam; } rules[] = {
       {"reshape_and_cache", RV_FAM_CACHE_WRITE}, {"concat_and_cache", RV_FAM_CACHE_WRITE},
-      {"copy_blocks", RV_FAM_CACHE_WRITE},       {"moe", RV_FAM_MOE},
+      {"copy_blocks", RV_FAM_CACHE_WRITE},
+      /* the norms first: Inductor names a norm fused into a MoE layer's forward
+       * ..._rms_norm_moe_forward_0, and it is a norm */
+      {"rms_norm", RV_FAM_NORM},                 {"layer_norm", RV_FAM_NORM},
+      {"rmsnorm", RV_FAM_NORM},                  {"RMSNorm", RV_FAM_NORM},
+      {"moe", RV_FAM_MOE},                       {"Moe", RV_FAM_MOE},
       {"expert", RV_FAM_MOE},                    {"topk_softmax", RV_FAM_MOE},
+      {"group_gemm", RV_FAM_MOE},                /* CUTLASS grouped expert GEMMs (FP8 MoE) */
       /* FlashAttention's helpers around its main kernel: the split-KV scheduler's block count
        * (FA3 prepare_varlen_num_blocks) and the combine of split-KV partial outputs (FA3
        * FlashAttnFwdCombine, FA2 flash_fwd_splitkv_combine_kernel). They are not the attention

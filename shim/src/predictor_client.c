@@ -140,17 +140,29 @@ static int describe_decode_part(const rv_op *op, rv_mp *w) {
  * weighted sum over the top-k outputs (moe_sum), and the rest: the grouped expert GEMMs
  * (Triton fused_moe_kernel, CUTLASS/FlashInfer grouped GEMMs), two per layer, gate-up (w13)
  * then down (w2). */
-enum { RV_MOE_GEMM, RV_MOE_ROUTE, RV_MOE_ALIGN, RV_MOE_SUM };
+enum { RV_MOE_GEMM, RV_MOE_ROUTE, RV_MOE_ALIGN, RV_MOE_SUM, RV_MOE_OTHER };
 
+static int has_any(const char *n, const char *const *pats) {
+  for (; *pats; pats++)
+    if (strstr(n, *pats)) return 1;
+  return 0;
+}
+
+/* NOTE: an explicit list for each kind: a name that only says "moe" (an Inductor kernel fused
+ * into the MoE layer's forward, e.g. triton_red_fused_fused_add_rms_norm_moe_forward_0) is not
+ * an expert GEMM; charged as one it was a quarter of a Qwen3-MoE step. */
 static int moe_kind(const char *n) {
-  if (strstr(n, "opk") || strstr(n, "Gating") || strstr(n, "gating") || strstr(n, "routing") || strstr(n, "Routing"))
-    return RV_MOE_ROUTE;
-  if (strstr(n, "align") || strstr(n, "sort") || strstr(n, "Sort") || strstr(n, "count") || strstr(n, "permute") ||
-      strstr(n, "Permute") || strstr(n, "expand") || strstr(n, "shuffle"))
-    return RV_MOE_ALIGN;
-  if (strstr(n, "moe_sum") || strstr(n, "_sum") || strstr(n, "finalize") || strstr(n, "Finalize") || strstr(n, "reduce"))
-    return RV_MOE_SUM;
-  return RV_MOE_GEMM;
+  static const char *const sum[] = {"moe_sum", "finalize", "Finalize", NULL};
+  static const char *const route[] = {"opk", "Gating", "gating", "routing", "Routing", NULL};
+  static const char *const align[] = {"align", "sort", "Sort", "count", "permute", "Permute", "expand", "Expand",
+                                      "shuffle", "problem_sizes", "gemm_starts", NULL};
+  static const char *const gemm[] = {"fused_moe", "group_gemm", "grouped_gemm", "GroupedGemm", "GroupGemm",
+                                     "moe_gemm", "MoeGemm", "moe_mm", "expert_gemm", NULL};
+  if (has_any(n, sum)) return RV_MOE_SUM;
+  if (has_any(n, route)) return RV_MOE_ROUTE;
+  if (has_any(n, align)) return RV_MOE_ALIGN;
+  if (has_any(n, gemm)) return RV_MOE_GEMM;
+  return RV_MOE_OTHER;
 }
 
 /* Which of a layer's two expert GEMMs this launch is: the first after the router's top-k is the
@@ -158,9 +170,12 @@ static int moe_kind(const char *n) {
  * Per thread: graph replays and eager launches walk a layer's kernels in stream order. */
 static __thread unsigned rv_moe_gemms_since_route;
 
-static void describe_moe(const rv_op *op, rv_mp *w, int64_t tokens) {
+/* Returns 0 for a kernel of the MoE family that is none of the kinds above (described by its
+ * launch geometry by the caller). */
+static int describe_moe(const rv_op *op, rv_mp *w, int64_t tokens) {
   const rv_model *m = &rv_model_info;
   int kind = moe_kind(op->u.kernel.k->mangled);
+  if (kind == RV_MOE_OTHER) return 0;
   int64_t assign = tokens * m->moe_topk; /* token-expert pairs (all experts) */
   if (kind == RV_MOE_GEMM) {
     int w13 = (rv_moe_gemms_since_route++ & 1) == 0;
@@ -174,7 +189,7 @@ static void describe_moe(const rv_op *op, rv_mp *w, int64_t tokens) {
     rv_mp_kv_int(w, "experts_total", m->moe_experts_total);
     rv_mp_kv_int(w, "topk", m->moe_topk);
     rv_mp_kv_str(w, "dtype", m->moe_weight_bytes == 1 ? "fp8" : "bf16");
-    return;
+    return 1;
   }
   /* The small kernels around them: bytes moved (router logits in, ids and weights out; the
    * permutation's ids; the top-k outputs read and summed). */
@@ -189,6 +204,7 @@ static void describe_moe(const rv_op *op, rv_mp *w, int64_t tokens) {
   }
   rv_mp_map(w, 3);
   rv_mp_kv_str(w, "op", "elementwise"); rv_mp_kv_int(w, "bytes", bytes > 0 ? bytes : 1); rv_mp_kv_int(w, "tokens", tokens);
+  return 1;
 }
 
 /* An MLA model's attention kernels: the latent decode kernel (FlashMLA, FlashInfer MLA, the Triton
@@ -281,10 +297,7 @@ static int describe(const rv_op *op, rv_mp *w, int *mapped) {
     describe_attention(w, s->num_prefill > 0);
     return 1;
   }
-  if (fam == RV_FAM_MOE && m->set && m->moe_experts > 0) {
-    describe_moe(op, w, tokens);
-    return 1;
-  }
+  if (fam == RV_FAM_MOE && m->set && m->moe_experts > 0 && describe_moe(op, w, tokens)) return 1;
   if (m->set && (fam == RV_FAM_NORM || fam == RV_FAM_ROTARY || fam == RV_FAM_ACTIVATION || fam == RV_FAM_CACHE_WRITE)) {
     const char *opname = fam == RV_FAM_NORM ? "norm" : fam == RV_FAM_ROTARY ? "rotary"
                          : fam == RV_FAM_ACTIVATION ? "activation" : "elementwise";
