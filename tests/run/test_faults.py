@@ -299,7 +299,9 @@ def test_the_real_engine_core_killed_mid_load_ends_the_run_as_failed(tmp_path):
     assert not o.survivors, o.survivors
     assert o.fault_to_exit_s < 10.0
     line = next(x for x in o.output.splitlines() if x.startswith("revati run: FAILED:"))
-    assert line.startswith("revati run: FAILED: EngineCrashed: the engine core (VLLM::EngineCore") and "SIGKILL" in line
+    assert line.startswith("revati run: FAILED: EngineCrashed: the engine core (VLLM::EngineCore"), line
+    # the signal, unless vLLM's API server reaped its engine core first: then the line says so
+    assert "SIGKILL" in line or "its exit status went to its parent first" in line, line
     rep = o.report
     assert rep["outcome"] == "failed" and rep["failure"]["condition"] == "EngineCrashed"
     assert rep["completed"] < 200 and rep["metrics_scope"]
