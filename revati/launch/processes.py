@@ -61,6 +61,27 @@ def tail(path: Path, n: int = 25) -> str:
         return "(no log)"
 
 
+def descendants(pid: int) -> list[int]:
+    """The live descendants of pid, from /proc/<pid>/task/*/children (no psutil: this runs every
+    quarter second in the ledger and the start-up display)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                kids = [int(x) for x in Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
 class ServerFailed(RuntimeError):
     """A served process exited or did not answer its probe during start-up.
 

@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from revati.launch.processes import descendants
+
 LEDGER_FILE = "ledger.json"
 #: Names of the emulator's own threads in the `revati run` process (OS names: 15 bytes).
 RUNNER_THREADS = {"revati-timekeep": "Timekeeper", "revati-governor": "contention governor",
@@ -175,20 +177,7 @@ class TreeSampler:
         return sum(th.series[-1][1] for th in self.threads.values() if th.series)
 
     def _tree(self) -> list[int]:
-        out, todo = [], [self.root_pid]
-        while todo:
-            p = todo.pop()
-            out.append(p)
-            try:
-                tids = os.listdir(f"/proc/{p}/task")
-            except OSError:
-                continue
-            for tid in tids:
-                try:
-                    todo += [int(x) for x in Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
-                except OSError:
-                    pass
-        return out
+        return [self.root_pid, *descendants(self.root_pid)]
 
 
 def _cmdline(pid: int) -> str:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from revati.launch.processes import descendants
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -308,20 +310,5 @@ class StartupProgress:
 
 
 def _children(pid: int) -> list[int]:
-    """The live descendants of pid (from /proc/<pid>/task/*/children)."""
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                kids = [int(x) for x in Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
-            except OSError:
-                continue
-            out += kids
-            todo += kids
-    return out
+    """The live descendants of pid."""
+    return descendants(pid)
