@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import signal
 import threading
@@ -114,6 +115,7 @@ class Fault:
     wall_t: float               # time.monotonic() when it was seen
     log_path: str | None = None
     log_tail: str = ""
+    reason: str = ""            # the log's own last error line ("ValueError: ...", "torch.OutOfMemoryError: ...")
     waiting: list[str] = field(default_factory=list)  # what the other actors were waiting on
 
     @property
@@ -130,6 +132,8 @@ class Fault:
 
     def message(self) -> str:
         lines = [self.headline()]
+        if self.reason:
+            lines.append(f"Its reason, from its log: {self.reason}")
         if self.hung:
             lines.append("  (stopped, not slow: a slow process runs or waits; a stopped one cannot go on by itself)")
         if self.waiting:
@@ -443,6 +447,8 @@ class Watchdog:
             watched = list(self._watched)
         if f.log_path:
             f.log_tail = tail(Path(f.log_path), 20)
+            if not f.hung and "signal" not in f.status:  # an exit of its own: it may have said why
+                f.reason = log_reason(Path(f.log_path))
         if f.virtual_s is not None and self.load_started is not None and f.virtual_s >= self.load_started:
             f.load_s = f.virtual_s - self.load_started
         if self.waits is not None and f.kind != "deadlock":
@@ -470,6 +476,30 @@ class Watchdog:
         for item in [x for x in self._kill_at if x[0] <= now]:
             self._kill_at.remove(item)
             _kill(item[1])
+
+
+# An exception's own line in a log: "ValueError: To serve at least one request ...", with vLLM's
+# "(EngineCore pid=1) ERROR 12-02 21:07:00 [core.py:1510] " prefix or none; not a traceback's
+# "raise ValueError(" nor the wrappers that follow the first failure ("RuntimeError: Engine core
+# initialization failed. See root cause above").
+_REASON = re.compile(r"(?:^|\] |^\S+ )((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception): .+)$")
+_WRAPPERS = ("See root cause above", "Engine core initialization failed")
+
+
+def log_reason(path: Path, scan_bytes: int = 1 << 20) -> str:
+    """The first exception line of the end of a log (its root cause: later ones wrap it), or ""."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - scan_bytes))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        m = _REASON.search(line.strip())
+        if m and not any(w in m.group(1) for w in _WRAPPERS):
+            return m.group(1)[:500]
+    return ""
 
 
 def _kill(w: _Watched) -> None:

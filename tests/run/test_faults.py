@@ -271,9 +271,23 @@ def test_an_engine_that_dies_during_start_up_is_named_not_the_sidecar_stopped_af
     assert r.returncode == faults.FAULT_EXIT_CODE, out[-3000:]
     line = next(x for x in out.splitlines() if x.startswith("revati run: FAILED:"))
     assert "ApiServerCrashed" in line and "Sidecar" not in line, line
-    assert "OutOfMemoryError" in out
+    assert "Its reason, from its log: torch.OutOfMemoryError: CUDA out of memory" in out
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["outcome"] == "failed" and rep["failure"]["kind"] == "api"
+    assert rep["failure"]["reason"].startswith("torch.OutOfMemoryError")
+
+
+def test_the_reason_is_the_root_cause_not_its_wrappers(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text(
+        "(EngineCore pid=7) ERROR 12-02 21:07:00 [core.py:1510]     raise ValueError(\n"
+        "(EngineCore pid=7) ERROR 12-02 21:07:00 [core.py:1510] ValueError: To serve at least one "
+        "request with the model's max seq len (131072), (16.0 GiB KV cache is needed\n"
+        "Traceback (most recent call last):\n"
+        "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s)\n")
+    assert faults.log_reason(log).startswith("ValueError: To serve at least one request")
+    log.write_text("INFO all good\n")
+    assert faults.log_reason(log) == ""
 
 
 # ---------------------------------------------------------------------- the real vLLM
