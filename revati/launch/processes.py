@@ -87,11 +87,13 @@ class ServerFailed(RuntimeError):
 
     Attributes:
         returncode: its exit status when it exited, None when it did not answer in time.
+        pid: its process id.
     """
 
-    def __init__(self, message: str, returncode: int | None = None) -> None:
+    def __init__(self, message: str, returncode: int | None = None, pid: int | None = None) -> None:
         super().__init__(message)
         self.returncode = returncode
+        self.pid = pid
 
 
 @dataclass
@@ -137,7 +139,7 @@ def served(cmd: list[str], env: dict[str, str], *, url: str, probe: str, log_pat
         while True:
             if proc.poll() is not None:
                 raise ServerFailed(f"{what} exited with {proc.returncode} during start-up; "
-                                   f"last lines of {log_path}:\n{tail(log_path)}", proc.returncode)
+                                   f"last lines of {log_path}:\n{tail(log_path)}", proc.returncode, proc.pid)
             try:
                 with urllib.request.urlopen(url + probe, timeout=2) as r:
                     if r.status == 200:

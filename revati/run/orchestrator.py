@@ -95,7 +95,7 @@ def local_server(model: str, *, gpu: str = "h100-sxm", serve_args: list[str] | N
             # NOTE: the engine's own end is the fault, recorded before the teardown of this
             # context stops the sidecar (whose exit the watchdog would otherwise name first)
             if watch is not None and e.returncode is not None:
-                watch.exited(None, "api", e.returncode, log_path)
+                watch.exited(e.pid, "api", e.returncode, log_path)
             raise
         if progress is not None:
             progress.ready()
