@@ -174,7 +174,8 @@ def _run_spec(spec, out: Path, spec_path: Path | None, name: str) -> int:
         print(f"{name}: invalid spec {spec_path or spec.metadata.name}:\n  - {e}", file=sys.stderr)
         return 2
     except orchestrator.DeploymentFault as e:  # a process died or hung: report.json says "outcome": "failed"
-        print(summary_table(e.report))
+        if e.fault.load_s is not None or e.report.get("completed"):
+            print(summary_table(e.report))  # a table of zeros for a run that never served says nothing
         print(f"{name}: FAILED: {e}\n{name}: wrote report.json (outcome: failed) and requests.jsonl to {e.out}",
               file=sys.stderr)
         return faults.DEADLOCK_EXIT_CODE if e.fault.kind == "deadlock" else faults.FAULT_EXIT_CODE
