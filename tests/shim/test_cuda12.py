@@ -2,7 +2,8 @@
 CUDA 12 (torch 2.9.1, vLLM 0.15.1's environment, revati/engines/environments.py).
 
 The CUDA 12 checks need that environment (its nvidia-* wheels hold the real libraries and
-headers); without it they are skipped, saying so. CI installs it for the 0.15.1 smoke.
+headers); without it they are skipped, saying so. CI does not install it yet (the 0.15.1 smoke
+is opt-in: REVATI_ENGINE_SMOKE, tests/e2e/test_engine_versions.py), so there they are skipped.
 """
 
 from __future__ import annotations
