@@ -67,7 +67,8 @@ def evaluate_family(gpu: str, family: str, rows: Sequence[dict], folds: int = 5,
     order = rng.permutation(len(uniq))
     fold_of = {uniq[j]: i % folds for i, j in enumerate(order)}
     gid = np.array([fold_of[g] for g in groups])
-    true = np.array([r["dur_us_median"] for r in rows], dtype=np.float64)
+    # scored against what the family predicts (the median; a collective's undisturbed run)
+    true = np.array([spec.measured(r) for r in rows], dtype=np.float64)
     pred = np.empty_like(true)
     served_pred = np.empty_like(true)
     fa_rows = 0

@@ -22,7 +22,7 @@ import numpy as np
 
 from revati.predictor import paths
 from revati.predictor.families import FAMILIES
-from revati.predictor.families.base import Family
+from revati.predictor.families.base import Family, median_us
 from revati.predictor.features import LEARNED_FAMILIES, SPECS
 from revati.predictor.roofline import peaks
 from revati.predictor.schema import profile_path, read_profile
@@ -114,8 +114,12 @@ def data_hash(files: Sequence[Path]) -> str:
 
 
 def config_hash(family: str, cfg: TrainConfig) -> str:
-    blob = json.dumps({"cfg": asdict(cfg), "family": family, "format": MODEL_FORMAT_VERSION,
-                       "features": SPECS[family].monotone}, sort_keys=True)
+    what = {"cfg": asdict(cfg), "family": family, "format": MODEL_FORMAT_VERSION,
+            "features": SPECS[family].monotone}
+    if SPECS[family].measured is not median_us:
+        # NOTE: only then, so the other families' hashes (and caches) stay as they were
+        what["measured"] = SPECS[family].measured.__name__
+    blob = json.dumps(what, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -145,7 +149,7 @@ class FittedModel:
 def _xy(spec: Family, gpu: str, rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list]:
     keys = [spec.key_of_row(r) for r in rows]
     X, _ = spec.build(peaks(gpu), spec.columns_of(keys))
-    y = np.log(np.array([r["dur_us_median"] for r in rows], dtype=np.float64))
+    y = np.log(np.array([spec.measured(r) for r in rows], dtype=np.float64))
     return X, y, keys
 
 

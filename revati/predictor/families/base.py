@@ -307,6 +307,11 @@ Features = Callable[[Peaks, dict[str, np.ndarray]], tuple[np.ndarray, list[str]]
 Ideal = Callable[[Peaks, dict[str, np.ndarray]], np.ndarray]
 
 
+def median_us(row: dict) -> float:
+    """The median of a profile row's repeated runs, us (what most families predict)."""
+    return row["dur_us_median"]
+
+
 @dataclass(frozen=True, eq=False)
 class Family:
     """One op family: everything that differs between families, in one place.
@@ -336,6 +341,9 @@ class Family:
         held_out_by: the columns whose values evaluate.py holds out whole (a held-out
             group is a shape the model never saw).
         also_held_out_by: further hold-out views, reported as "<family>/<cols>".
+        measured: the statistic of a profile row's repeated runs that the family predicts
+            (what it is trained, fitted and scored on): the median, or for collectives the
+            undisturbed run (families/collective.undisturbed_us).
     """
 
     name: str
@@ -359,6 +367,7 @@ class Family:
     curves: Callable[[Sequence[dict]], dict[str, list[list[float]]]] | None = None
     held_out_by: tuple[str, ...] = ()
     also_held_out_by: tuple[tuple[str, ...], ...] = ()
+    measured: Callable[[dict], float] = median_us
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -7,8 +7,9 @@ Physics: each rank receives at least (ranks - 1)/ranks of the message over its l
 catalog's per-direction interconnect figure (or the PCIe x16 rate for topology pcie), and
 the message is read and written once in HBM (see physics.py).
 
-Model: a measured configuration's own isotonic log-log curve (collective_curves), else the
-booster. Grid: per (kind, ranks, ranks_per_node, topology) over the bytes: a measured
+Measured: a row's undisturbed run (undisturbed_us: the fastest repeat), not its median.
+Model: a measured configuration's own lower monotone envelope in log-log (collective_curves),
+else the booster. Grid: per (kind, ranks, ranks_per_node, topology) over the bytes: a measured
 configuration's curve knots (CurveGrid), others BYTES_AXIS from the model.
 """
 
@@ -104,23 +105,38 @@ def curve_key(kind: str, ranks: float, ranks_per_node: float, topology: str) -> 
     return f"{kind}|{int(ranks)}|{int(ranks_per_node)}|{topology}"
 
 
-def collective_curves(rows: Sequence[dict]) -> dict[str, list[list[float]]]:
-    """Per collective configuration, the isotonic (non-decreasing) fit of log(time) over
-    log(bytes): duplicates of a size are averaged, then pool-adjacent-violators makes the
-    curve monotone. Lookup interpolates it linearly in log-log space (inference.predict_keys)."""
-    from scipy.optimize import isotonic_regression
+def undisturbed_us(row: dict) -> float:
+    """A collective's own duration in a profile row: the fastest of its repeated runs.
 
-    pts: dict[str, list[tuple[float, float]]] = {}
+    What one rank times for a collective is its wait for the last rank to launch plus the
+    transfer. The emulator models the wait itself (the Timekeeper ends a collective at the
+    last arrival plus its duration, docs/timewarp.md), so the duration it needs is the
+    transfer alone. Interference (a late peer, a host hiccup) only ever adds time, so the
+    least of the repeats is its estimate. Vidur's small all-reduces show it: at 2 KB on an
+    H100 pair every repeat took 28 us, at 18-60 KB every repeat 7 us; the repeats at one size
+    split between about 7-13 us and 28-45 us, whatever the size, up to ~1 MB."""
+    low = row.get("dur_us_min")
+    return float(low) if low is not None and low > 0 else float(row["dur_us_median"])
+
+
+def collective_curves(rows: Sequence[dict]) -> dict[str, list[list[float]]]:
+    """Per collective configuration, the lower monotone envelope of its undisturbed times over
+    the message size: at each measured size, the least undisturbed time measured at that size
+    or any larger one (a bigger message never takes less time, and disturbances only add,
+    so every larger measurement bounds a smaller one from above). The curve is non-decreasing
+    by construction. Lookup interpolates it linearly in log-log space
+    (inference.predict_keys)."""
+    pts: dict[str, dict[float, float]] = {}
     for r in rows:
         k = curve_key(r["kind"], r["ranks"], r["ranks_per_node"], r["topology"])
-        pts.setdefault(k, []).append((math.log(r["bytes"]), math.log(r["dur_us_median"])))
+        x, y = math.log(r["bytes"]), math.log(undisturbed_us(r))
+        by_size = pts.setdefault(k, {})
+        by_size[x] = min(y, by_size.get(x, math.inf))
     out: dict[str, list[list[float]]] = {}
-    for k, v in sorted(pts.items()):
-        a = np.array(v)
-        ux, inv = np.unique(a[:, 0], return_inverse=True)
-        w = np.bincount(inv).astype(np.float64)
-        uy = np.bincount(inv, a[:, 1]) / w
-        fit = isotonic_regression(uy, weights=w).x
+    for k, by_size in sorted(pts.items()):
+        ux = np.array(sorted(by_size))
+        uy = np.array([by_size[x] for x in ux])
+        fit = np.minimum.accumulate(uy[::-1])[::-1]
         out[k] = [[round(float(x), 6) for x in ux], [round(float(y), 6) for y in fit]]
     return out
 
@@ -171,4 +187,4 @@ FAMILY = Family(
     "collective", CollectiveKey, describe, bytes_flops, lower_bound, fallback,
     features=collective_features, monotone=COLLECTIVE_MONOTONE, size_columns=("bytes",),
     ideal=collective_ideal, grid=CollectiveGrid(), curves=collective_curves,
-    held_out_by=("bytes",))
+    held_out_by=("bytes",), measured=undisturbed_us)
