@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--out", default="runs/validate", help="folder of the runs and validate.json")
     va.add_argument("--data", default=None, help="the real runs (default: ../shared/data/serving of the repo)")
     va.add_argument("--list", action="store_true", help="print the real runs and their specs, run nothing")
+    va.add_argument("--engine-version", default=None, metavar="VERSION",
+                    help="emulate this vLLM version (spec engine.version; `revati engines list`); default: "
+                         "the default engine. The real runs used the vLLM 0.15 series (0.15.1 emulates it)")
     va.set_defaults(func=cmd_validate)
 
     cp = sub.add_parser("compare", help="two reports (or vllm bench serve result JSONs) side by side")

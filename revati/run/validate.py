@@ -471,7 +471,19 @@ class Job:
     notes: list[str] = field(default_factory=list)
 
 
-def plan_jobs(stages: list[RealStage], specs: dict, *, quick: bool, runs_glob: str, out: Path) -> list[Job]:
+def with_engine_version(spec: dict, version: str | None) -> dict:
+    """The spec with `engine.version` set (None: as it is, the default engine)."""
+    if version is None:
+        return spec
+    spec = copy.deepcopy(spec)
+    spec["spec"].setdefault("engine", {})["version"] = version
+    # NOTE: its own report folder, so a row of another version is never overwritten
+    spec["metadata"]["name"] = f"{spec['metadata']['name']}-vllm-{version.replace('.', '-')}"
+    return spec
+
+
+def plan_jobs(stages: list[RealStage], specs: dict, *, quick: bool, runs_glob: str, out: Path,
+              engine_version: str | None = None) -> list[Job]:
     jobs = []
     for st in stages:
         if st.overloaded:
@@ -490,10 +502,14 @@ def plan_jobs(stages: list[RealStage], specs: dict, *, quick: bool, runs_glob: s
                          "--write-specs)")
         if quick:
             spec = quick_spec(spec)
+        spec = with_engine_version(spec, engine_version)
         measure_from = float(spec["metadata"]["labels"][LABEL_FROM])
         end = sum(s["durationSeconds"] for s in spec["spec"]["workload"]["arrival"]["stages"])
-        cmd = ("revati validate --quick" if quick else
+        ver = f" --engine-version {engine_version}" if engine_version else ""
+        cmd = (f"revati validate --quick{ver}" if quick or engine_version else
                f"revati run {_short(path)} --out {_short(out / spec['metadata']['name'])}")
+        if engine_version and not quick:
+            cmd = f"revati validate --runs '{st.name}'{ver}"
         jobs.append(Job(st, path, spec, measure_from, end, cmd, notes))
     return jobs
 
@@ -541,7 +557,15 @@ def validate_main(args: argparse.Namespace) -> int:
     try:
         stages = real_stages(data)
         specs = load_specs()
-        jobs = plan_jobs(stages, specs, quick=args.quick, runs_glob=args.runs, out=out)
+        jobs = plan_jobs(stages, specs, quick=args.quick, runs_glob=args.runs, out=out,
+                         engine_version=getattr(args, "engine_version", None))
+        if getattr(args, "engine_version", None) and jobs:
+            # a version the emulator does not support fails here, before any run, with the list
+            from revati.spec import SpecError, spec_from_dict
+            try:
+                spec_from_dict(jobs[0].spec, f"--engine-version {args.engine_version}")
+            except SpecError as e:
+                raise ValidateError(str(e)) from None
     except ValidateError as e:
         print(f"revati validate: {e}", file=sys.stderr)
         return 2
@@ -567,6 +591,8 @@ def validate_main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "revati validate --quick" if args.quick else \
         "revati validate" + (f" --runs '{args.runs}'" if args.runs != "*" else "")
+    if getattr(args, "engine_version", None):
+        command += f" --engine-version {args.engine_version}"
     result = {"date": _dt.date.today().isoformat(), "commit": _commit(), "command": command,
               "real_engine": REAL_ENGINE, "warmup": {"warmup_s": WARMUP_S, "measure_s": MEASURE_S,
                                                      "prev_stage_s": PREV_STAGE_S, "quick_s": QUICK_S},

@@ -185,6 +185,27 @@ def test_list_runs_nothing(capsys):
     assert not Path("/nonexistent/validate").exists()
 
 
+@needs_data
+def test_engine_version_sets_every_row_and_a_bad_one_fails_before_any_run(tmp_path, capsys):
+    jobs = validate.plan_jobs(validate.real_stages(DATA), validate.load_specs(), quick=False,
+                              runs_glob="llama-2-7b-general*", out=tmp_path, engine_version="0.15.1")
+    assert [j.spec["spec"]["engine"]["version"] for j in jobs] == ["0.15.1", "0.15.1"]
+    assert [j.spec["metadata"]["name"] for j in jobs] == [
+        "llama-2-7b-general-stage0-vllm-0-15-1", "llama-2-7b-general-stage1-vllm-0-15-1"]
+    assert jobs[0].command == "revati validate --runs 'llama-2-7b-general-stage0' --engine-version 0.15.1"
+    assert spec_from_dict(jobs[0].spec).spec.engine.version == "0.15.1"
+    # the shipped specs are untouched (the default engine)
+    assert "version" not in validate.load_specs()[(jobs[0].real.run, 0)][1]["spec"]["engine"]
+    q = validate.plan_jobs(validate.real_stages(DATA), validate.load_specs(), quick=True, runs_glob="*",
+                           out=tmp_path, engine_version="0.15.1")
+    assert q[0].command == "revati validate --quick --engine-version 0.15.1"
+    args = argparse.Namespace(quick=True, runs="*", out=str(tmp_path / "v"), data=None, list=False,
+                              engine_version="0.99.0")
+    assert validate.validate_main(args) == 2
+    err = capsys.readouterr().err
+    assert "spec.engine.version" in err and "0.15.1" in err and not (tmp_path / "v").exists()
+
+
 @pytest.mark.slow
 @needs_data
 def test_validate_quick_finishes_with_a_table():
