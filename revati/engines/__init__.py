@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from revati.engines.base import EngineAdapter, UnknownEngineError
+from revati.engines.sglang import SglangAdapter
 from revati.engines.vllm import VllmAdapter
 
 __all__ = ["DEFAULT_ENGINE", "EngineAdapter", "UnknownEngineError", "get", "supported"]
 
-_ADAPTERS: dict[str, type[EngineAdapter]] = {a.name: a for a in (VllmAdapter,)}
+_ADAPTERS: dict[str, type[EngineAdapter]] = {a.name: a for a in (VllmAdapter, SglangAdapter)}
 DEFAULT_ENGINE = "vllm"
 
 

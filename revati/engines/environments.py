@@ -251,7 +251,7 @@ import torch
 from importlib import metadata
 print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
                   "engine": metadata.version(sys.argv[1]), "revati": metadata.version("revati"),
-                  "plugins": sorted(e.value for e in metadata.entry_points(group="vllm.general_plugins"))}))
+                  "plugins": sorted(e.value for e in metadata.entry_points(group=sys.argv[2]))}))
 """
 
 
@@ -262,8 +262,8 @@ def verify(env: EngineEnv, adapter: "EngineAdapter") -> dict:
         EngineInstallError: torch is a CPU build, or another CUDA major, or the engine's or
             revati's distribution is missing.
     """
-    p = subprocess.run([str(env.python), "-c", VERIFY, adapter.distribution], capture_output=True, text=True,
-                       env=pip_env(), timeout=600)
+    p = subprocess.run([str(env.python), "-c", VERIFY, adapter.distribution, adapter.plugin_entry_point[0]],
+                       capture_output=True, text=True, env=pip_env(), timeout=600)
     if p.returncode != 0:
         raise EngineInstallError(f"the environment does not import torch/{adapter.distribution}:\n    "
                                  + "\n    ".join(p.stderr.strip().splitlines()[-6:]))
