@@ -721,8 +721,12 @@ API cudaError_t __cudaPopCallConfiguration(dim3 *gridDim, dim3 *blockDim, size_t
   return cudaSuccess;
 }
 
-static inline void launch(rv_kernel *k, dim3 g, dim3 b, size_t smem, cudaStream_t stream) {
+static inline void launch(rv_kernel *k, dim3 g, dim3 b, size_t smem, cudaStream_t stream, void **args) {
   rv_op op;
+  if (rv_kernel_as_gemm(k, args, &op)) {
+    rv_submit(rv_stream_resolve(stream), &op);
+    return;
+  }
   op.kind = RV_OP_KERNEL;
   op.api = 0;
   op.u.kernel.k = k;
@@ -749,26 +753,23 @@ API cudaError_t __cudaGetKernel(cudaKernel_t *kernel, const void *func) {
   return cudaSuccess;
 }
 API cudaError_t __cudaLaunchKernel(cudaKernel_t kernel, dim3 g, dim3 b, void **args, size_t smem, cudaStream_t s) {
-  (void)args;
-  launch((rv_kernel *)kernel, g, b, smem, s);
+  launch((rv_kernel *)kernel, g, b, smem, s, args);
   return cudaSuccess;
 }
 API cudaError_t __cudaLaunchKernel_ptsz(cudaKernel_t kernel, dim3 g, dim3 b, void **args, size_t smem, cudaStream_t s) {
   return __cudaLaunchKernel(kernel, g, b, args, smem, s);
 }
 API cudaError_t cudaLaunchKernel(const void *func, dim3 g, dim3 b, void **args, size_t smem, cudaStream_t s) {
-  (void)args;
   INIT();
-  launch(kernel_for(func), g, b, smem, s);
+  launch(kernel_for(func), g, b, smem, s, args);
   return cudaSuccess;
 }
 API cudaError_t cudaLaunchCooperativeKernel(const void *func, dim3 g, dim3 b, void **args, size_t smem, cudaStream_t s) {
   return cudaLaunchKernel(func, g, b, args, smem, s);
 }
 API cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t *cfg, const void *func, void **args) {
-  (void)args;
   INIT();
-  launch(kernel_for(func), cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes, cfg->stream);
+  launch(kernel_for(func), cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes, cfg->stream, args);
   return cudaSuccess;
 }
 

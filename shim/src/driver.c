@@ -252,8 +252,13 @@ API CUresult cuOccupancyMaxActiveClusters(int *n, CUfunction f, const CUlaunchCo
 }
 
 static void launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                   unsigned smem, CUstream stream) {
+                   unsigned smem, CUstream stream, void **params) {
   rv_op op;
+  if (rv_kernel_as_gemm(&f->k, params, &op)) {
+    op.api = 1;
+    rv_submit(rv_stream_resolve(stream), &op);
+    return;
+  }
   op.kind = RV_OP_KERNEL;
   op.api = 1;
   op.u.kernel.k = &f->k;
@@ -265,10 +270,10 @@ static void launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned
 
 API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                             unsigned smem, CUstream s, void **params, void **extra) {
-  (void)params; (void)extra;
+  (void)extra;
   INIT();
   if (!f) return CUDA_ERROR_INVALID_HANDLE;
-  launch(f, gx, gy, gz, bx, by, bz, smem, s);
+  launch(f, gx, gy, gz, bx, by, bz, smem, s, params);
   return CUDA_SUCCESS;
 }
 API CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
@@ -276,10 +281,11 @@ API CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, u
   return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, s, params, NULL);
 }
 API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **params, void **extra) {
-  (void)params; (void)extra;
+  (void)extra;
   INIT();
   if (!f || !c) return CUDA_ERROR_INVALID_VALUE;
-  launch(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY, c->blockDimZ, c->sharedMemBytes, c->hStream);
+  launch(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY, c->blockDimZ, c->sharedMemBytes, c->hStream,
+         params);
   return CUDA_SUCCESS;
 }
 

@@ -145,3 +145,57 @@ int rv_kernel_family(rv_kernel *k) {
   }
   return k->family;
 }
+
+/* CUTLASS 3.x GEMMs (vLLM's cutlass_3x_gemm_sm90_fp8 scaled_mm and the like): their only kernel
+ * parameter is the kernel's Params struct, which begins with the ProblemShape, a
+ * cute::tuple<int, int, int, int> (M, N, K, L): the GEMM's shape, row-major (M tokens, N out
+ * features, K in), which the launch geometry (tiles) does not give. The persistent schedules
+ * (Pingpong, Cooperative: cutlass/gemm/kernel/sm90_gemm_tma_warpspecialized_{pingpong,cooperative}
+ * .hpp) put a `GemmUniversalMode mode` (an int) before it; vLLM's plain KernelTmaWarpSpecialized
+ * kernels do not (seen in their launches: (6144, 1, 4096, 1) at offset 0, against (0, 8192, 6144,
+ * 4096, 1) for a Pingpong one). */
+static int is_cutlass3_gemm(const char *n) {
+  if (!strstr(n, "13device_kernel")) return 0; /* cutlass::device_kernel<Op>(Op::Params) */
+  if (strstr(n, "group_gemm") || strstr(n, "Grouped") || strstr(n, "grouped")) return 0; /* MoE: per-group shapes */
+  return strstr(n, "cutlass_3x_gemm") || strstr(n, "GemmUniversal") ? 1 : 0;
+}
+
+static int cutlass_dtype(const char *n) {
+  if (strstr(n, "float_e4m3")) return RV_DT_F8E4M3;
+  if (strstr(n, "float_e5m2")) return RV_DT_F8E5M2;
+  if (strstr(n, "bfloat16")) return RV_DT_BF16;
+  if (strstr(n, "half_t")) return RV_DT_F16;
+  if (strstr(n, "int8") || strstr(n, "Li8") || strstr(n, "int8_t")) return RV_DT_I8;
+  return RV_DT_BF16;
+}
+
+int rv_kernel_as_gemm(rv_kernel *k, void **args, rv_op *op) {
+  if (!args || !args[0] || rv_kernel_family(k) != RV_FAM_GEMM_KERNEL || !is_cutlass3_gemm(k->mangled)) return 0;
+  int32_t v[5] = {0};
+  const char *n = k->mangled;
+  if (strstr(n, "Pingpong") || strstr(n, "Cooperative")) {
+    memcpy(v, args[0], sizeof v); /* mode, M, N, K, L */
+    if (v[0] < 0 || v[0] > 8) return 0;
+  } else {
+    memcpy(v + 1, args[0], 4 * sizeof(int32_t)); /* M, N, K, L */
+  }
+  for (int i = 1; i < 4; i++)
+    if (v[i] < 1 || v[i] > (1 << 24)) return 0;
+  /* K: TMA needs 16-byte rows (a multiple of 8 elements even in bf16); L: a batch count */
+  if (v[3] % 8 || v[4] < 1 || v[4] > 65536) return 0;
+  /* vLLM's cutlass_3x_gemm_sm90_fp8<..., bool swap_ab>::GemmKernel (its sm90 FP8 dispatch, for
+   * few tokens: the 64 x 16 tiles) computes D^T = W X^T: the shape is then (out, tokens, in) */
+  int swap = strstr(n, "cutlass_3x_gemm_sm90_fp8") && strstr(n, "Lb1EE10GemmKernel");
+  int64_t tokens = swap ? v[2] : v[1], out = swap ? v[1] : v[2];
+  memset(op, 0, sizeof *op);
+  op->kind = RV_OP_GEMM;
+  /* rv_op's GEMM is cuBLAS's column-major m x n (predictor_client.c swaps it back): row-major
+   * tokens x out is column-major out x tokens */
+  op->u.gemm.m = out;
+  op->u.gemm.n = tokens;
+  op->u.gemm.k = v[3];
+  op->u.gemm.batch = v[4];
+  op->u.gemm.dtype_a = (uint8_t)cutlass_dtype(k->mangled);
+  op->u.gemm.dtype_c = RV_DT_BF16;
+  return 1;
+}

@@ -346,6 +346,9 @@ const char *rv_kernel_demangled(rv_kernel *k);
 int rv_classify_kernel(const char *mangled);
 /* The kernel's family, classified from its name on first use. */
 int rv_kernel_family(rv_kernel *k);
+/* A kernel launch that is a GEMM of a known shape (CUTLASS 3.x: the shape is in its Params):
+ * fills op as an RV_OP_GEMM and returns 1; else 0. args: the launch's kernel parameters. */
+int rv_kernel_as_gemm(rv_kernel *k, void **args, struct rv_op *op);
 
 /* Global counters (base.c), written out by stats.c. */
 typedef struct rv_stats {

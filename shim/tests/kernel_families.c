@@ -29,6 +29,48 @@ int main(void) {
   expect("vllm::cutlass_3x_gemm_sm90_fp8", RV_FAM_GEMM_KERNEL);
   expect("_fwd_grouped_kernel_stage1", RV_FAM_ATTENTION);
   expect("_fwd_kernel_stage2", RV_FAM_REDUCE);
+  /* CUTLASS 3.x GEMMs are GEMM ops, their shape read from the Params (mode, M, N, K, L); the
+   * names are vLLM 0.32's (a Llama-4-Scout FP8 run's trace) */
+  {
+    static const char *plain =
+        "_ZN7cutlass13device_kernelIN4vllm24cutlass_3x_gemm_sm90_fp8INS_12float_e4m3_tENS_10bfloat16_tENS1_3c3x14"
+        "ScaledEpilogueEN4cute5tupleIJNS7_1CILi128EEESA_SA_EEENS8_IJNS9_ILi2EEENS9_ILi1EEESD_EEENS_4gemm44KernelTma"
+        "WarpSpecializedPingpongFP8FastAccumENS_8epilogue18TmaWarpSpecializedELb0EE10GemmKernelEEEvNT_6ParamsE";
+    static const char *swapped =
+        "_ZN7cutlass13device_kernelIN4vllm24cutlass_3x_gemm_sm90_fp8INS_12float_e4m3_tENS_10bfloat16_tENS1_3c3x14"
+        "ScaledEpilogueEN4cute5tupleIJNS7_1CILi64EEENS9_ILi16EEENS9_ILi256EEEEEENS8_IJNS9_ILi1EEESE_SE_EEENS_4gemm36"
+        "KernelTmaWarpSpecializedFP8FastAccumENS_8epilogue18TmaWarpSpecializedELb1EE10GemmKernelEEEvNT_6ParamsE";
+    static const char *grouped =
+        "_ZN7cutlass13device_kernelIN55_GLOBAL__N__2dd8d898_22_grouped_mm_c3x_sm90_cu_4fc159ed21cutlass_3x_group_gemm"
+        "INS_12float_e4m3_tENS_10bfloat16_tENS_4arch4Sm90EN4vllm3c3x19ScaledEpilogueArrayE";
+    struct { int32_t mode, m, n, k, l; char rest[64]; } params = {1, 512, 5120, 8192, 1, {0}};
+    void *args[1] = {&params};
+    rv_op op;
+    rv_kernel a = {.mangled = plain, .family = -1}, b = {.mangled = swapped, .family = -1},
+              c = {.mangled = grouped, .family = -1}, d = {.mangled = "triton_poi_fused_0", .family = -1};
+    if (!rv_kernel_as_gemm(&a, args, &op) || op.kind != RV_OP_GEMM || op.u.gemm.n != 512 || op.u.gemm.m != 5120 ||
+        op.u.gemm.k != 8192 || op.u.gemm.batch != 1 || op.u.gemm.dtype_a != RV_DT_F8E4M3) {
+      printf("FAIL cutlass_3x_gemm_sm90_fp8: not read as a 512 x 5120 x 8192 fp8 GEMM\n");
+      fails++;
+    }
+    /* swap_ab, a non-persistent schedule (no mode before the shape): the problem is (out, tokens, in) */
+    struct { int32_t m, n, k, l; char rest[64]; } plain_params = {5120, 8, 5120, 1, {0}};
+    void *plain_args[1] = {&plain_params};
+    if (!rv_kernel_as_gemm(&b, plain_args, &op) || op.u.gemm.n != 8 || op.u.gemm.m != 5120 || op.u.gemm.k != 5120) {
+      printf("FAIL cutlass_3x_gemm_sm90_fp8 swap_ab: tokens %lld out %lld, want 8 and 5120\n",
+             (long long)op.u.gemm.n, (long long)op.u.gemm.m);
+      fails++;
+    }
+    if (rv_kernel_as_gemm(&c, args, &op) || rv_kernel_as_gemm(&d, args, &op) || rv_kernel_as_gemm(&a, NULL, &op)) {
+      printf("FAIL a grouped GEMM, a Triton kernel or a launch without parameters read as a GEMM\n");
+      fails++;
+    }
+    params.mode = 77; /* not a CUTLASS Params: left to the launch geometry */
+    if (rv_kernel_as_gemm(&a, args, &op)) {
+      printf("FAIL a Params without a valid mode read as a GEMM\n");
+      fails++;
+    }
+  }
   if (fails) return 1;
   printf("kernel_families: ok\n");
   return 0;
