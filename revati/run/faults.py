@@ -429,7 +429,7 @@ class Watchdog:
         if turned is not None and time.monotonic() - turned >= self.hang_s:
             self._fault(Fault("timekeeper", "the Timekeeper's loop", os.getpid(),
                               f"hung: its loop has not turned for {time.monotonic() - turned:.1f} s", True,
-                              self._clock(), time.monotonic()))
+                              self._clock(), time.monotonic(), log_tail=_thread_stack(tk)))
 
     # ------------------------------------------------------------------ the fault
 
@@ -500,6 +500,19 @@ def log_reason(path: Path, scan_bytes: int = 1 << 20) -> str:
         if m and not any(w in m.group(1) for w in _WRAPPERS):
             return m.group(1)[:500]
     return ""
+
+
+def _thread_stack(tk) -> str:
+    """Where the Timekeeper's loop thread is now (its Python stack, innermost last): a hung loop
+    names its own cause."""
+    import sys
+    import traceback
+
+    t = getattr(tk, "_thread", None)
+    frame = sys._current_frames().get(t.ident) if t is not None and t.ident else None
+    if frame is None:
+        return ""
+    return "the loop thread's stack (innermost last):\n" + "".join(traceback.format_stack(frame)[-12:])
 
 
 def _kill(w: _Watched) -> None:

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,14 +154,24 @@ def test_the_timekeepers_loop_dying_or_stalling_is_a_fault():
         w.stop()
     tk2 = Tk()
     tk2.loop_turned = time.monotonic()
+    release = threading.Event()
+
+    def a_loop_that_blocks_in_its_turn():
+        release.wait(30)
+
+    tk2._thread = threading.Thread(target=a_loop_that_blocks_in_its_turn, daemon=True)
+    tk2._thread.start()
     w2 = faults.Watchdog(clock=lambda: None, hang_s=0.5)
     w2.watch_timekeeper(tk2)
     w2.start()
     try:
         f = _until(lambda: w2.fault)
         assert f.condition == "TimekeeperHung" and f.hung
+        # the report says where the loop thread is stuck
+        assert "a_loop_that_blocks_in_its_turn" in f.log_tail and "release.wait" in f.log_tail, f.log_tail
     finally:
         w2.stop()
+        release.set()
 
 
 def test_only_the_first_fault_counts_and_stop_ends_watching():
