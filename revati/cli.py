@@ -60,9 +60,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
     stats = args.stats or str(Path(tempfile.mkdtemp(prefix="revati-stats-")) / "stats")
     with prediction_sidecar(args.gpu) if use_sidecar else nullcontext((None, {})) as (endpoint, sidecar_stats):
         try:
+            from revati import engines
+
+            engine = engines.get(*args.engine.split("==", 1)) if args.engine else None
             timewarp = _exec_timewarp(args)
             env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
-                               trace=args.trace, stats=stats, sidecar=endpoint, timewarp=timewarp)
+                               trace=args.trace, stats=stats, sidecar=endpoint, timewarp=timewarp, engine=engine)
         except (KeyError, ShimNotBuiltError) as e:
             print(f"revati exec: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2
@@ -330,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time warp: compensate (default) slows the clock while this host has more runnable "
                         "tasks than cores, so CPU work costs its CPU time; count: queueing for a core "
                         "counts as CPU work (docs/timewarp.md)")
+    e.add_argument("--engine", default=None, metavar="NAME[==VERSION]",
+                   help="set this engine's variables under the emulator (e.g. sglang; default: vllm's)")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     e.set_defaults(func=cmd_exec)
 

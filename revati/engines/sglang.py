@@ -10,6 +10,7 @@ declares the entry point; no sitecustomize or .pth is needed.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from revati.engines.base import Build, EngineAdapter
 
@@ -49,17 +50,30 @@ class SglangAdapter(EngineAdapter):
 
     def emulator_serve_args(self, *, tensor_parallel_size: int, given: set[str]) -> list[str]:
         args: list[str] = []
+        # FlashInfer's top-k/top-p sampler (SGLang's default sampling backend) is JIT-compiled with
+        # nvcc at the first sampled request and needs the cuRAND headers; kernels never run here,
+        # so SGLang's torch sampler is used (as VLLM_USE_FLASHINFER_SAMPLER=0 does for vLLM).
+        if "sampling-backend" not in given:
+            args += ["--sampling-backend", "pytorch"]
         # SGLang's custom all-reduce uses IPC buffers and device flags that nothing emulates.
         if tensor_parallel_size > 1 and "disable-custom-all-reduce" not in given:
             args.append("--disable-custom-all-reduce")
         return args
 
     def env_defaults(self, *, nccl_library: str) -> dict[str, str]:
-        return {
+        env = {
             # pynccl opens libnccl.so.2 with ctypes: point it at the shim's NCCL (as for vLLM).
             "SGLANG_NCCL_SO_PATH": nccl_library,
-            "SGLANG_DISABLE_REQUEST_LOGGING": "1",
         }
+        # NOTE: SGLang JIT-compiles some of its kernels at first use (sglang/kernels/jit: nvcc,
+        # then `c++ ... -L$CUDA_HOME/lib64 -lcudart`); CUDA_HOME defaults to nvcc's parent,
+        # which on a machine with an nvcc wrapper in /usr/local/bin has no lib64. A toolkit's
+        # root has both. The build is cached (~/.cache/sglang/jit), and its module's kernels
+        # are registered with, and launched through, the shim like any other.
+        toolkit = Path("/usr/local/cuda")
+        if (toolkit / "lib64").is_dir():
+            env["CUDA_HOME"] = str(toolkit)
+        return env
 
     def bench_command(self, args: list[str]) -> list[str]:
         # NOTE: vLLM's `vllm bench serve` (revati's environment) against SGLang's OpenAI

@@ -41,8 +41,8 @@ def test_serve_command_and_flags(tmp_path, monkeypatch):
         "--host", "127.0.0.1", "--port", "30000", "--x", "1"]
     assert e.parallel_args(tensor_parallel_size=2, pipeline_parallel_size=1) == ["--tp-size", "2", "--pp-size", "1"]
     assert e.tokenizer_args("/t") == ["--tokenizer-path", "/t"]
-    assert e.emulator_serve_args(tensor_parallel_size=1, given=set()) == []
-    assert e.emulator_serve_args(tensor_parallel_size=2, given=set()) == ["--disable-custom-all-reduce"]
+    assert e.emulator_serve_args(tensor_parallel_size=1, given=set()) == ["--sampling-backend", "pytorch"]
+    assert e.emulator_serve_args(tensor_parallel_size=2, given={"sampling-backend"}) == ["--disable-custom-all-reduce"]
     assert e.env_defaults(nccl_library="/s/lib.so")["SGLANG_NCCL_SO_PATH"] == "/s/lib.so"
 
 
