@@ -91,6 +91,7 @@ int rv_classify_kernel(const char *n) {
   static const struct { const char *pat; int fam; } rules[] = {
       {"reshape_and_cache", RV_FAM_CACHE_WRITE}, {"concat_and_cache", RV_FAM_CACHE_WRITE},
       {"copy_blocks", RV_FAM_CACHE_WRITE},
+      {"store_kvcache", RV_FAM_CACHE_WRITE}, /* SGLang's KV write (sglang::store_kvcache_kernel) */
       /* the norms first: Inductor names a norm fused into a MoE layer's forward
        * ..._rms_norm_moe_forward_0, and it is a norm */
       {"rms_norm", RV_FAM_NORM},                 {"layer_norm", RV_FAM_NORM},

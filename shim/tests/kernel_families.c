@@ -29,6 +29,10 @@ int main(void) {
   expect("vllm::cutlass_3x_gemm_sm90_fp8", RV_FAM_GEMM_KERNEL);
   expect("_fwd_grouped_kernel_stage1", RV_FAM_ATTENTION);
   expect("_fwd_kernel_stage2", RV_FAM_REDUCE);
+  /* SGLang 0.5.23's kernels (a Llama-3.1-8B trace): its KV write, its activation and rotary */
+  expect("_ZN6sglang20store_kvcache_kernelILl2048ELl2048ELj128ELb1ElEEvNS_17StoreKVCacheParamsE", RV_FAM_CACHE_WRITE);
+  expect("void sglang::act_and_mul_kernel<__nv_bfloat16, (sglang::ActivationKind)0, true>", RV_FAM_ACTIVATION);
+  expect("void sglang::fused_rope_kernel<true, 128l, true, __nv_bfloat16>", RV_FAM_ROTARY);
   /* CUTLASS 3.x GEMMs are GEMM ops, their shape read from the Params (mode, M, N, K, L); the
    * names are vLLM 0.32's (a Llama-4-Scout FP8 run's trace) */
   {
