@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,4 +200,22 @@ int rv_kernel_as_gemm(rv_kernel *k, void **args, rv_op *op) {
   op->u.gemm.dtype_a = (uint8_t)cutlass_dtype(k->mangled);
   op->u.gemm.dtype_c = RV_DT_BF16;
   return 1;
+}
+
+/* An MLA model's attention kernel that is the latent decode (its V head dim is the latent rank):
+ * FlashMLA, FlashInfer MLA and vLLM's Triton grouped decode by name; FlashAttention-3's MLA mode
+ * (vLLM's FLASH_ATTN_MLA backend) by its template arguments: the decode kernel is
+ * CollectiveMainloopFwdSm90<..., TileShape<64, 64, 64>, kHeadDimV = 512, ...> ("...ELi512ENS_10
+ * bfloat16_t..." for DeepSeek's kv_lora_rank 512), the prefill one on up-projected heads has
+ * head dims 192 / 128 (seen in a DeepSeek-V2-Lite run's trace). */
+int rv_mla_decode_kernel(const char *n, int kv_lora_rank) {
+  if (strstr(n, "mla") || strstr(n, "MLA") || strstr(n, "Mla") || strstr(n, "_fwd_grouped_kernel") ||
+      strstr(n, "decode"))
+    return 1;
+  if (kv_lora_rank > 0 && strstr(n, "FlashAttnFwd")) {
+    char needle[32];
+    snprintf(needle, sizeof needle, "ELi%dENS_", kv_lora_rank); /* kHeadDimV, then the element type */
+    if (strstr(n, needle)) return 1;
+  }
+  return 0;
 }

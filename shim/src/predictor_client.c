@@ -213,9 +213,7 @@ static int describe_moe(const rv_op *op, rv_mp *w, int64_t tokens) {
 static void describe_mla(const rv_op *op, rv_mp *w) {
   const rv_model *m = &rv_model_info;
   const rv_step *s = &rv_cur_step;
-  const char *n = op->u.kernel.k->mangled;
-  int decode = strstr(n, "mla") || strstr(n, "MLA") || strstr(n, "Mla") || strstr(n, "_fwd_grouped_kernel") ||
-               strstr(n, "decode");
+  int decode = rv_mla_decode_kernel(op->u.kernel.k->mangled, m->mla_kv_lora_rank);
   if (s->num_prefill == 0) decode = 1;
   if (s->num_decode == 0) decode = 0;
   if (decode) {

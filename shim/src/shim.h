@@ -349,6 +349,8 @@ int rv_kernel_family(rv_kernel *k);
 /* A kernel launch that is a GEMM of a known shape (CUTLASS 3.x: the shape is in its Params):
  * fills op as an RV_OP_GEMM and returns 1; else 0. args: the launch's kernel parameters. */
 int rv_kernel_as_gemm(rv_kernel *k, void **args, struct rv_op *op);
+/* 1 if an MLA model's attention kernel `mangled` is its latent decode (kernels.c). */
+int rv_mla_decode_kernel(const char *mangled, int kv_lora_rank);
 
 /* Global counters (base.c), written out by stats.c. */
 typedef struct rv_stats {

@@ -75,6 +75,27 @@ int main(void) {
       fails++;
     }
   }
+  /* MLA: FlashAttention-3's latent decode (V head dim 512) vs its prefill on up-projected heads
+   * (192 / 128), from a DeepSeek-V2-Lite run on vLLM's FLASH_ATTN_MLA backend */
+  {
+    static const char *fa3_mla_decode =
+        "_ZN7cutlass13device_kernelIN5flash20enable_sm90_or_laterINS1_16FlashAttnFwdSm90INS1_25CollectiveMainloopFwdSm90"
+        "ILi2EN4cute5tupleIJNS5_1CILi1EEES8_S8_EEENS6_IJNS7_ILi64EEESA_SA_EEELi512ENS_10bfloat16_tEfNS_4arch4Sm90ELb0ELb0E"
+        "Lb0ELb1ELb1ELb0ELb1ELb0ELb0ELb0ELb1ELb1ELb0ESC_Li1EEENS1_21CollectiveEpilogueFwdINS6_IJSA_NS7_ILi512EEESA_EEES9_SC_"
+        "SE_Li256ELb1ELb1ELb1ELb0ELi1EEENS1_36VarlenDynamicPersistentTileSchedulerILi64ELi64ELi256ELi128ELb1ELb1ELb1ELb0ELb0E"
+        "Lb1EEEEEEEEEvNT_6ParamsE";
+    static const char *fa3_mla_prefill =
+        "_ZN7cutlass13device_kernelIN5flash20enable_sm90_or_laterINS1_16FlashAttnFwdSm90INS1_25CollectiveMainloopFwdSm90"
+        "ILi2EN4cute5tupleIJNS5_1CILi1EEES8_S8_EEENS6_IJNS7_ILi128EEESA_NS7_ILi192EEEEEELi128ENS_10bfloat16_tEfNS_4arch4Sm90E"
+        "Lb1ELb0ELb0ELb1ELb0ELb0ELb0ELb0ELb1ELb1ELb1ELb1ELb0ESD_Li1EEENS1_21CollectiveEpilogueFwdINS6_IJSA_SA_SA_EEES9_SD_SF_"
+        "Li256ELb1ELb1ELb1ELb0ELi1EEENS1_36VarlenDynamicPersistentTileSchedulerILi128ELi128ELi256ELi128ELb1ELb1ELb1ELb1ELb0E"
+        "Lb1EEEEEEEEEvNT_6ParamsE";
+    if (!rv_mla_decode_kernel(fa3_mla_decode, 512) || rv_mla_decode_kernel(fa3_mla_prefill, 512) ||
+        !rv_mla_decode_kernel("flash_mla_fwd_kernel", 512) || !rv_mla_decode_kernel("_fwd_grouped_kernel_stage1", 512)) {
+      printf("FAIL MLA decode vs prefill kernels\n");
+      fails++;
+    }
+  }
   if (fails) return 1;
   printf("kernel_families: ok\n");
   return 0;
