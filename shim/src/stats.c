@@ -10,7 +10,15 @@
 
 static const char *rv_stats_path;
 
-void rv_stats_init(const char *path) { rv_stats_path = path; }
+/* NOTE: a copy, not getenv's pointer: that points into the process's initial environment
+ * block, which setproctitle overwrites when it retitles a process (SGLang's scheduler and
+ * detokenizer: "sglang::scheduler"), and the stats then went nowhere. */
+static char rv_stats_buf[448];
+void rv_stats_init(const char *path) {
+  if (!path || !*path) return;
+  snprintf(rv_stats_buf, sizeof rv_stats_buf, "%s", path);
+  rv_stats_path = rv_stats_buf;
+}
 
 /* Writes REVATI_STATS_FILE.<pid>.json for processes that issued GPU work. Called at exit and
  * periodically (see rv_periodic_flush): a process killed by a signal still leaves its figures. */
