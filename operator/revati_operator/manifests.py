@@ -99,7 +99,9 @@ class Images:
         default version, else its tag suffixed `-<engine><version>` (images/runtime.Dockerfile
         built with --build-arg ENGINE_VERSION=<version>, which holds that version's environment)."""
         e = spec.spec.engine
-        if e.version == engines.get(e.name).version:
+        # NOTE: the runtime image holds the default engine only; another engine (sglang) at its
+        # default version still needs its own image
+        if e.name == engines.DEFAULT_ENGINE and e.version == engines.get(e.name).version:
             return self.runtime
         repo, sep, tag = self.runtime.rpartition(":")
         if not sep or "/" in tag:  # no tag: latest

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from revati.catalog import DEFAULT_GPU, load_catalog
 
@@ -35,28 +35,37 @@ class Metadata(_Strict):
 
 
 class Engine(_Strict):
-    name: Literal["vllm"] = Field(default="vllm", description="The serving engine.")
-    version: str = Field(default="0.32.0", description="Engine version: vLLM 0.32.0 (the default), 0.15.1, ...; `revati engines list` "
-                         "lists them. A version other than the default is installed on first use.")
+    name: Literal["vllm", "sglang"] = Field(default="vllm", description="The serving engine: vllm or sglang.")
+    version: str | None = Field(
+        default=None, validate_default=True,
+        description="Engine version (default: the engine's default, vLLM 0.32.0, SGLang 0.5.23): vLLM 0.32.0, "
+                    "0.33.0, 0.15.1; SGLang 0.5.23; `revati engines list` lists them. A version other than "
+                    "the one installed beside revati is installed on first use.")
     args: dict[str, Union[str, int, float, bool]] = Field(
         default_factory=dict,
-        description="`vllm serve` flags without the leading dashes, e.g. {max-num-seqs: 256, "
-                    "enable-prefix-caching: true}. true adds a bare flag; false omits it.")
+        description="The engine's serve flags without the leading dashes, e.g. {max-num-seqs: 256, "
+                    "enable-prefix-caching: true} (vLLM) or {max-running-requests: 256} (SGLang). true adds "
+                    "a bare flag; false omits it.")
 
     @field_validator("version")
     @classmethod
-    def _supported(cls, v: str) -> str:
-        from revati import engines  # the versions are the adapter's (revati/engines/vllm.py)
+    def _supported(cls, v: str | None, info: ValidationInfo) -> str:
+        from revati import engines  # the versions are the adapter's (revati/engines/)
 
-        versions = engines.supported()["vllm"]
+        name = info.data.get("name", "vllm")
+        versions = engines.supported()[name]
+        if v is None:
+            return versions[0]
         if v not in versions:
-            raise ValueError(f"vLLM {v} is not supported by this release (supported: {', '.join(versions)})")
+            label = {"vllm": "vLLM", "sglang": "SGLang"}[name]
+            raise ValueError(f"{label} {v} is not supported by this release (supported: {', '.join(versions)})")
         return v
 
     @field_validator("args")
     @classmethod
     def _flags(cls, v: dict) -> dict:
-        reserved = {"model", "port", "host", "load-format", "tensor-parallel-size", "pipeline-parallel-size"}
+        reserved = {"model", "port", "host", "load-format", "tensor-parallel-size", "pipeline-parallel-size",
+                    "model-path", "tp-size", "pp-size"}  # the last three: SGLang's names
         for k in v:
             if k.startswith("-"):
                 raise ValueError(f"flag {k!r}: write flags without leading dashes (e.g. 'max-num-seqs')")

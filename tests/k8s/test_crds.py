@@ -126,7 +126,7 @@ EMD_INVALID = [  # (path, value, the field the message must name, also rejected 
     ("spec.workload.arrival.stages", [{"rate": 1, "durationSecs": 5}], "spec.workload.arrival.stages[0].durationSecs", True),
     ("spec.workload", _DELETE, "spec.workload", True),
     ("spec.model", _DELETE, "spec.model", True),
-    ("spec.engine.name", "sglang", "spec.engine.name", True),
+    ("spec.engine.name", "tgi", "spec.engine.name", True),
     ("spec.emulation.predictor", "constant:fast", "spec.emulation.predictor", True),
     ("spec.emulation.timewarp", "yes", "spec.emulation.timewarp", False),  # pydantic coerces "yes"
     ("spec.slo.ttftMs.p99", -5, "spec.slo.ttftMs.p99", True),
