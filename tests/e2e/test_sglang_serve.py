@@ -7,6 +7,9 @@ kernels reach the predictor's families. Needs the sglang 0.5.23 environment
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -52,6 +55,13 @@ def test_sglang_serves_llama_3_1_8b_with_cuda_graphs_and_exact_max_tokens(tmp_pa
         # without ignore_eos, sampled (the model's default temperature): the stand-ins are never EOS
         out = completion(server.url, model, "Hello", 7)
         assert out["usage"]["completion_tokens"] == 7 and out["choices"][0]["finish_reason"] == "length"
+        # the radix cache works as in real SGLang: a second request with the same long prompt
+        # reuses its prefix (the scheduler's "#cached-token" in its prefill log line)
+        shared = " ".join(f"word{i}" for i in range(300))
+        for _ in range(2):
+            assert completion(server.url, model, shared, 4, ignore_eos=True)["usage"]["completion_tokens"] == 4
+        cached = [int(m) for m in re.findall(r"#cached-token: (\d+)", server.log_path.read_text())]
+        assert cached and max(cached) > 500, cached
 
         result_dir = tmp_path / "bench"
         result_dir.mkdir()
@@ -72,3 +82,23 @@ def test_sglang_serves_llama_3_1_8b_with_cuda_graphs_and_exact_max_tokens(tmp_pa
     assert total["processes"] >= 1 and total.get("steps", 0) > 0 and total.get("graph_launches", 0) > 0
     for family in ("attention", "norm", "activation", "rotary", "cache_write"):
         assert total["family_coverage"].get(family) == 1.0, (family, total["family_coverage"])
+
+
+def test_revati_run_of_a_short_sglang_spec_writes_its_report(tmp_path):
+    spec = (Path(__file__).resolve().parents[2] / "examples" / "sglang-default.yaml").read_text()
+    # 20 prompts, every output exactly 128 tokens (rangeRatio 0), so max_tokens is checked exactly
+    spec = (spec.replace("numPrompts: 200", "numPrompts: 20").replace("requestRate: 4", "requestRate: 8")
+            .replace("rangeRatio: 0.2", "rangeRatio: 0.0"))
+    assert "rangeRatio: 0.0" in spec
+    (tmp_path / "spec.yaml").write_text(spec)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "revati.cli", "run", str(tmp_path / "spec.yaml"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=3000)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    rep = json.loads((out / "report.json").read_text())
+    bench = json.loads((out / "bench.json").read_text())
+    assert rep["completed"] == 20 and not rep.get("failed")
+    assert rep["total_output_tokens"] == 20 * 128 and bench["output_lens"] == [128] * 20
+    assert rep["mean_ttft_ms"] > 0 and rep["mean_tpot_ms"] > 0
+    em = rep["emulation"]
+    assert em["shim_steps"] > 0 and em["graph_launches"] > 0 and em["predictor"]["coverage"] > 0.9
