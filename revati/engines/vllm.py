@@ -103,7 +103,15 @@ class VllmAdapter(EngineAdapter):
         }
 
     def bench_command(self, args: list[str]) -> list[str]:
-        return [str(self.bin_dir / "vllm"), "bench", "serve", *args]
+        # NOTE: the load generator is the harness, not the emulated server: revati's own vLLM's
+        # `vllm bench serve` drives every version, so that rows of two versions differ by the
+        # server only, and the features the load plan uses (the timed_trace dataset of shared-
+        # prefix and staged loads, per-request latencies) are there. vLLM 0.15.1's own bench has
+        # no timed_trace dataset: every shared-prefix validation row failed with its
+        # "invalid choice: 'timed_trace'".
+        from revati.engines.base import VENV_BIN
+
+        return [str(VENV_BIN / "vllm"), "bench", "serve", *args]
 
     def process_kind(self, name: str) -> str | None:
         m = self.process_name.match(name)
