@@ -64,6 +64,13 @@ class SglangAdapter(EngineAdapter):
         env = {
             # pynccl opens libnccl.so.2 with ctypes: point it at the shim's NCCL (as for vLLM).
             "SGLANG_NCCL_SO_PATH": nccl_library,
+            # NOTE: by default SGLang's /health runs a 1-token generate and answers only after an
+            # asyncio.sleep(1) on the (virtual) clock; when the clock runs slowly (TP=2 here: 8
+            # wall s per /health) that never fits the start-up probe's 2 s timeout, and revati run
+            # waited 860 s for a server that was up. With this off, /health answers 503 until
+            # SGLang's own warm-up generate has set it Up, then 200: still a readiness probe.
+            # /health_generate keeps the deep check.
+            "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION": "0",
         }
         # NOTE: SGLang JIT-compiles some of its kernels at first use (sglang/kernels/jit: nvcc,
         # then `c++ ... -L$CUDA_HOME/lib64 -lcudart`); CUDA_HOME defaults to nvcc's parent,

@@ -43,7 +43,8 @@ def test_serve_command_and_flags(tmp_path, monkeypatch):
     assert e.tokenizer_args("/t") == ["--tokenizer-path", "/t"]
     assert e.emulator_serve_args(tensor_parallel_size=1, given=set()) == ["--sampling-backend", "pytorch"]
     assert e.emulator_serve_args(tensor_parallel_size=2, given={"sampling-backend"}) == ["--disable-custom-all-reduce"]
-    assert e.env_defaults(nccl_library="/s/lib.so")["SGLANG_NCCL_SO_PATH"] == "/s/lib.so"
+    env = e.env_defaults(nccl_library="/s/lib.so")
+    assert env["SGLANG_NCCL_SO_PATH"] == "/s/lib.so" and env["SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"] == "0"
 
 
 def test_the_plugin_entry_point_is_sglangs_general_plugin_group_in_pyproject():
