@@ -111,13 +111,27 @@ def slo_attainment(spec_slo, result: dict) -> list[dict]:
     return out
 
 
-def versions() -> dict[str, str]:
+def versions(engine=None) -> dict[str, str]:
+    """revati's, the emulated engine's and torch's versions. With `engine` (the run's adapter),
+    the engine's entries are the emulated build's (its own environment: vLLM 0.15.1 on torch
+    2.9.1, SGLang ...), and `harness_vllm` is revati's own vLLM, whose `vllm bench serve` drove
+    the load; without it, what revati's environment has."""
     out = {}
     for dist in ("revati", "vllm", "torch"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
+    if engine is not None:
+        out["harness_vllm"] = out["vllm"]
+        if engine.distribution != "vllm":
+            out.pop("vllm")
+        out["engine"] = engine.name
+        out[engine.distribution] = engine.version
+        try:
+            out["torch"] = engine.build().torch
+        except (KeyError, AttributeError):
+            pass
     import platform
 
     out["python"] = platform.python_version()
@@ -217,7 +231,7 @@ class EmulationReport:
         e.update(self.plan.deployment_block(self.load))
         if self.trace is not None:
             e["trace"] = self.trace or None
-        e["versions"] = versions()
+        e["versions"] = versions(getattr(self.plan, "engine", None))
         e["notes"] = self.notes
         e.update(self.extra)
         if self.router_requests is not None:

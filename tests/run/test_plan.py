@@ -98,3 +98,15 @@ def test_the_pod_block_leaves_out_what_a_pod_cannot_know(tmp_path):
     assert list(pod) == [k for k in LOCAL_KEYS if k not in left_out] + ["platform"]
     assert pod["predictor"] == {"source": "sidecar"} and pod["topology"]["router_requests"] == [2, 1]
     assert None not in (pod["virtual_s"], pod["wall_s"], pod["speedup"], pod["total_wall_s"])
+
+
+def test_report_versions_name_the_emulated_engine_not_the_harness():
+    from revati import engines
+    from revati.run.report import versions
+
+    v = versions(engines.get("vllm", "0.15.1"))
+    # the emulated build (its own environment), and revati's vLLM as the load generator
+    assert (v["engine"], v["vllm"], v["torch"]) == ("vllm", "0.15.1", "2.9.1")
+    assert v["harness_vllm"] == versions()["vllm"]
+    s = versions(engines.get("sglang"))
+    assert s["engine"] == "sglang" and s["sglang"] == engines.get("sglang").version and "vllm" not in s
