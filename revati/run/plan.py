@@ -86,9 +86,9 @@ class DeploymentPlan:
                          "wall clock; it includes the CPU time of the real vLLM stack running here and the "
                          "predicted GPU time is not substituted for it. Do not read them as GPU predictions.")
         if "--disable-custom-all-reduce" in self.serve.emulator_args:
-            notes.append("TP > 1: vLLM's custom all-reduce is off (--disable-custom-all-reduce, added by the "
-                         "emulator: its IPC buffers and device flags are not emulated); all-reduces go through "
-                         "NCCL and are timed by the collective predictor")
+            notes.append(f"TP > 1: {self.engine.name}'s custom all-reduce is off (--disable-custom-all-reduce, "
+                         "added by the emulator: its IPC buffers and device flags are not emulated); all-reduces "
+                         "go through NCCL and are timed by the collective predictor (its undisturbed NCCL times)")
         if s.replicas > 1:
             notes.append(f"{s.replicas} replicas behind revati's round-robin HTTP router (no health checks, "
                          "no load awareness); each replica has its own sidecar and virtual node")
