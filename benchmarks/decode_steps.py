@@ -29,6 +29,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from revati.run.explain import bench_start  # noqa: E402
 
 
 def decode_spec(spec: dict, batch_max: int, prompt: int, output: int) -> dict:
@@ -44,13 +47,17 @@ def decode_spec(spec: dict, batch_max: int, prompt: int, output: int) -> dict:
     return s
 
 
-def steps_by_batch(steps_file: Path) -> dict[int, list[tuple[float, float]]]:
-    """Decode-only steps of rank 0: batch -> [(virtual ms, mean context)]."""
+def steps_by_batch(steps_file: Path, since: float | None = None) -> dict[int, list[tuple[float, float]]]:
+    """Decode-only steps of rank 0 that began at or after `since` (the benchmark's first request:
+    vLLM's warm-up and the load generator's probe are not the load): batch -> [(virtual ms,
+    mean context)]."""
     out: dict[int, list[tuple[float, float]]] = {}
     for line in steps_file.read_text().splitlines():
         if not line.strip():
             continue
         st = json.loads(line)
+        if since is not None and st.get("t_start", st.get("t", 0.0)) < since:
+            continue
         if st.get("num_prefill", 0) or not st.get("num_decode") or st.get("dur_ms") is None:
             continue
         ctx = st.get("seq_lens") or [0]
@@ -95,7 +102,7 @@ def main() -> int:
             print(f"   failed (exit {rc}); see {out / (name + '.log')}", flush=True)
             rows.append({"spec": path, "error": f"exit {rc}"})
             continue
-        res = summarize(steps_by_batch(steps), batches)
+        res = summarize(steps_by_batch(steps, bench_start(run_dir)), batches)
         rows.append({"spec": path, "model": spec["spec"]["model"], "batches": res})
         print("   " + "; ".join(f"batch {b}: " + (f"{r['median_ms']:.2f} ms ({r['steps']} steps, context "
                                                     f"{r['context']:.0f})" if r["steps"] else "no steps")
