@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import threading
 
-from revati import envs
+from revati.vllm_plugin import is_active  # one switch for both engines' semantic layers
 
 __all__ = ["register", "is_active"]
 
 _registered = False
 _lock = threading.Lock()
-
-
-def is_active() -> bool:
-    return envs.get("REVATI_ACTIVE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def register() -> None:
