@@ -45,6 +45,7 @@ SHIM_FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
 TK_FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "rv_tk_scan": (ctypes.c_int64, (_i32p, ctypes.c_int, _i64p, ctypes.c_int64)),
     "rv_tk_quiet": (ctypes.c_int, (_i32p, ctypes.c_int, _i32p, ctypes.c_int)),
+    "rv_tk_counters": (None, (_i64p,)),
 }
 
 
@@ -79,6 +80,7 @@ class TkAPI(_Bound):
 
     rv_tk_scan: Any
     rv_tk_quiet: Any
+    rv_tk_counters: Any
 
 
 class ShimOutdatedError(ShimNotBuiltError):
@@ -132,6 +134,14 @@ class TkScanner:
     out: Any
     cap: int
     quiet: Any = None
+    counters_fn: Any = None
+
+    def counters(self) -> dict[str, int]:
+        """What rv_tk_quiet did so far (see rv_tk_counters)."""
+        out = (ctypes.c_int64 * 4)()
+        if self.counters_fn is not None:
+            self.counters_fn(out)
+        return dict(zip(("samples", "counts_samples", "ring_samples", "state_reads"), out))
 
 
 @functools.cache
@@ -154,4 +164,4 @@ def tk_scanner(cap: int = 16384) -> TkScanner:
         ShimNotBuiltError: librevati_tk.so is not built.
     """
     lib = tk_library()
-    return TkScanner(lib.rv_tk_scan, (ctypes.c_int64 * (3 * cap))(), cap, lib.rv_tk_quiet)
+    return TkScanner(lib.rv_tk_scan, (ctypes.c_int64 * (3 * cap))(), cap, lib.rv_tk_quiet, lib.rv_tk_counters)

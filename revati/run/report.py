@@ -9,6 +9,8 @@ the numbers were made lives in the `emulation` block.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -198,6 +200,8 @@ class EmulationReport:
                 # the clock held while the shim asked the prediction sidecar (emulator work, not target work)
                 "predictor_holds": tk.holds if tk else None,
                 "predictor_held_wall_s": tk.held_ns / 1e9 if tk else None,
+                # the Timekeeper's own work: loop turns, messages, samples and their outcomes
+                "timekeeper": dataclasses.asdict(tk) if tk else None,
             })
         e["dilation"] = em.dilation
         if c is not None:

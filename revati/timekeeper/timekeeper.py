@@ -80,6 +80,16 @@ class TimekeeperStats:
     held_ns: int = 0  # real ns the clock was held for them
     refused: int = 0  # malformed messages: ERROR to the sender, which was dropped
     held_jumps: int = 0  # quiescent samples that did not jump because a hold was in force
+    turns: int = 0  # turns of the loop (a select and a quiescence test)
+    messages: int = 0  # actor messages read, ARRIVEs included
+    wait_msgs: int = 0  # WAIT messages (an actor announced a wait)
+    run_msgs: int = 0  # RUN messages (an actor left its wait by itself)
+    busy_samples: int = 0  # samples that found a thread runnable
+    ran_samples: int = 0  # idle samples after which a thread that is not WAITING had run
+    sample_ns: int = 0  # wall ns in the C scanner's samples (rv_tk_quiet)
+    counts_samples: int = 0  # C samples decided by the run counts alone (tk_scan.c's NOTE)
+    ring_samples: int = 0  # busy C samples decided by a recently busy thread
+    state_reads: int = 0  # thread states the C scanner read
 
 
 @dataclass
@@ -138,6 +148,7 @@ class Timekeeper:
         self._sampled_t = 0.0
         self._busy_samples = 0
         self._c_baseline = False
+        self._scan_base: dict[str, int] | None = None  # the C scanner's counters at start()
         self.upstream = upstream or LocalUpstream()
         self.upstream.bind(self)
         # Bumped whenever a thread may have become runnable (a RUN, a new or closed connection,
@@ -170,6 +181,8 @@ class Timekeeper:
         self.page = self.upstream.create_page()
         self._sel.register(self._listener, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        scan = c_scanner()
+        self._scan_base = scan.counters() if scan is not None else None
         self._thread = threading.Thread(target=self._busy_loop, name="revati-timekeeper", daemon=True)
         self._thread.start()
         return self
@@ -187,6 +200,12 @@ class Timekeeper:
             pass
         if self._thread:
             self._thread.join(join_s)
+        scan = c_scanner()
+        if scan is not None and self._scan_base is not None:
+            now = scan.counters()  # the scanner is the process's: this run's share
+            self.stats.counts_samples = now["counts_samples"] - self._scan_base["counts_samples"]
+            self.stats.ring_samples = now["ring_samples"] - self._scan_base["ring_samples"]
+            self.stats.state_reads = now["state_reads"] - self._scan_base["state_reads"]
         for a in list(self._actors.values()):
             a.conn.close()
         self._actors.clear()
@@ -332,6 +351,7 @@ class Timekeeper:
     def _turn(self, tick: float) -> None:
         while not self._stop.is_set():
             self.loop_turned = time.monotonic()
+            self.stats.turns += 1
             for key, _ in self._sel.select(timeout=tick):
                 if key.data == "listen":
                     self._accept()
@@ -495,6 +515,7 @@ class Timekeeper:
             except PayloadError as e:
                 self._refuse(a, "bad_payload", str(e))
                 return
+            self.stats.messages += 1
             if t == MsgType.ARRIVE:  # no actor changes state: no new sample needed
                 self.stats.arrive_msgs += 1
                 self.upstream.arrive(a, body)
@@ -512,12 +533,14 @@ class Timekeeper:
                     self.stats.processes_seen += 1
                 self._send(a, MsgType.WELCOME, [PROTOCOL_VERSION, self.page.get("epoch")])
             elif t == MsgType.WAIT:
+                self.stats.wait_msgs += 1
                 # NOTE: a timeout of "forever" (threading.TIMEOUT_MAX ...) may come as a deadline
                 # near int64's end; 146 years on, it is as good as never, and stays summable.
                 a.seq, a.deadline, kind = body[0], min(body[1], NS_MAX), body[2]
                 a.kind, a.lazy = kind & 0xFF, bool(kind & LAZY)
                 a.state = WAITING
             elif t == MsgType.RUN:
+                self.stats.run_msgs += 1
                 if a.state == WAITING and a.seq == int(body[0]):
                     a.state = RUNNING
                     self._woken += 1
@@ -626,10 +649,15 @@ class Timekeeper:
         self._stall_since = None
         for attempt in (0, 1):  # a first idle scan, or one after activity, is confirmed at once
             self.stats.samples += 1
+            t0 = time.perf_counter_ns()
             r = scan.quiet(parr, len(pids), earr, len(exempt))
+            self.stats.sample_ns += time.perf_counter_ns() - t0
             if r < 0:
                 self._busy_samples += 1
+                self.stats.busy_samples += 1
                 return
+            if r == 1:
+                self.stats.ran_samples += 1
             if r == 0 and self._c_baseline:
                 self._quiescent()
                 return

@@ -64,5 +64,8 @@ RV_API int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t 
  * thread outside exempt (the WAITING actors) got a CPU in between, 1 when one did or a thread
  * is new. */
 RV_API int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexempt);
+/* What rv_tk_quiet did so far (out[4]): its calls, those decided by a counts-only sample, the
+ * busy ones decided by the ring of recently busy threads, and the thread states read. */
+RV_API void rv_tk_counters(int64_t *out);
 
 #endif

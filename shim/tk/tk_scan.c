@@ -15,12 +15,28 @@
  * one: 0 when no thread outside exempt (the WAITING actors) got a CPU in between, 1 when one
  * did or a thread is new.
  *
+ *   void rv_tk_counters(int64_t out[4])
+ *
+ * What rv_tk_quiet did so far: its calls, the ones decided by a counts-only sample (the NOTE
+ * below), the busy ones decided by the ring of recently busy threads, and the thread states read.
+ *
  * NOTE: rv_tk_quiet lists a process's threads (readdir of /proc/PID/task) only when its thread
  * set may have changed: the link count of that folder (2 + live threads, from fstat of an fd
  * kept open) moved, or one of the threads listed last time is gone (its read fails). With the
  * same count and none gone, no thread was created either, so the last list is the thread set.
  * The folder's count is read before its listing: a thread created in between shows as a
  * changed count at the next scan.
+ *
+ * NOTE: the counts-only sample (quiet_counts). Reading a thread's scheduler state (its stat
+ * file, about 2.5 us of kernel formatting) is most of a scan's cost; its run count (schedstat,
+ * 0.5 us) is not. When the host's run queues hold nothing but the caller (/proc/loadavg's
+ * running count is 1, read at one instant for every CPU), no thread of the deployment is
+ * runnable, and a sample needs only the run counts: a thread that has entered D or T since the
+ * last sample that read every state must have been switched in to do so, and then its run count
+ * moved. So the counts-only sample is taken only after a sample that read every state (full_base),
+ * reads the state of each thread whose count moved (one that is busy makes the sample busy), and is
+ * never taken where the running count cannot be trusted: a /proc/loadavg that is its own mount (lxcfs computes it every few
+ * seconds), or run counts that do not move (a kernel without scheduler statistics).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -51,7 +67,17 @@ static struct {
   int slots[MAXT];
   int32_t tids[MAXT];
 } procs[PCAP];
-static int busy_pi = -1, busy_j = -1; /* see busy_again */
+/* The threads found busy by recent scans, most recent first (see busy_again): table slots and
+ * their tids (a slot is reused when its thread is gone). */
+#define RING 8
+static int ring_k[RING], ring_tid[RING], ring_n;
+
+/* rv_tk_counters: samples (rv_tk_quiet calls), counts-only samples that decided, busy samples
+ * decided by the ring, thread states read. */
+static int64_t n_samples, n_counts, n_ring, n_states;
+
+static int full_base; /* the recorded counts come from a sample that read every thread's state */
+static int loadavg_fd = -2; /* -2 not opened yet, -1 not to be trusted */
 
 static int slot_of(int32_t tid, int create) {
   uint32_t h = (uint32_t)tid * 2654435761u;
@@ -79,17 +105,25 @@ static void drop(int k) {
   tab[k].tid = -1; /* tombstone */
 }
 
-/* 0 idle, 1 busy, -1 gone. */
-static int read_thread(int k, int64_t *runs) {
+/* The scheduler state of thread k: 0 idle, 1 busy, -1 gone. */
+static int read_state(int k) {
   char buf[1024];
+  n_states++;
   ssize_t n = pread(tab[k].stat_fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return -1;
   buf[n] = 0;
   char *p = strrchr(buf, ')');
   if (!p || p[1] != ' ') return -1;
   char st = p[2];
-  if (!(st == 'S' || st == 'I' || st == 'Z' || st == 'X')) return 1;
-  n = pread(tab[k].sched_fd, buf, sizeof buf - 1, 0);
+  return (st == 'S' || st == 'I' || st == 'Z' || st == 'X') ? 0 : 1;
+}
+
+/* 0 idle, 1 busy, -1 gone; runs gets the run count of an idle thread. */
+static int read_thread(int k, int64_t *runs) {
+  char buf[1024];
+  int r = read_state(k);
+  if (r != 0) return r;
+  ssize_t n = pread(tab[k].sched_fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return -1;
   buf[n] = 0;
   char *q = buf;
@@ -146,7 +180,6 @@ int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t cap) {
 }
 
 static void proc_drop(int pi) {
-  if (pi == busy_pi) busy_pi = -1;
   if (procs[pi].dirfd >= 0) close(procs[pi].dirfd);
   procs[pi].dirfd = -1;
   procs[pi].pid = 0;
@@ -166,18 +199,33 @@ static int proc_of(int32_t pid) {
   return free_i;
 }
 
-/* The thread found busy by the last scan (a process slot and its list index), read first: a busy
- * deployment is usually busy in the same thread (the engine core's loop), and the scan stops at
- * the first busy thread. */
+/* Thread k was found busy: it goes to the front of the ring. */
+static void ring_push(int k) {
+  int i = 0;
+  while (i < ring_n && ring_k[i] != k) i++;
+  if (i == ring_n && ring_n < RING) ring_n++;
+  if (i == RING) i = RING - 1; /* full: the oldest drops out */
+  for (; i > 0; i--) { ring_k[i] = ring_k[i - 1]; ring_tid[i] = ring_tid[i - 1]; }
+  ring_k[0] = k;
+  ring_tid[0] = tab[k].tid;
+}
+
+/* The threads found busy by recent scans, read first (their state only): a busy deployment is
+ * usually busy in one of a few threads (the engine core's loop, the API server's, the load
+ * generator's), and a scan stops at the first busy thread. A read that finds one busy is all
+ * that a busy sample costs; 1 then. */
 static int busy_again(const int32_t *pids, int npids) {
-  if (busy_pi < 0 || !procs[busy_pi].valid || busy_j >= procs[busy_pi].n) return 0;
-  int asked = 0; /* only a process of this call counts */
-  for (int i = 0; i < npids && !asked; i++) asked = pids[i] == procs[busy_pi].pid;
-  if (!asked) return 0;
-  int k = procs[busy_pi].slots[busy_j];
-  if (tab[k].tid != procs[busy_pi].tids[busy_j] || tab[k].stat_fd < 0) return 0;
-  int64_t runs;
-  return read_thread(k, &runs) > 0;
+  for (int r = 0; r < ring_n; r++) {
+    int k = ring_k[r];
+    if (tab[k].tid != ring_tid[r] || tab[k].stat_fd < 0) continue; /* gone; its slot reused */
+    int asked = 0; /* only a process of this call counts */
+    for (int i = 0; i < npids && !asked; i++) asked = pids[i] == tab[k].pid;
+    if (asked && read_state(k) > 0) {
+      ring_push(k);
+      return 1;
+    }
+  }
+  return 0;
 }
 
 /* The threads listed last time, read again: 1 all idle, -1 one is busy, 0 the list may be stale. */
@@ -193,8 +241,7 @@ static int quiet_fast(int pi) {
     int r = read_thread(k, &tab[k].cur);
     if (r < 0) return 0;
     if (r > 0) {
-      busy_pi = pi;
-      busy_j = j;
+      ring_push(k);
       return -1;
     }
   }
@@ -234,6 +281,7 @@ static int quiet_list(int pi, int32_t pid) {
     int r = read_thread(k, &tab[k].cur);
     if (r < 0) { drop(k); listed = 0; continue; }
     if (r > 0) {
+      ring_push(k);
       closedir(d);
       return -1;
     }
@@ -252,6 +300,107 @@ static int quiet_list(int pi, int32_t pid) {
   return 1;
 }
 
+/* Whether /proc/loadavg's running count may be trusted: it is not a mount of its own, and
+ * this thread's run count moves (scheduler statistics are on). */
+static int loadavg_trusted(void) {
+  FILE *f = fopen("/proc/self/mountinfo", "r");
+  if (!f) return 0;
+  char line[1024];
+  int own = 0;
+  while (!own && fgets(line, sizeof line, f)) {
+    char *a = strchr(line, ' '), *b = a ? strchr(a + 1, ' ') : NULL, *c = b ? strchr(b + 1, ' ') : NULL;
+    char *d = c ? strchr(c + 1, ' ') : NULL; /* mount point: the 5th field */
+    if (d && strncmp(d + 1, "/proc/loadavg ", 14) == 0) own = 1;
+  }
+  fclose(f);
+  if (own) return 0;
+  char buf[128];
+  int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *q = buf;
+  strtoll(q, &q, 10);
+  strtoll(q, &q, 10);
+  return strtoll(q, &q, 10) > 0;
+}
+
+/* The host's runnable threads now (the caller is one), or -1 when unknown or not trusted. */
+static int host_running(void) {
+  if (loadavg_fd == -2) loadavg_fd = loadavg_trusted() ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
+  if (loadavg_fd < 0) return -1;
+  char buf[128];
+  ssize_t n = pread(loadavg_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = buf; /* "0.12 0.10 0.05 1/345 6789" */
+  for (int f = 0; f < 3 && p; f++) p = strchr(p + 1, ' ');
+  if (!p) return -1;
+  char *e;
+  long r = strtol(p + 1, &e, 10);
+  return (e == p + 1 || *e != '/') ? -1 : (int)r;
+}
+
+/* The run counts of the threads listed last time (into cur): 1 read, 0 the list may be stale. */
+static int counts_fast(int pi) {
+  struct stat st;
+  char buf[128];
+  if (!procs[pi].valid || procs[pi].dirfd < 0 || fstat(procs[pi].dirfd, &st) != 0 ||
+      (uint64_t)st.st_nlink != procs[pi].nlink)
+    return 0;
+  for (int j = 0; j < procs[pi].n; j++) {
+    int k = procs[pi].slots[j];
+    if (tab[k].tid != procs[pi].tids[j] || tab[k].pid != procs[pi].pid || tab[k].sched_fd < 0) return 0;
+    ssize_t n = pread(tab[k].sched_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    char *q = buf;
+    strtoll(q, &q, 10);
+    strtoll(q, &q, 10);
+    tab[k].cur = strtoll(q, &q, 10);
+    tab[k].gen = gen;
+  }
+  return 1;
+}
+
+static int is_exempt(int32_t tid, const int32_t *exempt, int nexempt) {
+  for (int j = 0; j < nexempt; j++)
+    if (exempt[j] == tid) return 1;
+  return 0;
+}
+
+/* The counts-only sample (see the NOTE at the top): 0 or 1 as rv_tk_quiet, -1 busy, -3 not
+ * possible (a process's thread list may be stale, or one it asks about is not recorded). */
+static int quiet_counts(const int32_t *pids, int npids, const int32_t *exempt, int nexempt) {
+  for (int i = 0; i < npids; i++) {
+    int pi = -1;
+    for (int q = 0; q < PCAP && pi < 0; q++)
+      if (procs[q].pid == pids[i]) pi = q;
+    if (pi < 0 || !counts_fast(pi)) return -3;
+  }
+  int ran = 0;
+  for (int k = 0; k < CAP; k++) {
+    if (tab[k].tid <= 0 || tab[k].gen != gen) continue;
+    if (!tab[k].seen) return -3;
+    if (tab[k].cur == tab[k].runs) continue;
+    int r = read_state(k); /* it was switched in since the last sample: it may be in D or T now */
+    if (r < 0) return -3;
+    if (r > 0) {
+      ring_push(k);
+      return -1;
+    }
+    if (!is_exempt(tab[k].tid, exempt, nexempt)) ran = 1;
+  }
+  for (int i = 0; i < npids; i++)
+    for (int q = 0; q < PCAP; q++)
+      if (procs[q].pid == pids[i]) procs[q].gen = gen;
+  for (int k = 0; k < CAP; k++)
+    if (tab[k].tid > 0 && tab[k].gen == gen) tab[k].runs = tab[k].cur;
+  return ran;
+}
+
 int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexempt) {
   if (!ready) {
     for (int i = 0; i < CAP; i++) tab[i].tid = 0;
@@ -263,8 +412,18 @@ int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexem
     procs_ready = 1;
   }
   gen++;
-  if (busy_again(pids, npids)) return -1;
-  busy_pi = -1;
+  n_samples++;
+  if (full_base && host_running() == 1) {
+    int r = quiet_counts(pids, npids, exempt, nexempt);
+    if (r != -3) {
+      n_counts++;
+      return r;
+    }
+  }
+  if (busy_again(pids, npids)) {
+    n_ring++;
+    return -1;
+  }
   for (int i = 0; i < npids; i++) {
     int pi = proc_of(pids[i]);
     if (pi < 0) return 1; /* more processes than the table holds: never quiet */
@@ -289,5 +448,13 @@ int rv_tk_quiet(const int32_t *pids, int npids, const int32_t *exempt, int nexem
     tab[k].runs = tab[k].cur;
     tab[k].seen = 1;
   }
+  full_base = 1;
   return ran;
+}
+
+void rv_tk_counters(int64_t *out) {
+  out[0] = n_samples;
+  out[1] = n_counts;
+  out[2] = n_ring;
+  out[3] = n_states;
 }

@@ -6,6 +6,8 @@ knew is gone), and the busy thread the last scan found counts only for a process
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -126,3 +128,61 @@ def test_exempt_threads_may_run(quiet):
     assert quiet([pid]) == 1
     c.do("start b", "stop b")
     assert quiet([pid], exempt=[pid]) == 0  # exempt: its runs do not count
+
+
+def _counters() -> dict[str, int]:
+    return shim_api.tk_scanner(cap=16).counters()
+
+
+def test_a_stopped_process_is_busy_also_after_an_idle_sample(quiet):
+    """SIGSTOP puts the threads in T without their being runnable: the counts-only sample (taken
+    after an idle one, when nothing else runs on the host) must still see it, through the
+    switch-in that entering T needs. Repeated until one counts-only sample decided, where the
+    host allows it (a busy host takes the full scan, which must see it as well)."""
+    c = quiet.child()
+    c.do("start a", "start b")
+    pid = c.proc.pid
+    counted = False
+    for _ in range(50):
+        quiet([pid])
+        assert quiet([pid]) == 0  # idle, and its counts recorded
+        before = _counters()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.02)
+            assert quiet([pid], settle=False) == -1
+            assert quiet([pid], settle=False) == -1  # stopped, still
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        after = _counters()
+        counted = after["counts_samples"] > before["counts_samples"]
+        if counted or not _loadavg_is_trusted():
+            break
+    c.do("start c")  # it answers again after SIGCONT
+    assert quiet([pid]) in (0, 1)
+
+
+def test_counts_only_samples_see_a_thread_that_ran(quiet):
+    """The counts-only sample decides an idle sample without reading states, and still sees a
+    thread that got a CPU (its run count moved)."""
+    c = quiet.child()
+    c.do("start a")
+    pid = c.proc.pid
+    quiet([pid])
+    assert quiet([pid]) == 0
+    before = _counters()
+    for _ in range(20):
+        c.do("start x", "stop x")  # the main thread ran (it answered)
+        assert quiet([pid]) == 1
+        assert quiet([pid]) == 0
+        assert quiet([pid], [pid]) == 0
+    after = _counters()
+    assert after["samples"] - before["samples"] >= 60
+
+
+def _loadavg_is_trusted() -> bool:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return not any(line.split()[4] == "/proc/loadavg" for line in f)
+    except OSError:
+        return False
