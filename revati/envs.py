@@ -16,6 +16,8 @@ ENV_VARS: dict[str, str] = {
     "REVATI_PREDICTOR": "duration source: sidecar (default: the trained models, through REVATI_SIDECAR; the "
                         "roofline when no sidecar answers), roofline, or constant:<n>{ns,us,ms,s}.",
     "REVATI_SIDECAR": "endpoint of the prediction sidecar the shim asks on a cache miss (ipc://... or tcp://...).",
+    "REVATI_SIDECAR_PREFETCH": "1 (default): the shim asks the sidecar for each step's attention when the step is "
+                               "announced, and for the next decode step's, without waiting; 0: only on a miss.",
     "REVATI_ZMQ_LIB": "path of the libzmq (pyzmq's) the shim opens with dlopen to reach REVATI_SIDECAR.",
     "REVATI_TRACE": "write a Chrome/Perfetto trace of the virtual GPU timelines to this path.",
     "REVATI_STATS_FILE": "each process writes <path>.<pid>.json with op counts and busy time at exit.",

@@ -1,10 +1,11 @@
-"""The sidecar prediction service, shaped like vLLM's engine core.
+"""The sidecar prediction service: one thread owns the ROUTER socket, and each request is
+received, decoded, predicted and answered by it in turn.
 
-Threads:
-  revati-sidecar-io   owns the ROUTER socket: receives client frames onto the input queue,
-                      and sends the replies the busy loop hands back over an inproc PAIR
-                      socket (ZeroMQ sockets must stay in one thread).
-  main (busy loop)    `run_busy_loop`: takes a request, decodes it, predicts, encodes the reply.
+NOTE: one thread, not an I/O thread beside a busy loop (the layout of vLLM's engine core, which
+this service had first): predictions are serial anyway, and the two hand-offs between threads
+(a queue, then an inproc socket back) cost more than the prediction. Measured with
+benchmarks/sidecar_latency.py: a decode-attention round trip took 341 us with them, where the
+prediction takes about 100 us. Every shim cache miss holds the clock for one round trip.
 Signal handlers only set the shutdown flag; the loop sees it within POLL_S. `shutdown()` is
 idempotent. A malformed message (wrong frame count, bad msgpack, unknown type, bad op fields)
 gets an ERROR reply and never stops the service.
@@ -14,11 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import threading
 import time
-import uuid
 from typing import Any
 
 import zmq
@@ -52,76 +51,60 @@ class SidecarServer:
         self.predictor = predictor or Predictor.load(gpu)
         self.gpu = self.predictor.gpu
         self._ctx = zmq.Context()
-        self._inq: queue.Queue[list[bytes]] = queue.Queue()
-        self._reply_addr = f"inproc://revati-sidecar-replies-{uuid.uuid4().hex}"
-        self._reply_push = self._ctx.socket(zmq.PAIR)
-        self._reply_push.bind(self._reply_addr)
+        self._router: zmq.Socket | None = None
         self._shutdown = threading.Event()
         self._bound = threading.Event()
-        self._io_error: BaseException | None = None
-        self._io = threading.Thread(target=self._io_loop, name="revati-sidecar-io", daemon=True)
+        self._bind_error: BaseException | None = None
         self._loop_thread: threading.Thread | None = None
         self.counters = {"messages": 0, "errors": 0, "predicted_ops": 0}
         self._closed = False
 
-    # ---- I/O thread ----
-
-    def _io_loop(self) -> None:
+    def start(self) -> None:
+        """Binds the endpoint, in the thread that then runs `run_busy_loop` (a ZeroMQ socket
+        stays in one thread)."""
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        replies = self._ctx.socket(zmq.PAIR)
         try:
             router.bind(self.endpoint)
             if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
                 os.chmod(self.endpoint[len("ipc://"):], 0o600)  # owner-only (docs/security.md)
-            replies.connect(self._reply_addr)
         except zmq.ZMQError as e:
-            self._io_error = e
-            self._bound.set()
             router.close(0)
-            replies.close(0)
-            return
-        self._bound.set()
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(replies, zmq.POLLIN)
-        try:
-            while not self._shutdown.is_set():
-                for sock, _ in poller.poll(int(POLL_S * 1000)):
-                    if sock is router:
-                        self._inq.put(router.recv_multipart(copy=True))
-                    else:
-                        router.send_multipart(replies.recv_multipart(copy=True))
-        finally:
-            router.close(0)
-            replies.close(0)
-
-    # ---- busy loop ----
-
-    def start(self) -> None:
-        """Starts the I/O thread and waits until the endpoint is bound."""
-        self._io.start()
-        self._bound.wait(10.0)
-        if self._io_error is not None:
-            raise RuntimeError(f"sidecar cannot bind {self.endpoint}: {self._io_error}")
+            raise RuntimeError(f"sidecar cannot bind {self.endpoint}: {e}") from e
+        self._router = router
 
     def start_in_thread(self) -> "SidecarServer":
-        """Starts I/O and the busy loop in background threads (tests, embedding)."""
-        self.start()
-        self._loop_thread = threading.Thread(target=self.run_busy_loop,
-                                             name="revati-sidecar-loop", daemon=True)
+        """Binds and runs the busy loop in a background thread (tests, embedding)."""
+
+        def run() -> None:
+            try:
+                self.start()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller below
+                self._bind_error = e
+                self._bound.set()
+                return
+            self._bound.set()
+            self.run_busy_loop()
+
+        self._loop_thread = threading.Thread(target=run, name="revati-sidecar-loop", daemon=True)
         self._loop_thread.start()
+        self._bound.wait(10.0)
+        if self._bind_error is not None:
+            raise self._bind_error
         return self
 
     def run_busy_loop(self) -> None:
-        """Takes requests until shutdown; each one gets exactly one reply."""
-        while not self._shutdown.is_set():
-            try:
-                frames = self._inq.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            self._reply_push.send_multipart(self.handle(frames))
+        """Takes requests until shutdown; each one gets exactly one reply. Closes the socket."""
+        router = self._router
+        assert router is not None, "start() first"
+        try:
+            while not self._shutdown.is_set():
+                if router.poll(int(POLL_S * 1000), zmq.POLLIN):
+                    router.send_multipart(self.handle(router.recv_multipart(copy=True)))
+        finally:
+            router.close(0)
+            self._router = None
 
     def handle(self, frames: list[bytes]) -> list[bytes]:
         """Turns one received multipart message (identity first) into its reply frames."""
@@ -192,16 +175,16 @@ class SidecarServer:
         self._shutdown.set()
 
     def shutdown(self) -> None:
-        """Stops both threads and closes the sockets. Idempotent."""
+        """Stops the loop and closes the socket. Idempotent."""
         self._shutdown.set()
         if self._closed:
             return
         self._closed = True
-        if self._io.is_alive():
-            self._io.join(5.0)
         if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
             self._loop_thread.join(5.0)
-        self._reply_push.close(0)
+        if self._router is not None:  # bound, and the loop never ran
+            self._router.close(0)
+            self._router = None
         self._ctx.term()
 
 

@@ -11,9 +11,20 @@
  * that no family covers are described by launch geometry and counted as unmapped.
  *
  * Called with rv_lock held (rv_submit, rv_graph_launch): the socket and cache need no lock.
+ *
+ * NOTE: the step's attention is asked for ahead (prefetch). Its descriptor changes every step
+ * (the context lengths grow), so without this every step missed the cache at its first
+ * attention kernel and held the clock for a sidecar round trip (a default run: 9157 holds,
+ * 4.7 s of its 22 s load phase). rv_set_step knows the step's attention descriptors before the
+ * model runner launches anything: it sends them, without waiting, and the launch that needs one
+ * reads its reply, which is usually there by then; it waits (the clock held) only if it is
+ * not. The answer is the same one a synchronous miss would get. REVATI_SIDECAR_PREFETCH=0
+ * turns it off (the replies come in order on the one DEALER socket: a synchronous request
+ * first reads the prefetches' replies).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +89,8 @@ void rv_set_moe(int experts_local, int experts_total, int topk, int intermediate
 static uint64_t rv_steps_seen;
 uint64_t rv_steps_seen_total(void) { return __atomic_load_n(&rv_steps_seen, __ATOMIC_RELAXED); }
 
+static void rv_prefetch_step(void);
+
 void rv_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int64_t num_decode, int64_t prefill_tokens,
                  int64_t prefill_kv_sum, int64_t prefill_kv_max, int64_t prefill_pairs, int64_t decode_kv_sum,
                  int64_t decode_kv_max) {
@@ -85,6 +98,7 @@ void rv_set_step(int64_t num_tokens, int64_t num_reqs, int64_t num_prefill, int6
   rv_cur_step = (rv_step){num_tokens, num_reqs, num_prefill, num_decode, prefill_tokens,
                           prefill_kv_sum, prefill_kv_max, prefill_pairs, decode_kv_sum, decode_kv_max};
   rv_steps_seen++;
+  rv_prefetch_step();
   pthread_mutex_unlock(&rv_lock);
 }
 
@@ -108,9 +122,8 @@ static int64_t geometry_bytes(const rv_op *op) {
   return (int64_t)(threads * 16.0);
 }
 
-static void describe_attention(rv_mp *w, int prefill) {
+static void describe_attention_of(rv_mp *w, int prefill, const rv_step *s) {
   const rv_model *m = &rv_model_info;
-  const rv_step *s = &rv_cur_step;
   rv_mp_map(w, 11);
   rv_mp_kv_str(w, "op", "attention");
   rv_mp_kv_str(w, "phase", prefill ? "prefill" : "decode");
@@ -124,6 +137,8 @@ static void describe_attention(rv_mp *w, int prefill) {
   rv_mp_kv_int(w, "head_dim", m->head_dim);
   rv_mp_kv_str(w, "dtype", "bf16");
 }
+
+static void describe_attention(rv_mp *w, int prefill) { describe_attention_of(w, prefill, &rv_cur_step); }
 
 /* The decode part of a mixed (prefill + decode) attention step, or 0 if there is none. */
 static int describe_decode_part(const rv_op *op, rv_mp *w) {
@@ -388,6 +403,7 @@ typedef struct {
 } rv_zmq;
 
 #define ZMQ_DEALER 5
+#define ZMQ_DONTWAIT 1
 #define ZMQ_SNDMORE 2
 #define ZMQ_RCVTIMEO 27
 #define ZMQ_SNDTIMEO 28
@@ -400,6 +416,12 @@ static pid_t rv_sock_pid;   /* the process that opened rv_sock */
 static char rv_sock_ep[256];
 static int rv_sidecar_ok;
 static uint8_t rv_reply[1 << 16];
+
+/* The prefetches sent whose replies are not read yet, oldest first (see the NOTE at the top). */
+#define RV_PF_MAX 8
+static uint64_t rv_pf_key[RV_PF_MAX];
+static int rv_pf_n, rv_pf_on;
+static uint64_t rv_pf_sent, rv_pf_used, rv_pf_waited, rv_pf_ahead;
 
 static int zmq_load(const char *path) {
   void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -418,6 +440,8 @@ static int zmq_load(const char *path) {
 /* NOTE: the sidecar round trip is the emulator's own work: its polls and timeouts must stay
  * on real time (rv_tw_guard), or the virtual clock could jump across a pending reply. */
 static int request_unguarded(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype);
+static int recv_reply(int flags, uint8_t *rtype);
+static int pf_drain(int wait, uint64_t key);
 
 static int request(uint8_t type, const uint8_t *payload, size_t n, uint8_t *rtype) {
   /* The round trip is the emulator's work, not the target's: the clock holds meanwhile. */
@@ -446,6 +470,7 @@ static int sidecar_connect(const char *ep) {
   snprintf(rv_sock_ep, sizeof rv_sock_ep, "%s", ep);
   rv_sock = sock;
   rv_sock_pid = getpid();
+  rv_pf_n = 0; /* a forked child's new socket owes it no replies */
   return 0;
 }
 
@@ -455,16 +480,24 @@ static int request_unguarded(uint8_t type, const uint8_t *payload, size_t n, uin
    * it lost the predictor for the whole child. The child opens its own (the parent's is left
    * alone: closing it would touch the parent's context). */
   if (RV_UNLIKELY(rv_sock_pid != getpid()) && sidecar_connect(rv_sock_ep)) return -1;
+  if (rv_pf_n && pf_drain(1, 0) < 0) return -1; /* their replies come first */
   if (z.send(rv_sock, &type, 1, ZMQ_SNDMORE) < 0 || z.send(rv_sock, payload, n, 0) < 0) return -1;
+  return recv_reply(0, rtype);
+}
+
+/* Receives one reply [type, payload] into rv_reply (flags: 0 or ZMQ_DONTWAIT). Returns the
+ * payload size, or -1 (errno EAGAIN: none there yet). */
+static int recv_reply(int flags, uint8_t *rtype) {
   uint8_t t;
-  if (z.recv(rv_sock, &t, 1, 0) != 1) return -1;
+  if (z.recv(rv_sock, &t, 1, flags) != 1) return -1;
   int more = 0;
   size_t ml = sizeof more;
   z.getsockopt(rv_sock, ZMQ_RCVMORE, &more, &ml);
-  if (!more) return -1;
-  int r = z.recv(rv_sock, rv_reply, sizeof rv_reply, 0);
+  if (!more) { errno = EPROTO; return -1; }
+  int r = z.recv(rv_sock, rv_reply, sizeof rv_reply, 0); /* the second frame is there with the first */
   *rtype = t;
-  return r > (int)sizeof rv_reply ? -1 : r;
+  if (r > (int)sizeof rv_reply) { errno = EMSGSIZE; return -1; }
+  return r;
 }
 
 /* Finds the first float/int after the "us" key's array header in a reply. */
@@ -496,6 +529,118 @@ static int parse_us(const uint8_t *p, int n, double *us) {
   return -1;
 }
 
+/* Reads the prefetches' replies into the cache, oldest first: with wait, all of them up to the
+ * one of key (0: all; the caller holds the clock and guards its waits), else those already
+ * there. 0, or -1 when the sidecar failed (the socket's replies are out of step from then on:
+ * it is given up). */
+static int pf_drain(int wait, uint64_t key) {
+  while (rv_pf_n) {
+    uint8_t t;
+    double us;
+    int r = recv_reply(wait ? 0 : ZMQ_DONTWAIT, &t);
+    if (r < 0 && !wait && errno == EAGAIN) return 0;
+    if (r < 0) {
+      rv_pf_n = 0;
+      return -1;
+    }
+    uint64_t got = rv_pf_key[0];
+    if (t == 0x02 && parse_us(rv_reply, r, &us) == 0 && us >= 0) cache_put(got, (uint64_t)(us * 1000.0 + 0.5));
+    memmove(rv_pf_key, rv_pf_key + 1, (size_t)(rv_pf_n - 1) * sizeof rv_pf_key[0]);
+    rv_pf_n--;
+    if (wait && key && got == key) return 0;
+  }
+  return 0;
+}
+
+static int pf_pending(uint64_t key) {
+  for (int i = 0; i < rv_pf_n; i++)
+    if (rv_pf_key[i] == key) return 1;
+  return 0;
+}
+
+/* Sends one descriptor's PREDICT without waiting for its reply, unless it is cached or sent.
+ * 1 if sent. */
+static int pf_send(const rv_mp *d) {
+  uint64_t key = fnv(d->buf, d->n);
+  if ((rv_cache_cap && cache_find(key)->key == key) || pf_pending(key)) return 0;
+  if (rv_pf_n == RV_PF_MAX && pf_drain(0, 0) < 0) goto failed;
+  if (rv_pf_n == RV_PF_MAX) return 0;
+  uint8_t reqbuf[RV_DESC_MAX];
+  rv_mp req = RV_MP(reqbuf);
+  rv_mp_map(&req, 1);
+  rv_mp_str(&req, "ops");
+  rv_mp_array(&req, 1);
+  rv_mp_bytes(&req, d->buf, d->n);
+  uint8_t type = 0x02;
+  if (z.send(rv_sock, &type, 1, ZMQ_SNDMORE) < 0 || z.send(rv_sock, req.buf, req.n, 0) < 0) goto failed;
+  rv_pf_key[rv_pf_n++] = key;
+  rv_pf_sent++;
+  return 1;
+failed:
+  rv_log(RV_LOG_ERROR, "the prediction sidecar stopped answering; using the roofline from now on");
+  rv_sidecar_ok = 0;
+  return 0;
+}
+
+/* The step's attention descriptors, asked for ahead (rv_set_step; rv_lock held). */
+static void rv_prefetch_step(void) {
+  const rv_step *s = &rv_cur_step;
+  if (!rv_pf_on || !rv_sidecar_ok || !rv_model_info.set || s->num_reqs <= 0 || rv_model_info.mla_kv_lora_rank > 0 ||
+      rv_sock_pid != getpid())
+    return;
+  rv_tw_guard++; /* the sends and libzmq's mailbox polls are the emulator's, on real time */
+  if (rv_pf_n && pf_drain(0, 0) < 0) {
+    rv_log(RV_LOG_ERROR, "the prediction sidecar stopped answering; using the roofline from now on");
+    rv_sidecar_ok = 0;
+  }
+  for (int prefill = 1; prefill >= 0 && rv_sidecar_ok; prefill--) {
+    if (!(prefill ? s->num_prefill : s->num_decode)) continue;
+    uint8_t dbuf[RV_DESC_MAX];
+    rv_mp d = RV_MP(dbuf);
+    describe_attention(&d, prefill);
+    pf_send(&d);
+  }
+  /* A decode-only step is most often followed by the same requests one token further on
+   * (no request joined, none finished): that step's attention is asked for too, a whole step
+   * ahead. When the batch changes, the step asks for its own, as above. */
+  if (rv_sidecar_ok && s->num_prefill == 0 && s->num_decode > 0) {
+    rv_step next = *s;
+    next.decode_kv_sum += s->num_decode;
+    next.decode_kv_max += 1;
+    uint8_t dbuf[RV_DESC_MAX];
+    rv_mp d = RV_MP(dbuf);
+    describe_attention_of(&d, 0, &next);
+    if (pf_send(&d)) rv_pf_ahead++;
+  }
+  rv_tw_guard--;
+}
+
+/* A miss whose descriptor was prefetched: its reply is read (waiting for it, the clock held,
+ * only if it is not there yet). 1 if it is cached now. */
+static int pf_take(uint64_t key) {
+  if (!pf_pending(key)) return 0;
+  rv_tw_guard++;
+  int r = pf_drain(0, 0);
+  if (r == 0 && pf_pending(key)) {
+    rv_pf_waited++;
+    int held = rv_tw_hold(+1) == 0;
+    rv_an_push(RV_AN_SIDECAR);
+    r = pf_drain(1, key);
+    rv_an_pop(RV_AN_SIDECAR);
+    if (held) rv_tw_hold(-1);
+  }
+  rv_tw_guard--;
+  if (r < 0) {
+    rv_log(RV_LOG_ERROR, "the prediction sidecar stopped answering; using the roofline from now on");
+    rv_sidecar_ok = 0;
+    return 0;
+  }
+  rv_slot *s = rv_cache_cap ? cache_find(key) : NULL;
+  if (!s || s->key != key) return 0;
+  rv_pf_used++;
+  return 1;
+}
+
 /* Looks one descriptor up in the cache, asking the sidecar on a miss. 0 if no answer. */
 static uint64_t lookup(const rv_mp *d, const rv_op *op, const rv_gpu_spec *gpu) {
   uint64_t key = fnv(d->buf, d->n);
@@ -503,6 +648,7 @@ static uint64_t lookup(const rv_mp *d, const rv_op *op, const rv_gpu_spec *gpu) 
     rv_slot *s = cache_find(key);
     if (s->key == key) { rv_hits++; return s->ns; }
   }
+  if (rv_pf_n && pf_take(key)) { rv_misses++; return cache_find(key)->ns; } /* a miss answered ahead */
   rv_misses++;
   uint64_t ns = 0;
   if (rv_sidecar_ok) {
@@ -566,6 +712,8 @@ const rv_duration_source *rv_sidecar_init(void) {
     return NULL;
   }
   rv_sidecar_ok = 1;
+  const char *pf = getenv("REVATI_SIDECAR_PREFETCH");
+  rv_pf_on = !(pf && strcmp(pf, "0") == 0);
   return &rv_sidecar_source;
 }
 
@@ -573,4 +721,8 @@ void rv_sidecar_stats(uint64_t *hits, uint64_t *misses, uint64_t *unmapped, uint
                       uint64_t *mapped_ns, uint64_t *unmapped_ns) {
   *hits = rv_hits; *misses = rv_misses; *unmapped = rv_unmapped; *errors = rv_errors;
   *mapped_ns = rv_mapped_ns; *unmapped_ns = rv_unmapped_ns;
+}
+
+void rv_sidecar_prefetch_stats(uint64_t *sent, uint64_t *ahead, uint64_t *used, uint64_t *waited) {
+  *sent = rv_pf_sent; *ahead = rv_pf_ahead; *used = rv_pf_used; *waited = rv_pf_waited;
 }

@@ -217,6 +217,9 @@ void rv_duration_init(const char *spec); /* "sidecar" (default), "roofline" or "
 /* Counters of the sidecar source's signature cache (all zero for other sources). */
 void rv_sidecar_stats(uint64_t *hits, uint64_t *misses, uint64_t *unmapped, uint64_t *errors,
                       uint64_t *mapped_ns, uint64_t *unmapped_ns);
+/* The step-attention prefetches: sent, sent a step ahead, read by a miss of their own step, and
+ * those of them that waited for the reply. */
+void rv_sidecar_prefetch_stats(uint64_t *sent, uint64_t *ahead, uint64_t *used, uint64_t *waited);
 /* roofline.c */
 uint64_t rv_roofline_ns(const rv_op *op, const rv_gpu_spec *gpu);
 extern const rv_duration_source rv_roofline_source;

@@ -54,6 +54,10 @@ void rv_write_stats(void) {
                  "\"unmapped_ops\": %llu, \"errors\": %llu, \"mapped_ns\": %llu, \"unmapped_ns\": %llu}",
               rv_duration->name, (unsigned long long)ph, (unsigned long long)pm, (unsigned long long)pu,
               (unsigned long long)pe, (unsigned long long)mns, (unsigned long long)uns);
+      uint64_t pfs, pfa, pfu, pfw;
+      rv_sidecar_prefetch_stats(&pfs, &pfa, &pfu, &pfw);
+      fprintf(f, ", \"prefetch\": {\"sent\": %llu, \"ahead\": %llu, \"used\": %llu, \"waited\": %llu}",
+              (unsigned long long)pfs, (unsigned long long)pfa, (unsigned long long)pfu, (unsigned long long)pfw);
       fprintf(f, ", \"graph_launches\": %llu, \"graph_nodes_replayed\": %llu, \"stub_hits\": %llu, "
                  "\"copies_real_bytes\": %llu, \"copies_dropped_bytes\": %llu, \"peak_device_bytes\": %llu, "
                  "\"host_rss_bytes\": %llu, \"jumps\": %llu, \"steps\": %llu}\n",

@@ -4,6 +4,7 @@ layer hands to the shim (revati_set_model / revati_set_step)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,39 @@ def test_flash_attention_helper_kernels_are_not_charged_the_whole_op(tmp_path):
     assert len(att) == 1 and "FlashAttnFwdSm90" in att[0]["name"], [(e["name"], e["cat"]) for e in events]
     others = [e["dur"] for e in events if e["cat"] != "attention"]
     assert len(others) == 3 and max(others) < 0.25 * att[0]["dur"], (att, others)
+
+
+PREFETCH = CODE.split("step(0, 32, 256)")[0] + r"""
+for kv in range(256, 264):   # decode steps, one token further on each
+    step(0, 32, kv)
+step(2048, 32, 300)          # the batch changed: this step's own attention
+step(0, 33, 301)
+"""
+
+
+def _attention_run(tmp_path, prefetch: str) -> tuple[list[float], dict]:
+    trace, stats = tmp_path / f"t{prefetch}.json", tmp_path / f"s{prefetch}"
+    env = {**os.environ, "REVATI_SIDECAR_PREFETCH": prefetch}
+    p = subprocess.run([sys.executable, "-m", "revati.cli", "exec", "--trace", str(trace), "--stats", str(stats), "--",
+                        sys.executable, "-c", PREFETCH], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    durs = [e["dur"] for e in json.loads(trace.read_text())["traceEvents"]
+            if e["ph"] == "X" and e["cat"] == "attention"]
+    files = list(tmp_path.glob(f"s{prefetch}.*.json"))
+    assert len(files) == 1, files
+    return durs, json.loads(files[0].read_text())
+
+
+def test_prefetched_attention_is_the_same_prediction(tmp_path):
+    """The step's attention asked for ahead (at revati_set_step, and a decode step's successor)
+    gets the very answer that a miss would get; the steps one token further on find it there."""
+    off, s_off = _attention_run(tmp_path, "0")
+    on, s_on = _attention_run(tmp_path, "1")
+    assert len(on) == len(off) == 10
+    assert on == off
+    assert s_off["prefetch"]["sent"] == 0
+    pf = s_on["prefetch"]
+    assert pf["ahead"] >= 8 and pf["sent"] >= pf["ahead"]
+    # without prefetch every step missed; with it, the decode steps after the first were sent a
+    # step ahead, and the mixed step's and the last step's own were sent at their announcement
+    assert s_on["predictor"]["misses"] < s_off["predictor"]["misses"]
