@@ -10,6 +10,9 @@ sidecar's (receive, decode, validate, predict, reply), not the Python client's. 
            misses the exact-key cache; they needed LightGBM before the family grids)
   prefill  attention prefill chunks never seen before (memoised 2^(1/128) buckets: a new
            bucket is a batched model call)
+  latency  one fresh decode-attention op per request, as the shim's step-attention misses and
+           prefetches send them: the round trip's median and p90 in microseconds (--batch is
+           not used)
 Each workload runs --repeat times; the median is printed with the spread, and the sidecar's
 STATS show how many ops went to the model. The load average is printed before and after, and
 beside the wall-clock rate the rate per CPU-second of the sidecar process (its user + system
@@ -89,6 +92,35 @@ def _run(client: SidecarClient, payloads: list[bytes], nops: int, seconds: float
     return n / (time.perf_counter() - t0), i
 
 
+def _latency(sides: dict[str, SidecarClient], repeat: int, n: int = 400) -> None:
+    """Round trips of one fresh decode-attention op each (a Llama-3-8B step one token further
+    on each time), n per run, the sides alternating run by run."""
+    frame = type_frame(MsgType.PREDICT)
+    times: dict[str, list[float]] = {s: [] for s in sides}
+    for r in range(repeat):
+        for side, c in sides.items():
+            for i in range(n):
+                u = (r * len(sides) + list(sides).index(side)) * n + i + 1
+                op = {"op": "attention", "phase": "decode", "batch_size": 32, "num_tokens": 32,
+                      "kv_len_sum": 32 * 500 + 32 * u, "kv_len_max": 500 + u, "attn_pairs": 32 * 500 + 32 * u,
+                      "num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "dtype": "bf16"}
+                payload = pack({"ops": [op]})
+                t0 = time.perf_counter()
+                reply = c.send_frames([frame, payload])
+                times[side].append(time.perf_counter() - t0)
+                if reply[0] != frame:
+                    raise RuntimeError(f"sidecar error: {unpack(reply[1])}")
+    for side, ts in times.items():
+        ts.sort()
+        label = "latency" if len(sides) == 1 else f"latency {side}"
+        print(f"  {label:17s} round trip of one op: median {ts[len(ts) // 2] * 1e6:,.0f} us, "
+              f"p90 {ts[int(len(ts) * 0.9)] * 1e6:,.0f} us ({len(ts)} requests)", flush=True)
+    if len(sides) > 1:
+        med = {s: sorted(t)[len(t) // 2] for s, t in times.items()}
+        print(f"  latency: new / baseline median = {med['new'] / med['baseline']:.2f} "
+              f"(load average now {_load()})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", default="h100-sxm")
@@ -97,7 +129,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--baseline", default=None,
                     help="directory holding an older revati package to alternate with")
-    ap.add_argument("--workloads", default="hot,grid,fresh,prefill")
+    ap.add_argument("--workloads", default="hot,grid,fresh,prefill,latency")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp()
     ep = f"ipc://{tmp}/bench.sock"
@@ -155,7 +187,8 @@ def main() -> None:
                 "grid": lambda: [pack({"ops": grid(i)}) for i in range(nreq)],
                 "fresh": lambda: [pack({"ops": fresh(i)}) for i in range(nreq)],
                 "prefill": lambda: [pack({"ops": prefill(i)}) for i in range(min(nreq, 200))]}
-    work = {name: builders[name]() for name in a.workloads.split(",")}
+    names = a.workloads.split(",")
+    work = {name: builders[name]() for name in names if name != "latency"}
     for c in sides.values():
         c.predict(hot)  # warm the cache
     print(f"sidecar throughput on {os.cpu_count()} CPUs, gpu={a.gpu}, batch={B}, "
@@ -196,6 +229,8 @@ def main() -> None:
             print(f"  {name}: new / baseline median = "
                   f"{statistics.median(rates['new']) / statistics.median(rates['baseline']):.2f}"
                   f"{cpu} (load average now {_load()})", flush=True)
+    if "latency" in names:
+        _latency(sides, a.repeat)
     print(f"load average at the end {_load()}")
     print("reproduce: .venv/bin/python benchmarks/bench_sidecar.py "
           f"--gpu {a.gpu} --batch {B} --seconds {a.seconds:g} --repeat {a.repeat}"
