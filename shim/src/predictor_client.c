@@ -529,6 +529,14 @@ static int parse_us(const uint8_t *p, int n, double *us) {
   return -1;
 }
 
+/* A PREDICT payload of one descriptor: {"ops": [d]}. */
+static void predict_payload(rv_mp *req, const rv_mp *d) {
+  rv_mp_map(req, 1);
+  rv_mp_str(req, "ops");
+  rv_mp_array(req, 1);
+  rv_mp_bytes(req, d->buf, d->n);
+}
+
 /* Reads the prefetches' replies into the cache, oldest first: with wait, all of them up to the
  * one of key (0: all; the caller holds the clock and guards its waits), else those already
  * there. 0, or -1 when the sidecar failed (the socket's replies are out of step from then on:
@@ -567,10 +575,7 @@ static int pf_send(const rv_mp *d) {
   if (rv_pf_n == RV_PF_MAX) return 0;
   uint8_t reqbuf[RV_DESC_MAX];
   rv_mp req = RV_MP(reqbuf);
-  rv_mp_map(&req, 1);
-  rv_mp_str(&req, "ops");
-  rv_mp_array(&req, 1);
-  rv_mp_bytes(&req, d->buf, d->n);
+  predict_payload(&req, d);
   uint8_t type = 0x02;
   if (z.send(rv_sock, &type, 1, ZMQ_SNDMORE) < 0 || z.send(rv_sock, req.buf, req.n, 0) < 0) goto failed;
   rv_pf_key[rv_pf_n++] = key;
@@ -654,10 +659,7 @@ static uint64_t lookup(const rv_mp *d, const rv_op *op, const rv_gpu_spec *gpu) 
   if (rv_sidecar_ok) {
     uint8_t reqbuf[RV_DESC_MAX];
     rv_mp req = RV_MP(reqbuf);
-    rv_mp_map(&req, 1);
-    rv_mp_str(&req, "ops");
-    rv_mp_array(&req, 1);
-    rv_mp_bytes(&req, d->buf, d->n);
+    predict_payload(&req, d);
     uint8_t t;
     double us;
     int r = request(0x02, req.buf, req.n, &t);

@@ -110,6 +110,9 @@ def test_prefetched_attention_is_the_same_prediction(tmp_path):
     assert s_off["prefetch"]["sent"] == 0
     pf = s_on["prefetch"]
     assert pf["ahead"] >= 8 and pf["sent"] >= pf["ahead"]
-    # without prefetch every step missed; with it, the decode steps after the first were sent a
-    # step ahead, and the mixed step's and the last step's own were sent at their announcement
-    assert s_on["predictor"]["misses"] < s_off["predictor"]["misses"]
+    # without prefetch every step missed and waited for its own request; with it, the decode
+    # steps after the first were sent a step ahead, and the mixed step's and the last step's own
+    # at their announcement: a miss only read a reply already asked for (used), whether it had
+    # arrived or not (that depends on the host's timing; a reply read before the launch is a hit)
+    synchronous = s_on["predictor"]["misses"] - pf["used"]
+    assert synchronous < s_off["predictor"]["misses"]
