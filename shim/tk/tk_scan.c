@@ -118,19 +118,24 @@ static int read_state(int k) {
   return (st == 'S' || st == 'I' || st == 'Z' || st == 'X') ? 0 : 1;
 }
 
-/* 0 idle, 1 busy, -1 gone; runs gets the run count of an idle thread. */
-static int read_thread(int k, int64_t *runs) {
-  char buf[1024];
-  int r = read_state(k);
-  if (r != 0) return r;
-  ssize_t n = pread(tab[k].sched_fd, buf, sizeof buf - 1, 0);
+/* The run count (schedstat's third field: timeslices) from an open schedstat file, or -1. */
+static int64_t read_runs(int fd) {
+  char buf[128];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return -1;
   buf[n] = 0;
   char *q = buf;
   strtoll(q, &q, 10);
   strtoll(q, &q, 10);
-  *runs = strtoll(q, &q, 10);
-  return 0;
+  return strtoll(q, &q, 10);
+}
+
+/* 0 idle, 1 busy, -1 gone; runs gets the run count of an idle thread. */
+static int read_thread(int k, int64_t *runs) {
+  int r = read_state(k);
+  if (r != 0) return r;
+  *runs = read_runs(tab[k].sched_fd);
+  return *runs < 0 ? -1 : 0;
 }
 
 int64_t rv_tk_scan(const int32_t *pids, int npids, int64_t *out, int64_t cap) {
@@ -228,12 +233,17 @@ static int busy_again(const int32_t *pids, int npids) {
   return 0;
 }
 
+/* Whether process pi's thread list may still be its thread set: its task folder's link count
+ * did not move (see the NOTE at the top). */
+static int list_current(int pi) {
+  struct stat st;
+  return procs[pi].valid && procs[pi].dirfd >= 0 && fstat(procs[pi].dirfd, &st) == 0 &&
+         (uint64_t)st.st_nlink == procs[pi].nlink;
+}
+
 /* The threads listed last time, read again: 1 all idle, -1 one is busy, 0 the list may be stale. */
 static int quiet_fast(int pi) {
-  struct stat st;
-  if (!procs[pi].valid || procs[pi].dirfd < 0 || fstat(procs[pi].dirfd, &st) != 0 ||
-      (uint64_t)st.st_nlink != procs[pi].nlink)
-    return 0;
+  if (!list_current(pi)) return 0;
   for (int j = 0; j < procs[pi].n; j++) {
     int k = procs[pi].slots[j];
     if (tab[k].tid != procs[pi].tids[j] || tab[k].pid != procs[pi].pid || tab[k].stat_fd < 0) return 0;
@@ -314,17 +324,11 @@ static int loadavg_trusted(void) {
   }
   fclose(f);
   if (own) return 0;
-  char buf[128];
   int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
-  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  int64_t runs = read_runs(fd);
   close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  char *q = buf;
-  strtoll(q, &q, 10);
-  strtoll(q, &q, 10);
-  return strtoll(q, &q, 10) > 0;
+  return runs > 0;
 }
 
 /* The host's runnable threads now (the caller is one), or -1 when unknown or not trusted. */
@@ -345,21 +349,11 @@ static int host_running(void) {
 
 /* The run counts of the threads listed last time (into cur): 1 read, 0 the list may be stale. */
 static int counts_fast(int pi) {
-  struct stat st;
-  char buf[128];
-  if (!procs[pi].valid || procs[pi].dirfd < 0 || fstat(procs[pi].dirfd, &st) != 0 ||
-      (uint64_t)st.st_nlink != procs[pi].nlink)
-    return 0;
+  if (!list_current(pi)) return 0;
   for (int j = 0; j < procs[pi].n; j++) {
     int k = procs[pi].slots[j];
     if (tab[k].tid != procs[pi].tids[j] || tab[k].pid != procs[pi].pid || tab[k].sched_fd < 0) return 0;
-    ssize_t n = pread(tab[k].sched_fd, buf, sizeof buf - 1, 0);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    char *q = buf;
-    strtoll(q, &q, 10);
-    strtoll(q, &q, 10);
-    tab[k].cur = strtoll(q, &q, 10);
+    if ((tab[k].cur = read_runs(tab[k].sched_fd)) < 0) return 0;
     tab[k].gen = gen;
   }
   return 1;
