@@ -9,11 +9,9 @@ the numbers were made lives in the `emulation` block.
 
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,7 +199,7 @@ class EmulationReport:
                 "predictor_holds": tk.holds if tk else None,
                 "predictor_held_wall_s": tk.held_ns / 1e9 if tk else None,
                 # the Timekeeper's own work: loop turns, messages, samples and their outcomes
-                "timekeeper": dataclasses.asdict(tk) if tk else None,
+                "timekeeper": asdict(tk) if tk else None,
             })
         e["dilation"] = em.dilation
         if c is not None:

@@ -203,9 +203,8 @@ class Timekeeper:
         scan = c_scanner()
         if scan is not None and self._scan_base is not None:
             now = scan.counters()  # the scanner is the process's: this run's share
-            self.stats.counts_samples = now["counts_samples"] - self._scan_base["counts_samples"]
-            self.stats.ring_samples = now["ring_samples"] - self._scan_base["ring_samples"]
-            self.stats.state_reads = now["state_reads"] - self._scan_base["state_reads"]
+            for k in ("counts_samples", "ring_samples", "state_reads"):
+                setattr(self.stats, k, now[k] - self._scan_base[k])
         for a in list(self._actors.values()):
             a.conn.close()
         self._actors.clear()
