@@ -13,6 +13,7 @@ from revati.launch.stats import summarize_stats
 from revati.run import report
 from revati.run.plan import DeploymentPlan, demo_spec, flags_to_args
 from revati.spec import SpecError, load_spec
+from revati.timekeeper.timekeeper import TimekeeperStats
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: (revati/run/orchestrator.py at 8e8ee72), in order.
 LOCAL_KEYS = ["timewarp", "latency_clock", "virtual_s", "wall_s", "speedup", "setup_wall_s", "total_wall_s",
               "jumps", "jumped_s", "jit_freezes", "jit_frozen_wall_s", "predictor_holds", "predictor_held_wall_s",
-              "dilation", "dilation_effective", "dilation_how", "host_contention", "host_cores",
+              "timekeeper", "dilation", "dilation_effective", "dilation_how", "host_contention", "host_cores",
               "contention_factor", "shim_steps", "graph_launches", "predictor", "predicted_gpu_ms_by_family",
               "predicted_gpu_ms_by_kind", "gpu", "gpu_name", "num_gpus", "model", "topology", "engine_args",
               "emulator_engine_args", "load_generator", "trace", "versions", "notes"]
@@ -75,7 +76,7 @@ def _block(plan, lp, **parts) -> dict:
 def test_the_local_block_keeps_its_keys_whatever_it_could_fill(tmp_path):
     plan = _plan()
     lp = plan.load(base_url="http://x:1", model="m", result_dir=tmp_path)
-    tk = SimpleNamespace(stats=SimpleNamespace(jumps=3, jumped_ns=1e9, freezes=0, frozen_ns=0, holds=2, held_ns=5e8))
+    tk = SimpleNamespace(stats=TimekeeperStats(jumps=3, jumped_ns=10**9, holds=2, held_ns=5 * 10**8, turns=7))
     gov = SimpleNamespace(cores=2, mode="schedstat", stats=SimpleNamespace(as_dict=lambda: {"mean_factor": 1.5}))
     shim = summarize_stats(tmp_path / "stats")  # no process wrote any: every count is zero
     full = _block(plan, lp, setup_wall_s=1.0, clock=report.ClockFacts(tk, gov, 2.0, "given"), shim_stats=shim,
@@ -83,16 +84,18 @@ def test_the_local_block_keeps_its_keys_whatever_it_could_fill(tmp_path):
     assert list(full) == LOCAL_KEYS and list(full["predictor"]) == PREDICTOR_KEYS
     assert (full["speedup"], full["jumps"], full["predictor_held_wall_s"], full["host_cores"]) == (2.0, 3, 0.5, 2)
     assert full["contention_factor"] == {"mean_factor": 1.5, "measure": "schedstat"} and full["trace"] is None
+    assert full["timekeeper"]["turns"] == 7 and full["timekeeper"]["jumps"] == 3
     # the time warp off: no Timekeeper, no governor; the keys stay, their values are null
     off = _block(plan, lp, setup_wall_s=1.0, clock=report.ClockFacts(), shim_stats=shim, sidecar_stats={}, trace={})
     assert list(off) == LOCAL_KEYS and off["jumps"] is None and off["contention_factor"] is None
+    assert off["timekeeper"] is None
 
 
 def test_the_pod_block_leaves_out_what_a_pod_cannot_know(tmp_path):
     plan = _plan()
     lp = plan.load(base_url="http://x:1", model="m", result_dir=tmp_path)
     pod = _block(plan, lp, router_requests=[2, 1], extra={"platform": "kubernetes"})
-    left_out = {"setup_wall_s", "jumps", "jumped_s", "jit_freezes", "jit_frozen_wall_s", "predictor_holds",
+    left_out = {"setup_wall_s", "jumps", "timekeeper", "jumped_s", "jit_freezes", "jit_frozen_wall_s", "predictor_holds",
                 "predictor_held_wall_s", "dilation_effective", "dilation_how", "host_cores", "contention_factor",
                 "shim_steps", "graph_launches", "predicted_gpu_ms_by_family", "predicted_gpu_ms_by_kind", "trace"}
     assert list(pod) == [k for k in LOCAL_KEYS if k not in left_out] + ["platform"]
