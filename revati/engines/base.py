@@ -31,6 +31,8 @@ class Build:
         layer: the semantic layer's seam set for this version (revati/vllm_plugin/patches.py).
         notes: what the adapter does differently for it (docs/engines.md).
         lacks: serve flags (by name) that this version does not have; the adapter leaves them out.
+        disk_gb: free disk an install needs under the engines folder: the environment (8.6-11 GB
+            measured for vLLM 0.15.1/0.33.0 and SGLang 0.5.23, docs/engines.md) and some room.
     """
 
     torch: str
@@ -38,6 +40,7 @@ class Build:
     layer: str
     notes: str = ""
     lacks: frozenset[str] = frozenset()
+    disk_gb: float = 12.0
 
 
 class UnknownEngineError(KeyError):

@@ -301,6 +301,7 @@ def install(adapter: "EngineAdapter", *, editable: bool | None = None, out=None)
         if env.installed():
             return env
         resumed = env.path.exists()
+        check_disk(env, adapter)
         progress = Progress(f"{adapter.name} {adapter.version}", out)
         editable = (SOURCE_ROOT / ".git").exists() if editable is None else editable
         t0 = time.monotonic()
@@ -336,6 +337,24 @@ def install(adapter: "EngineAdapter", *, editable: bool | None = None, out=None)
         os.replace(tmp, env.marker)  # installed from here on, never before
         progress.done(f"ready: torch {got['torch']} (CUDA {got['cuda']}) in {env.path}")
         return env
+
+
+def check_disk(env: EngineEnv, adapter: "EngineAdapter") -> None:
+    """Fails before anything is written when the engines folder's disk cannot hold the install.
+
+    A resumed install needs only what is not there yet.
+
+    Raises:
+        EngineInstallError: names the free and the needed space and the folder.
+    """
+    root = env.path.parent
+    root.mkdir(parents=True, exist_ok=True)
+    need = adapter.build().disk_gb * 1e9 - (folder_size(env.path) if env.path.exists() else 0)
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise EngineInstallError(f"installing {adapter.name} {adapter.version} needs about {need / 1e9:.1f} GB free "
+                                 f"under {root}; {free / 1e9:.1f} GB are free (REVATI_ENGINES_DIR moves the "
+                                 f"environments; `revati engines remove` deletes one). Nothing was installed.")
 
 
 def ensure(adapter: "EngineAdapter", *, out=None) -> EngineEnv:

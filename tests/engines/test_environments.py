@@ -221,3 +221,15 @@ def test_progress_lines_without_a_terminal():
     assert lines[0].startswith("vllm 0.15.1: installing")
     assert sum("resolving: " in x for x in lines) == 2  # every 20 packages, not every line
     assert "installing 2 packages (0.90 GB downloaded)" in lines[-1]
+
+
+def test_an_install_that_the_disk_cannot_hold_fails_before_writing(engines_dir, fake_pip, monkeypatch):
+    adapter = engines.get("vllm", "0.15.1")
+    usage = environments.shutil.disk_usage(Path("/"))
+    monkeypatch.setattr(environments.shutil, "disk_usage", lambda p: usage._replace(free=int(3e9)))
+    with pytest.raises(environments.EngineInstallError, match=r"needs about 12\.0 GB free .* 3\.0 GB are free"):
+        environments.install(adapter, out=io.StringIO())
+    assert fake_pip["calls"] == [] and not environments.env_of(adapter).path.exists()
+    # with the room, the same install goes through
+    monkeypatch.setattr(environments.shutil, "disk_usage", lambda p: usage._replace(free=int(50e9)))
+    assert environments.install(adapter, out=io.StringIO()).installed()
