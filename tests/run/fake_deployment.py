@@ -246,6 +246,7 @@ TARGETS = {
     "worker": lambda cmd: cmd[:1] == ["VLLM::Worker_TP1"],
     "loadgen": lambda cmd: cmd[1:2] == [HERE] and cmd[2:3] == ["bench"],
     "sidecar": lambda cmd: cmd[1:4] == ["-m", "revati.cli", "sidecar"],
+    "router": lambda cmd: cmd[1:3] == ["-m", "revati.run.router"],
 }
 
 SPEC = {
@@ -286,6 +287,8 @@ def inject(kind: str, how: str, seed: int, workdir: str, *, delay_s: tuple[float
     spec = json.loads(json.dumps(real_spec or SPEC))
     if kind == "sidecar":
         spec["spec"]["emulation"]["predictor"] = "sidecar"
+    if kind == "router":  # two replicas behind revati's router, one GPU each
+        spec["spec"].update(replicas=2, tensorParallelSize=1)
     os.makedirs(workdir, exist_ok=True)
     spec_path, out = os.path.join(workdir, "spec.yaml"), os.path.join(workdir, "out")
     with open(spec_path, "w") as f:

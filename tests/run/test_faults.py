@@ -234,6 +234,8 @@ CASES = [
     ("worker", "KILL", "WorkerCrashed", "killed by SIGKILL"),
     ("loadgen", "KILL", "LoadgenCrashed", "killed by SIGKILL"),
     ("sidecar", "KILL", "SidecarCrashed", "killed by SIGKILL"),
+    ("router", "KILL", "RouterCrashed", "killed by SIGKILL"),
+    ("router", "STOP", "RouterHung", "hung: stopped (state T"),
     ("timekeeper", "crash", "TimekeeperCrashed", "died: RuntimeError: injected Timekeeper fault"),
     ("engine", "STOP", "EngineHung", "hung: stopped (state T"),
     ("loadgen", "STOP", "LoadgenHung", "hung: stopped (state T"),
