@@ -21,6 +21,9 @@ class VllmAdapter(EngineAdapter):
                         notes="V2 model runner (vllm/v1/worker/gpu/): sample() and AsyncOutput.get_output"),
         "0.33.0": Build(torch="2.14.0", cuda="13.0", layer="v2",
                         notes="V2 model runner, as 0.32; torch 2.14, triton 3.8, NCCL 2.30"),
+        "0.29.0": Build(torch="2.13.0", cuda="13.0", layer="v2",
+                        notes="V2 model runner, the default since the 0.2x releases; the seams have 0.32's shapes; "
+                              "torch 2.13 (0.32's), flashinfer 0.6.18"),
         "0.15.1": Build(torch="2.9.1", cuda="12.8", layer="v1",
                         notes="V1 model runner (vllm/v1/worker/gpu_model_runner.py): the sampler's output and "
                               "_bookkeeping_sync; CUDA 12 stack; no --shutdown-timeout",
@@ -31,7 +34,7 @@ class VllmAdapter(EngineAdapter):
     #: [first, end): which model runner's internals the seams wrap. V2 ("vllm/v1/worker/gpu/")
     #: became the default runner between these ranges; a version outside every range stops the
     #: engine with this list rather than emulating with seams that may not fit.
-    SEMANTIC_LAYERS = (("0.15.0", "0.16.0", "v1"), ("0.32.0", "0.34.0", "v2"))
+    SEMANTIC_LAYERS = (("0.15.0", "0.16.0", "v1"), ("0.29.0", "0.30.0", "v2"), ("0.32.0", "0.34.0", "v2"))
     distribution = "vllm"
     load_generator = "vllm bench serve"
     bench_backend = "vllm"
