@@ -22,8 +22,8 @@ class VllmAdapter(EngineAdapter):
         "0.33.0": Build(torch="2.14.0", cuda="13.0", layer="v2",
                         notes="V2 model runner, as 0.32; torch 2.14, triton 3.8, NCCL 2.30"),
         "0.29.0": Build(torch="2.13.0", cuda="13.0", layer="v2",
-                        notes="V2 model runner, the default since the 0.2x releases; the seams have 0.32's shapes; "
-                              "torch 2.13 (0.32's), flashinfer 0.6.18"),
+                        notes="V2 model runner (its default, VllmConfig.use_v2_model_runner); every v2 seam has "
+                              "0.32's shape; torch 2.13 and NVIDIA wheels as 0.32's, flashinfer 0.6.18"),
         "0.15.1": Build(torch="2.9.1", cuda="12.8", layer="v1",
                         notes="V1 model runner (vllm/v1/worker/gpu_model_runner.py): the sampler's output and "
                               "_bookkeeping_sync; CUDA 12 stack; no --shutdown-timeout",

@@ -57,11 +57,13 @@ def test_the_sync_path_returns_the_drawn_tokens_once():
 
 def test_the_layer_of_each_version_and_an_unknown_one():
     assert VllmAdapter.semantic_layer("0.15.1") == "v1" and VllmAdapter.semantic_layer("0.32.0") == "v2"
-    assert VllmAdapter.semantic_layer("0.33.0") == "v2"
+    assert VllmAdapter.semantic_layer("0.33.0") == "v2" and VllmAdapter.semantic_layer("0.29.0") == "v2"
     for v in engines.supported()["vllm"]:
         assert VllmAdapter.semantic_layer(v) == engines.get("vllm", v).build().layer
     with pytest.raises(engines.UnknownEngineError, match=r"no seams for vllm 0\.25\.0 .*\[0\.15\.0, 0\.16\.0\): v1"):
         VllmAdapter.semantic_layer("0.25.0")
+    with pytest.raises(engines.UnknownEngineError, match=r"no seams for vllm 0\.30\.0 .*\[0\.29\.0, 0\.30\.0\): v2"):
+        VllmAdapter.semantic_layer("0.30.0")  # 0.30 and 0.31 are unchecked, between two v2 ranges
 
 
 def test_a_missing_required_seam_stops_with_its_name():
