@@ -337,12 +337,18 @@ class Watchdog:
         now = time.monotonic()
         if now - self._last_discover >= self.discover_s:
             self._last_discover = now
-            self._discover(watched)
+            self._discover()
 
-    def _discover(self, watched: list[_Watched]) -> None:
+    def _discover(self) -> None:
         """Adds the engine's named descendants of each watched tree (engine core, workers)."""
         import psutil
 
+        # NOTE: a fresh list, not the turn's: add() of a tree asks for a discovery at once, and a
+        # turn that took its list before that add would spend it on a list without the tree (the
+        # engine core then went unwatched for discover_s, and its death was named as the API
+        # server's exit that followed it).
+        with self._lock:
+            watched = list(self._watched)
         known = {w.pid for w in watched} | {w.pid for w in self._gone}
         for w in watched:
             if w.tree is None or self.fault is not None:

@@ -132,6 +132,35 @@ def test_a_descendant_named_by_the_engine_is_found_and_its_death_told(tmp_path):
         w.reap()
 
 
+def test_a_tree_added_during_a_turn_is_searched_at_once_not_a_discovery_later(tmp_path):
+    """add() of a tree asks for a discovery at once; the turn in progress had taken its list of
+    processes before the add. It must search the new tree, not spend the discovery on its old list
+    (the engine core then went unwatched for discover_s, and a kill in the load's first second
+    was named as the API server's exit that followed it)."""
+    from revati import engines
+
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import setproctitle, time; "
+            "setproctitle.setproctitle(\"VLLM::EngineCore_DP0\"); time.sleep(60)']); time.sleep(60)")
+    server = subprocess.Popen([sys.executable, "-c", code], process_group=0)
+    import psutil
+
+    _until(lambda: [p for p in psutil.Process(server.pid).children()
+                    if fake_deployment._cmdline(p)[:1] == ["VLLM::EngineCore_DP0"]])
+    # a long poll and no discovery for a minute, but the one add() asks for
+    w = faults.Watchdog(clock=lambda: None, poll_s=2.0, discover_s=60.0).start()
+    try:
+        time.sleep(0.3)  # the first turn has discovered (nothing) and waits in its poll
+        w.add(server.pid, "api", tree=engines.get())
+        assert _until(lambda: [x for x in w._watched if x.kind == "engine"], timeout_s=1.5), \
+            [(x.kind, x.pid) for x in w._watched]
+    finally:
+        w.stop()
+        server.kill()
+        server.wait()
+        w.reap()
+
+
 def test_the_timekeepers_loop_dying_or_stalling_is_a_fault():
     class Tk:
         stopped = False
