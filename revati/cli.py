@@ -62,7 +62,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         try:
             from revati import engines
 
-            engine = engines.get(*args.engine.split("==", 1)) if args.engine else None
+            engine = engines.get(*args.engine.split("==", 1)) if args.engine else engines.for_command(command)
             timewarp = _exec_timewarp(args)
             env = emulator_env(args.gpu, num_gpus=args.num_gpus, predictor=args.predictor,
                                trace=args.trace, stats=stats, sidecar=endpoint, timewarp=timewarp, engine=engine)
@@ -334,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tasks than cores, so CPU work costs its CPU time; count: queueing for a core "
                         "counts as CPU work (docs/timewarp.md)")
     e.add_argument("--engine", default=None, metavar="NAME[==VERSION]",
-                   help="set this engine's variables under the emulator (e.g. sglang; default: vllm's)")
+                   help="set this engine's variables under the emulator (e.g. sglang, vllm==0.15.1; default: the "
+                        "engine the command runs: a program in an engine version's environment, or one named "
+                        "sglang or vllm; otherwise vllm's)")
     e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     e.set_defaults(func=cmd_exec)
 
