@@ -110,7 +110,9 @@ def test_thread_anatomy_counters_add_up(timekeeper):
     # GPU work overlapping CPU: 4 ms of CPU run while the 10 ops ran; the sync waits the rest.
     ov = an["overlap"]
     assert ov["gpu_work_ms"] == 10.0 and 9.9 <= ov["gpu_busy_ms"] <= 10.01
-    assert ov["gpu_ms"]["run"] >= 3.9 and ms["overlap"]["gpu"] <= 6.1
+    # (the sync waits the 10 ms less the CPU run meanwhile, + the wake-up after the jump: 0.1 ms
+    # on a quiet host, more on a loaded or slower one)
+    assert ov["gpu_ms"]["run"] >= 3.9 and ms["overlap"]["gpu"] <= 10.0 - ov["gpu_ms"]["run"] + 0.5
     # Yields: after a few, an announced spin.
     assert an["yield"]["entries"].get("yield") == 1 and ms["yield"]["yield"] > 0
     # A JIT freeze: 50 ms of real CPU in about no virtual time.
@@ -119,5 +121,6 @@ def test_thread_anatomy_counters_add_up(timekeeper):
     assert fr["freezes"] == 1 and fr["frozen_real_ms"] >= 45 and ms["frozen"]["frozen"] < 2.0
     assert ms["frozen"].get("yield", 0) < 0.5  # the freeze ended the spin that went on before it
     # The thread's CPU clock, frozen work left out, covers the CPU states' time (it cannot
-    # exceed it by more than the waits' own CPU) over the whole program.
-    assert an["all"]["cpu_ms"] <= sum(ms["all"].get(k, 0) for k in ("run",)) + 2.0
+    # exceed it by more than the waits' own CPU) over the whole program. The yield spin's
+    # sched_yield calls are CPU in its "yield" state: 0.1-1.9 ms here, more on a slower host.
+    assert an["all"]["cpu_ms"] <= ms["all"]["run"] + an["yield"]["cpu_ms"] + 2.0
