@@ -1,7 +1,7 @@
 """Serving engines as adapters (revati/engines/base.py has the contract).
 
     engine = engines.get("vllm")            # the default version
-    engine = engines.get("vllm", "0.32.0")
+    engine = engines.get("vllm", "0.15.1")
 """
 
 from __future__ import annotations

@@ -17,10 +17,11 @@ class VllmAdapter(EngineAdapter):
     # NOTE: the first is the default (the one pyproject.toml installs beside revati); the others
     # get an environment of their own on first use (revati/engines/environments.py).
     builds = {
-        "0.32.0": Build(torch="2.13.0", cuda="13.0", layer="v2",
-                        notes="V2 model runner (vllm/v1/worker/gpu/): sample() and AsyncOutput.get_output"),
         "0.33.0": Build(torch="2.14.0", cuda="13.0", layer="v2",
-                        notes="V2 model runner, as 0.32; torch 2.14, triton 3.8, NCCL 2.30"),
+                        notes="V2 model runner (vllm/v1/worker/gpu/): sample() and AsyncOutput.get_output; "
+                              "torch 2.14, triton 3.8, NCCL 2.30"),
+        "0.32.0": Build(torch="2.13.0", cuda="13.0", layer="v2",
+                        notes="V2 model runner, as 0.33; torch 2.13, triton 3.7, NCCL 2.29"),
         "0.29.0": Build(torch="2.13.0", cuda="13.0", layer="v2",
                         notes="V2 model runner (its default, VllmConfig.use_v2_model_runner); every v2 seam has "
                               "0.32's shape; torch 2.13 and NVIDIA wheels as 0.32's, flashinfer 0.6.18"),

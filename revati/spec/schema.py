@@ -38,8 +38,8 @@ class Engine(_Strict):
     name: Literal["vllm", "sglang"] = Field(default="vllm", description="The serving engine: vllm or sglang.")
     version: str | None = Field(
         default=None, validate_default=True,
-        description="Engine version (default: the engine's default, vLLM 0.32.0, SGLang 0.5.23): vLLM 0.32.0, "
-                    "0.33.0, 0.29.0, 0.15.1; SGLang 0.5.23; `revati engines list` lists them. A version other than "
+        description="Engine version (default: the engine's default, vLLM 0.33.0, SGLang 0.5.23): vLLM 0.33.0, "
+                    "0.32.0, 0.29.0, 0.15.1; SGLang 0.5.23; `revati engines list` lists them. A version other than "
                     "the one installed beside revati is installed on first use.")
     args: dict[str, Union[str, int, float, bool]] = Field(
         default_factory=dict,

@@ -75,7 +75,7 @@ def fake_pip(monkeypatch):
 
 def test_the_supported_versions_and_their_builds():
     vs = engines.supported()["vllm"]
-    assert vs[0] == "0.32.0" and "0.15.1" in vs
+    assert vs[0] == "0.33.0" and "0.15.1" in vs
     b = engines.get("vllm", "0.15.1").build()
     assert (b.torch, b.cuda.split(".")[0], b.layer) == ("2.9.1", "12", "v1")
     assert engines.get("vllm", "0.15.1").requirements() == ["vllm==0.15.1", "torch==2.9.1"]
@@ -194,7 +194,7 @@ def test_remove(engines_dir, fake_pip, capsys):
     environments.install(a, out=io.StringIO())
     assert cli_main(["engines", "remove", "vllm", "0.15.1"]) == 0
     assert environments.env_of(a).state() == "absent"
-    assert cli_main(["engines", "remove", "vllm", "0.32.0"]) == 2  # beside revati
+    assert cli_main(["engines", "remove", "vllm", "0.33.0"]) == 2  # beside revati
 
 
 def test_engines_list_names_every_version_and_its_state(engines_dir, fake_pip, capsys):

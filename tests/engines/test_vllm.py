@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 def test_get_returns_the_default_version_and_names_what_is_supported():
     e = engines.get()
-    assert e.name == "vllm" and e.version == "0.32.0" and engines.get("vllm", "0.32.0").version == "0.32.0"
-    with pytest.raises(engines.UnknownEngineError, match=r"unknown engine 'tgi'; supported: vllm 0\.32\.0.*; sglang 0\.5\.23"):
+    assert e.name == "vllm" and e.version == "0.33.0" and engines.get("vllm", "0.32.0").version == "0.32.0"
+    with pytest.raises(engines.UnknownEngineError, match=r"unknown engine 'tgi'; supported: vllm 0\.33\.0.*; sglang 0\.5\.23"):
         engines.get("tgi")
-    with pytest.raises(engines.UnknownEngineError, match=r"vllm 0\.9\.0 is not supported; supported: vllm 0\.32\.0"):
+    with pytest.raises(engines.UnknownEngineError, match=r"vllm 0\.9\.0 is not supported; supported: vllm 0\.33\.0"):
         engines.get("vllm", "0.9.0")
 
 

@@ -29,7 +29,7 @@ def _images(objs: dict) -> dict[str, str]:
 
 
 def test_the_default_version_runs_the_runtime_image():
-    for version in (None, "0.32.0"):
+    for version in (None, "0.33.0"):
         cr = _cr(version)
         assert _images(mf.build_replica_pod(cr, 0, IMAGES))["engine"] == IMAGES.runtime
         assert _images(mf.build_loadgen_job(cr, IMAGES))["loadgen"] == IMAGES.runtime

@@ -103,7 +103,7 @@ def test_small_spec_runs_end_to_end_and_writes_the_report(tmp_path):
     # The time warp is the default: latencies are virtual, CPU work costs its CPU time.
     assert e["timewarp"] is True and e["latency_clock"] == "virtual (Timekeeper)"
     assert e["jumps"] > 0 and e["host_contention"] == "compensate" and e["contention_factor"]["samples"] > 0
-    assert e["versions"]["vllm"] == "0.32.0" and e["gpu"] == "h100-sxm" and e["model"] == "meta-llama/Llama-3.1-8B"
+    assert e["versions"]["vllm"] == "0.33.0" and e["gpu"] == "h100-sxm" and e["model"] == "meta-llama/Llama-3.1-8B"
     assert 0 < e["predictor"]["shim_cache_hit_rate"] <= 1 and e["predictor"]["fallbacks_total"] is not None
     assert e["topology"] == {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "replicas": 1, "router": False}
     rows = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]

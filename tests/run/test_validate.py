@@ -233,7 +233,7 @@ def _quick(out: Path) -> None:
                  "llama-2-7b-general-stage0-quick: revati validate --quick"):
         assert line in p.stdout, line
     res = json.loads((out / "validate.json").read_text())
-    assert res["command"] == "revati validate --quick" and res["commit"] and res["versions"]["vllm"] == "0.32.0"
+    assert res["command"] == "revati validate --quick" and res["commit"] and res["versions"]["vllm"] == "0.33.0"
     (row,) = res["rows"]
     assert "error" not in row and row["run"] == "20260217-231439-llama-2-7b-tp1-general" and row["stage"] == 0
     e = row["emulated"]

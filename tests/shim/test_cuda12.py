@@ -1,9 +1,10 @@
-"""The shim stands in for both NVIDIA stacks: CUDA 13 (torch 2.13, revati's environment) and
-CUDA 12 (torch 2.9.1, vLLM 0.15.1's environment, revati/engines/environments.py).
+"""The shim stands in for both NVIDIA stacks: CUDA 13 (torch 2.14, revati's environment; vLLM
+0.32.0's torch 2.13 where its environment is installed) and CUDA 12 (torch 2.9.1, vLLM 0.15.1's
+environment, revati/engines/environments.py).
 
 The CUDA 12 checks need that environment (its nvidia-* wheels hold the real libraries and
-headers); without it they are skipped, saying so. CI does not install it yet (the 0.15.1 smoke
-is opt-in: REVATI_ENGINE_SMOKE, tests/e2e/test_engine_versions.py), so there they are skipped.
+headers); without it they are skipped, saying so. scripts/test.sh installs the versions named
+in REVATI_ENGINE_SMOKE before the tests start, and .ci/run names 0.15.1: CI runs them.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def _exported(so: Path) -> set[str]:
 
 
 def _stack(major: int | str) -> dict[str, Path]:
-    if major in (13, "13 (vLLM 0.33.0)"):
-        nv = NV13 if major == 13 else _site("0.33.0") / "nvidia"
+    if major in (13, "13 (vLLM 0.32.0)"):
+        nv = NV13 if major == 13 else _site("0.32.0") / "nvidia"
         return {"cudart": nv / "cu13/lib/libcudart.so.13", "cublas": nv / "cu13/lib/libcublas.so.13",
                 "cublasLt": nv / "cu13/lib/libcublasLt.so.13", "nccl": nv / "nccl/lib/libnccl.so.2"}
     nv = _site12() / "nvidia"
@@ -55,7 +56,7 @@ def _stack(major: int | str) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("major", [13, pytest.param(12, marks=needs12), pytest.param(
-    "13 (vLLM 0.33.0)", marks=pytest.mark.skipif(_site("0.33.0") is None, reason="vLLM 0.33.0 is not installed"))])
+    "13 (vLLM 0.32.0)", marks=pytest.mark.skipif(_site("0.32.0") is None, reason="vLLM 0.32.0 is not installed"))])
 def test_every_exported_entry_point_of_the_real_libraries_resolves_in_the_shim(major):
     shim = _exported(SHIM)
     for lib, so in _stack(major).items():

@@ -21,7 +21,7 @@ def _engine(**engine) -> dict:
 
 
 def test_an_absent_version_is_the_engines_default():
-    assert spec_from_dict(_engine()).spec.engine.version == "0.32.0"
+    assert spec_from_dict(_engine()).spec.engine.version == "0.33.0"
     s = spec_from_dict(_engine(name="sglang"))
     assert (s.spec.engine.name, s.spec.engine.version) == ("sglang", "0.5.23")
 

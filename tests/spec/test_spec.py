@@ -59,7 +59,7 @@ def test_every_dataset_kind_and_staged_arrivals_are_expressible():
     ("spec.workload.datset", {"type": "random"}, "spec.workload.datset", "unknown field"),  # typo
     ("spec.emulation.predictor", "magic", "spec.emulation.predictor", "constant:1ms"),
     ("spec.engine.args", {"--max-num-seqs": 8}, "spec.engine.args", "without leading dashes"),
-    ("spec.engine.version", "0.9.0", "spec.engine.version", "supported: 0.32.0"),        # the adapter's versions
+    ("spec.engine.version", "0.9.0", "spec.engine.version", "supported: 0.33.0"),        # the adapter's versions
 ])
 def test_invalid_specs_fail_with_a_message_naming_the_field(path, value, field, words):
     with pytest.raises(SpecError) as exc:
