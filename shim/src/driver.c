@@ -156,6 +156,43 @@ API CUresult cuCtxGetStreamPriorityRange(int *least, int *greatest) {
 }
 API CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *v) { (void)ctx; *v = 13000; return CUDA_SUCCESS; }
 
+/* --------------------------------------------------------------------- driver logs */
+/* The driver's error-log API (CUDA 12.9+; torch 2.14 registers a callback at start-up). The
+ * virtual driver writes no log messages: a callback is accepted and never called, the log
+ * buffer is always empty. */
+static char rv_log_callback_token;
+
+API CUresult cuLogsRegisterCallback(CUlogsCallback callbackFunc, void *userData, CUlogsCallbackHandle *callback_out) {
+  (void)userData;
+  INIT();
+  if (!callbackFunc) return CUDA_ERROR_INVALID_VALUE;
+  if (callback_out) *callback_out = (CUlogsCallbackHandle)(void *)&rv_log_callback_token;
+  return CUDA_SUCCESS;
+}
+API CUresult cuLogsUnregisterCallback(CUlogsCallbackHandle callback) {
+  return callback ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+API CUresult cuLogsCurrent(CUlogIterator *iterator_out, unsigned int flags) {
+  if (!iterator_out || flags) return CUDA_ERROR_INVALID_VALUE;
+  *iterator_out = 0;
+  return CUDA_SUCCESS;
+}
+API CUresult cuLogsDumpToFile(CUlogIterator *iterator, const char *pathToFile, unsigned int flags) {
+  (void)iterator;
+  if (!pathToFile || flags) return CUDA_ERROR_INVALID_VALUE;
+  FILE *f = fopen(pathToFile, "w");
+  if (!f) return CUDA_ERROR_INVALID_VALUE;
+  fclose(f);
+  return CUDA_SUCCESS;
+}
+API CUresult cuLogsDumpToMemory(CUlogIterator *iterator, char *buffer, size_t *size, unsigned int flags) {
+  (void)iterator;
+  if (!buffer || !size || flags) return CUDA_ERROR_INVALID_VALUE;
+  if (*size) buffer[0] = '\0';
+  *size = 0;
+  return CUDA_SUCCESS;
+}
+
 /* --------------------------------------------------------------------- modules */
 
 struct CUmod_st {
