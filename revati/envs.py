@@ -37,6 +37,9 @@ ENV_VARS: dict[str, str] = {
     "REVATI_ENGINES_DIR": "one environment per engine version (spec.engine.version), installed on first use "
                           "(default ~/.cache/revati/engines; `revati engines list`).",
     "REVATI_ENGINE_SOURCE": "the revati source folder installed into each engine environment (default: this checkout).",
+    "REVATI_DILATION_AUTO": "what `emulation.dilation: auto` resolves to, as JSON {\"dilation\": d, \"how\": text}: a "
+                            "local sweep sets it for its children from one calibration at its start (default: "
+                            "each run calibrates).",
     "REVATI_ENGINE_SMOKE": "tests: engine versions (comma-separated) whose end-to-end smoke runs (tests/e2e/test_engine_versions.py).",
     "REVATI_CACHE_DIR": "cache for tokenizers and the offline model hub (default ~/.cache/revati).",
     "REVATI_PROFILES_DIR": "predictor: profiles root (default: profiles/ of the checkout).",

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import yaml
 
-from revati import engines
+from revati import engines, envs
 from revati.catalog import get_gpu
 from revati.engines import EngineAdapter
 from revati.launch import bench
@@ -129,10 +129,25 @@ def router(backends: list[str], env: dict[str, str], log_path: Path, timeout_s: 
 
 def resolve_dilation(spec: EmulatedDeployment) -> tuple[float, str]:
     """(dilation, how it was obtained). `auto` times the reference workload here against the
-    target host's reference (revati/timekeeper/calibrate.py), once per run."""
+    target host's reference (revati/timekeeper/calibrate.py), once per run, unless
+    REVATI_DILATION_AUTO gives the number (a local sweep's one calibration for all its children).
+
+    Raises:
+        ValueError: REVATI_DILATION_AUTO is set but is not {"dilation": d > 0, "how": text}.
+    """
     d = spec.spec.emulation.dilation
     if d != "auto":
         return float(d), f"dilation {float(d):g}, given in the spec"
+    shared = envs.get("REVATI_DILATION_AUTO")
+    if shared:
+        try:
+            v = json.loads(shared)
+            value, how = float(v["dilation"]), str(v["how"])
+        except (ValueError, KeyError, TypeError):
+            value, how = 0.0, ""
+        if not value > 0 or not how:
+            raise ValueError(f'REVATI_DILATION_AUTO must be {{"dilation": d > 0, "how": text}}, not {shared!r}')
+        return value, how
     from revati.timekeeper.calibrate import auto_dilation
 
     return auto_dilation()

@@ -20,6 +20,14 @@ The sweep folder OUT (default runs/<metadata.name>):
 | `sweep-state.json` | per child: phase (Running, Succeeded, Failed, Interrupted), exit code, reason, times |
 | `sweep.json` | rank()'s result (children, cheapest, pareto, ranking, progress), phase, per-child folder |
 | `pareto.png` | cost per hour against p99 TTFT and TPOT, and output throughput against p99 TTFT |
+| `calibration.json` | the one `dilation: auto` calibration its children share (below) |
+
+One calibration: `emulation.dilation: auto` (the default) times a reference workload at the
+start of each run, and on a loaded host two such readings differ by up to ±15%
+(docs/fidelity.md, "Run-to-run spread"), which would enter the ranking as noise. The sweep
+calibrates once, before its first child, keeps the result in calibration.json (a resumed sweep
+reuses it) and hands it to every child whose spec says auto (REVATI_DILATION_AUTO); each
+report's `dilation_how` says so. A child that pins a number keeps its number.
 
 Resuming (running the same command again): a child whose folder holds a complete
 report.json for the same child spec is not rerun, and neither is one the state file lists as
@@ -51,6 +59,7 @@ from typing import Any, Callable
 import yaml
 from pydantic import ValidationError
 
+from revati import envs
 from revati.spec.crds import status_from_report
 from revati.spec.load import _field
 from revati.spec.sweep import FINISHED, Child, EmulationSweep, expand, rank
@@ -60,6 +69,9 @@ RESULT_NAME = "sweep.json"
 PLOT_NAME = "pareto.png"
 CHILD_SPEC_NAME = "child.yaml"
 CHILD_LOG_NAME = "run.log"
+CALIBRATION_NAME = "calibration.json"
+#: The variable that hands the sweep's calibration to its children (revati/envs.py).
+SHARED_DILATION = "REVATI_DILATION_AUTO"
 #: Seconds a stopped child's `revati run` has to stop its servers before it is killed.
 STOP_GRACE_S = 120.0
 
@@ -223,6 +235,27 @@ class _State:
             os.replace(tmp, self.path)
 
 
+def shared_dilation(out: Path, children: list[Child]) -> dict | None:
+    """The sweep's one `dilation: auto` calibration ({"dilation", "how"}), read from
+    calibration.json or measured now and written there; None when no child says auto."""
+    if not any((c.spec.get("emulation") or {}).get("dilation", "auto") == "auto" for c in children):
+        return None
+    path = out / CALIBRATION_NAME
+    try:
+        v = json.loads(path.read_text())
+        if float(v["dilation"]) > 0 and v["how"]:
+            return v
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from revati.timekeeper.calibrate import auto_dilation
+
+    d, how = auto_dilation()
+    v = {"dilation": d, "how": f"{how}; calibrated once at the sweep's start ({_now()}) for all its children "
+                               f"({path})", "calibratedAt": _now()}
+    path.write_text(json.dumps(v, indent=1) + "\n")
+    return v
+
+
 def _child_status(out: Path) -> str:
     """What a running child is doing, from its folder (for the progress display)."""
     from revati.launch.bench import START_MARK, parse_progress
@@ -336,38 +369,52 @@ def run_sweep(sweep: EmulationSweep, out: Path, *, base_dir: Path | None = None,
         console.print(f"revati sweep: {c.name} ({_params(c.params)}): {phase} after {wall_s:.0f} s"
                       + (f": {first}" if first else ""), highlight=False)
 
-    if todo:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[status]}"), console=console) as bar:
-            overall = bar.add_task(f"[bold]sweep {sweep.metadata.name}", total=len(children),
-                                   completed=skipped, status="")
-            tasks: dict[str, Any] = {}
-            pending = list(todo)
-            running: dict[Future, Child] = {}
-            pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="sweep-child")
-            try:
-                while pending or running:
-                    while pending and len(running) < max(1, parallel):
-                        c = pending.pop(0)
-                        running[pool.submit(one, c)] = c
-                        tasks[c.name] = bar.add_task(f"  {c.name}", total=None, status=_params(c.params))
-                    done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        c = running.pop(f)
-                        rc, wall_s = f.result()
-                        bar.remove_task(tasks.pop(c.name))
-                        finish(c, rc, wall_s)
-                        bar.advance(overall)
+    calibration = shared_dilation(out, todo) if todo else None
+    saved = envs.get(SHARED_DILATION)
+    if calibration is not None:
+        console.print(f"revati sweep: dilation auto = {calibration['dilation']:.3f} for every child that says auto "
+                      f"(one calibration: {out / CALIBRATION_NAME})", highlight=False)
+        # the children's `revati run` processes inherit it (run_child)
+        os.environ[SHARED_DILATION] = json.dumps({k: calibration[k] for k in ("dilation", "how")})
+    try:
+        if todo:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("{task.fields[status]}"), console=console) as bar:
+                overall = bar.add_task(f"[bold]sweep {sweep.metadata.name}", total=len(children),
+                                       completed=skipped, status="")
+                tasks: dict[str, Any] = {}
+                pending = list(todo)
+                running: dict[Future, Child] = {}
+                pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="sweep-child")
+                try:
+                    while pending or running:
+                        while pending and len(running) < max(1, parallel):
+                            c = pending.pop(0)
+                            running[pool.submit(one, c)] = c
+                            tasks[c.name] = bar.add_task(f"  {c.name}", total=None, status=_params(c.params))
+                        done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            c = running.pop(f)
+                            rc, wall_s = f.result()
+                            bar.remove_task(tasks.pop(c.name))
+                            finish(c, rc, wall_s)
+                            bar.advance(overall)
+                        for f, c in running.items():
+                            bar.update(tasks[c.name], status=f"{_params(c.params)}: {_child_status(out / c.name)}")
+                except KeyboardInterrupt:
+                    interrupted = True
+                    stop.set()
+                    console.print(f"revati sweep: interrupted; stopping {len(running)} running child(ren)")
                     for f, c in running.items():
-                        bar.update(tasks[c.name], status=f"{_params(c.params)}: {_child_status(out / c.name)}")
-            except KeyboardInterrupt:
-                interrupted = True
-                stop.set()
-                console.print(f"revati sweep: interrupted; stopping {len(running)} running child(ren)")
-                for f, c in running.items():
-                    finish(c, *f.result())
-            finally:
-                pool.shutdown(wait=True)
+                        finish(c, *f.result())
+                finally:
+                    pool.shutdown(wait=True)
+    finally:
+        if calibration is not None:
+            if saved is None:
+                os.environ.pop(SHARED_DILATION, None)
+            else:
+                os.environ[SHARED_DILATION] = saved
 
     result = ranking(sweep, children, phases, reports, out, state, interrupted=interrupted)
     (out / RESULT_NAME).write_text(json.dumps(result, indent=1, default=str))

@@ -8,6 +8,7 @@ import _thread
 import copy
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -391,3 +392,74 @@ def test_child_status_follows_the_child_run(tmp_path):
     with open(tmp_path / "bench.log", "a") as f:
         f.write("Starting main benchmark run...\n 3/8 [00:02<00:03]\r 5/8 [00:03<00:02]")
     assert sweep_local._child_status(tmp_path) == "requests 5/8"
+
+
+# -- one dilation calibration for the sweep --------------------------------------------------
+
+
+@pytest.fixture
+def calibrations(monkeypatch):
+    """auto_dilation replaced by a counter: each call reads a different number, as a loaded host does."""
+    from revati.timekeeper import calibrate
+
+    calls: list[float] = []
+
+    def auto_dilation():
+        calls.append(1.25 + 0.1 * len(calls))
+        return calls[-1], f"dilation auto = {calls[-1]:.3f}: the reference workload (test)"
+
+    monkeypatch.setattr(calibrate, "auto_dilation", auto_dilation)
+    monkeypatch.delenv("REVATI_DILATION_AUTO", raising=False)
+    return calls
+
+
+def _seeing_env(runner: FakeRunner, seen: list) -> sweep_local.Runner:
+    def run(spec_path, out, log_path, stop):
+        seen.append(os.environ.get("REVATI_DILATION_AUTO"))
+        return runner(spec_path, out, log_path, stop)
+    return run
+
+
+def test_the_children_share_one_calibration_which_a_resumed_sweep_reuses(tmp_path, calibrations):
+    out, seen = tmp_path / "out", []
+    run_sweep(_sweep(), out, runner=_seeing_env(FakeRunner(fail={"tiny-1": "crash"}), seen))
+    assert calibrations == [1.25]  # one calibration for four children
+    shared = [json.loads(s) for s in seen]
+    assert len(shared) == 4 and all(s == shared[0] for s in shared) and shared[0]["dilation"] == 1.25
+    assert "calibrated once at the sweep's start" in shared[0]["how"]
+    assert json.loads((out / sweep_local.CALIBRATION_NAME).read_text())["dilation"] == 1.25
+    assert "REVATI_DILATION_AUTO" not in os.environ  # only the children had it
+    # the resumed sweep reruns the failed child with the same number, not a new reading
+    seen.clear()
+    run_sweep(_sweep(), out, runner=_seeing_env(FakeRunner(), seen), retry_failed=True)
+    assert calibrations == [1.25] and len(seen) == 1 and json.loads(seen[0])["dilation"] == 1.25
+
+
+def test_children_that_pin_their_dilation_need_no_calibration(tmp_path, calibrations):
+    doc = sweep_doc()
+    doc["spec"]["base"]["emulation"] = {"dilation": 2.0}
+    seen: list = []
+    run_sweep(EmulationSweep.model_validate(doc), tmp_path / "out", runner=_seeing_env(FakeRunner(), seen))
+    assert calibrations == [] and seen == [None] * 4
+    assert not (tmp_path / "out" / sweep_local.CALIBRATION_NAME).exists()
+
+
+def test_a_run_takes_the_shared_number_for_auto_and_keeps_a_pinned_one(monkeypatch, calibrations):
+    from revati.run.orchestrator import resolve_dilation
+    from revati.spec.load import spec_from_dict
+
+    def spec(dilation=None):
+        d = {"apiVersion": "revati.dev/v1alpha1", "kind": "EmulatedDeployment", "metadata": {"name": "x"},
+             "spec": copy.deepcopy(BASE)}
+        if dilation is not None:
+            d["spec"]["emulation"] = {"dilation": dilation}
+        return spec_from_dict(d)
+
+    monkeypatch.setenv("REVATI_DILATION_AUTO", json.dumps({"dilation": 1.4, "how": "the sweep's"}))
+    assert resolve_dilation(spec()) == (1.4, "the sweep's")
+    assert resolve_dilation(spec(3.0)) == (3.0, "dilation 3, given in the spec")
+    monkeypatch.setenv("REVATI_DILATION_AUTO", "1.4")
+    with pytest.raises(ValueError, match="REVATI_DILATION_AUTO must be"):
+        resolve_dilation(spec())
+    monkeypatch.delenv("REVATI_DILATION_AUTO")
+    assert resolve_dilation(spec()) == (1.25, "dilation auto = 1.250: the reference workload (test)")
