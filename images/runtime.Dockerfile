@@ -6,11 +6,14 @@
 #   docker build -f images/runtime.Dockerfile -t ghcr.io/revati-dev/revati-runtime:0.1.0 .
 #
 # One image per engine version: ENGINE_VERSION (empty: the default, pyproject.toml's vLLM) adds
-# that version's environment under /opt/revati/engines (revati/engines/environments.py, about
-# 8 GB more), and the operator runs it for specs of that version (tag suffix -vllm<version>):
+# that version of ENGINE_NAME (default vllm) as its own environment under /opt/revati/engines
+# (revati/engines/environments.py, about 8 GB more), and the operator runs it for specs of that
+# engine and version (tag suffix -<engine><version>, manifests.Images.runtime_for):
 #
 #   docker build -f images/runtime.Dockerfile --build-arg ENGINE_VERSION=0.15.1 \
 #     -t ghcr.io/revati-dev/revati-runtime:0.1.0-vllm0.15.1 .
+#   docker build -f images/runtime.Dockerfile --build-arg ENGINE_NAME=sglang --build-arg ENGINE_VERSION=0.5.23 \
+#     -t ghcr.io/revati-dev/revati-runtime:0.1.0-sglang0.5.23 .
 #
 # The build stage is the same, line for line, as in shim.Dockerfile (tests/k8s/test_images.py
 # checks it), so a builder with a layer cache builds it once for both images.
@@ -43,11 +46,12 @@ FROM python:3.11.14-slim-bookworm AS engines
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=build /opt/revati/src /opt/revati/src
 WORKDIR /opt/revati/src
+ARG ENGINE_NAME=vllm
 ARG ENGINE_VERSION=""
 RUN mkdir -p /opt/revati/engines \
  && if [ -n "$ENGINE_VERSION" ]; then \
       REVATI_ENGINES_DIR=/opt/revati/engines REVATI_ENGINE_SOURCE=/opt/revati/src \
-        .venv/bin/revati engines install vllm "$ENGINE_VERSION"; \
+        .venv/bin/revati engines install "$ENGINE_NAME" "$ENGINE_VERSION"; \
     fi
 
 FROM python:3.11.14-slim-bookworm

@@ -434,8 +434,16 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
+def _value(v: Any) -> str:
+    """A grid value as the table shows it: an `engine` block by its engine (and version), other
+    blocks as compact JSON, scalars as they are."""
+    if isinstance(v, dict) and isinstance(v.get("name"), str):
+        return v["name"] + (f" {v['version']}" if v.get("version") else "")
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
+
+
 def _params(params: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items())
+    return ", ".join(f"{k}={_value(v)}" for k, v in params.items())
 
 
 def ranking(sweep: EmulationSweep, children: list[Child], phases: dict[str, str], reports: dict[str, dict | None],
@@ -500,7 +508,7 @@ def table(result: dict, grid_paths: list[str]):
         phase = r.get("phase") or ("interrupted" if r.get("interrupted") else "not run")
         thr = m.get("outputThroughput")
         style = "bold green" if name == cheapest else ("red" if phase == "Failed" else None)
-        t.add_row("-" if pos is None else str(pos), name, *(str(r["params"].get(p)) for p in grid_paths), phase,
+        t.add_row("-" if pos is None else str(pos), name, *(_value(r["params"].get(p)) for p in grid_paths), phase,
                   str(r.get("gpus", "-")), "-" if r.get("costPerHour") is None else f"{r['costPerHour']:.2f}",
                   _ms(m, "ttftMs"), _ms(m, "tpotMs"), "-" if thr is None else f"{thr:.1f}",
                   ("met" if r.get("meetsSlo") else "missed") if phase == "Succeeded" else "-",

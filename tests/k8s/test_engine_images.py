@@ -41,3 +41,15 @@ def test_another_version_runs_its_own_image_for_the_engine_and_the_load_generato
     assert _images(mf.build_replica_pod(cr, 0, IMAGES))["engine"] == want
     assert _images(mf.build_loadgen_job(cr, IMAGES))["loadgen"] == want
     assert mf.Images("localhost:5000/rt", "s", "m").runtime_for(mf._model(cr)) == "localhost:5000/rt:latest-vllm0.15.1"
+
+
+def test_sglang_runs_its_own_image_whose_build_installs_that_engine():
+    cr = _cr(None)
+    cr["spec"]["engine"] = {"name": "sglang", "args": {"max-running-requests": 256}}  # its default version
+    want = "ghcr.io/revati-dev/revati-runtime:0.1.0-sglang0.5.23"
+    assert _images(mf.build_replica_pod(cr, 0, IMAGES))["engine"] == want
+    assert _images(mf.build_loadgen_job(cr, IMAGES))["loadgen"] == want
+    # the image of that tag: the runtime Dockerfile built with ENGINE_NAME=sglang installs that engine
+    dockerfile = (REPO / "images/runtime.Dockerfile").read_text()
+    assert "--build-arg ENGINE_NAME=sglang --build-arg ENGINE_VERSION=0.5.23" in dockerfile
+    assert 'revati engines install "$ENGINE_NAME" "$ENGINE_VERSION"' in dockerfile

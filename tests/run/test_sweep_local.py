@@ -463,3 +463,35 @@ def test_a_run_takes_the_shared_number_for_auto_and_keeps_a_pinned_one(monkeypat
         resolve_dilation(spec())
     monkeypatch.delenv("REVATI_DILATION_AUTO")
     assert resolve_dilation(spec()) == (1.25, "dilation auto = 1.250: the reference workload (test)")
+
+
+def test_a_sweep_over_engines_gives_each_engine_its_own_flags_and_default_version(tmp_path):
+    """examples/sweep-engines.yaml: the grid varies the whole engine block (issue 14)."""
+    from revati.spec.load import spec_from_dict
+
+    sw = load_sweep(Path(__file__).resolve().parents[2] / "examples" / "sweep-engines.yaml")
+    children = expand(sw)
+    got = [(spec_from_dict(c.body).spec.engine.name, spec_from_dict(c.body).spec.engine.version,
+            sorted(c.spec["engine"]["args"]), c.spec["tensorParallelSize"]) for c in children]
+    assert got == [("vllm", "0.33.0", ["max-num-batched-tokens", "max-num-seqs"], 1),
+                   ("vllm", "0.33.0", ["max-num-batched-tokens", "max-num-seqs"], 2),
+                   ("sglang", "0.5.23", ["chunked-prefill-size", "max-running-requests"], 1),
+                   ("sglang", "0.5.23", ["chunked-prefill-size", "max-running-requests"], 2)]
+
+    def report_of(spec: dict) -> dict:  # FakeRunner's report wants max-num-seqs
+        seqs = spec["engine"]["args"].get("max-num-seqs") or spec["engine"]["args"]["max-running-requests"]
+        return fake_report({**spec, "engine": {"args": {"max-num-seqs": seqs}}})
+
+    class EngineRunner(FakeRunner):
+        def __call__(self, spec_path, out, log_path, stop):
+            body = yaml.safe_load(spec_path.read_text())
+            log_path.write_text("fake\n")
+            (out / "report.json").write_text(json.dumps(report_of(body["spec"])))
+            self.calls.append(body["spec"]["engine"]["name"])
+            return 0
+
+    runner = EngineRunner()
+    res = run_sweep(sw, tmp_path / "out", runner=runner)
+    assert res.exit_code == 0 and sorted(runner.calls) == ["sglang", "sglang", "vllm", "vllm"]
+    rendered = _render(table(res.result, sorted(sw.spec.grid)))
+    assert "sglang" in rendered and "vllm" in rendered and "max-running-requests" not in rendered
