@@ -162,7 +162,8 @@ class RunResult:
 
 def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, console=None,
         startup_timeout_s: float = 1500.0, bench_timeout_s: float = 3 * 3600) -> RunResult:
-    """Runs the spec and writes the report into out. Raises RunFailed / ServerFailed / WorkloadError."""
+    """Runs the spec and writes the report into out. Raises RunFailed / ServerFailed / WorkloadError,
+    and EngineInstallError when the spec's engine version is missing and cannot be installed."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -178,6 +179,11 @@ def run(spec: EmulatedDeployment, out: Path, *, spec_path: Path | None = None, c
     sp = plan.serve
     gpu = get_gpu(s.gpu)
     plan.check_load(out)  # the workload is validated before anything starts
+    # NOTE: a version other than the one beside revati runs from its own environment, installed
+    # here on first use, before anything starts: found missing later, inside the server's start,
+    # the error unwound the sidecar first, and the watchdog reported that exit (SidecarCrashed)
+    # instead of it (`revati validate --engine-version V` of a version not installed yet).
+    plan.engine.prepare()
 
     progress = startup.StartupProgress(console, plan.engine)  # the environment phase starts now
     notes: list[str] = []
