@@ -159,14 +159,8 @@ def _run_spec(spec, out: Path, spec_path: Path | None, name: str) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
-    from revati import engines
     from revati.engines.environments import EngineInstallError
 
-    try:  # a version other than the one beside revati runs from its own environment: install it once
-        engines.get(spec.spec.engine.name, spec.spec.engine.version).prepare()
-    except EngineInstallError as e:
-        print(f"{name}: {e}", file=sys.stderr)
-        return 1
     # NOTE: explicitly, because Python leaves SIGINT ignored when it starts with it ignored, as
     # every command a non-interactive shell runs in the background (`revati run ... &`, a suite
     # under nohup &) does: a `kill -INT` then did nothing and the run went on to the end.
@@ -182,7 +176,8 @@ def _run_spec(spec, out: Path, spec_path: Path | None, name: str) -> int:
         print(f"{name}: FAILED: {e}\n{name}: wrote report.json (outcome: failed) and requests.jsonl to {e.out}",
               file=sys.stderr)
         return faults.DEADLOCK_EXIT_CODE if e.fault.kind == "deadlock" else faults.FAULT_EXIT_CODE
-    except (ServerFailed, orchestrator.RunFailed) as e:
+    except (ServerFailed, orchestrator.RunFailed, EngineInstallError) as e:
+        # EngineInstallError: the spec's version, installed on first use (orchestrator.run), failed to install
         print(f"{name}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
